@@ -1,0 +1,172 @@
+"""Lab configuration: one frozen object, documented defaults, WIRE.md limits as defaults.
+
+Durability note (``sync_interval``): JetStream acknowledges a publish before it is fsynced.
+With the default ``"2m"`` (nats-server's own default) an acknowledged message can be lost if
+the *machine* loses power within two minutes of the write (a process crash loses nothing: the
+data is in the OS page cache). ``"always"`` fsyncs every write, which closes that window at a
+large throughput cost. The embedded broker writes the value into its config file; an external
+server keeps its own setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from overwatch_lab.errors import ConfigError
+from overwatch_lab.protocol import subjects as s
+
+KiB = 1024
+MiB = 1024 * KiB
+MINUTE = 60.0
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Limits of one JetStream stream (WIRE.md values are the defaults in ``DEFAULT_STREAMS``)."""
+
+    subjects: tuple[str, ...]
+    retention: Literal["limits", "workqueue"]
+    max_msgs: int
+    max_bytes: int
+    max_age_s: float
+    max_msg_size: int
+    duplicate_window_s: float
+    discard: Literal["old", "new"] = "old"
+
+
+DEFAULT_STREAMS: MappingProxyType[str, StreamLimits] = MappingProxyType(
+    {
+        s.STREAM_ENTITIES: StreamLimits(
+            (s.ENTITIES_ALL,), "limits", 100_000, 256 * MiB, 7 * DAY, 1 * MiB, 120
+        ),
+        s.STREAM_ORGANIZATIONS: StreamLimits(
+            (s.ORGANIZATIONS_ALL,), "limits", 10_000, 32 * MiB, 7 * DAY, 256 * KiB, 120
+        ),
+        s.STREAM_EVENTS: StreamLimits((s.EVENTS_ALL,), "workqueue", 50_000, 128 * MiB, DAY, 256 * KiB, 120),
+        s.STREAM_TELEMETRY: StreamLimits(
+            (s.TELEMETRY_ALL,), "limits", 100_000, 256 * MiB, 2 * HOUR, 128 * KiB, 30
+        ),
+        s.STREAM_COMMANDS: StreamLimits(
+            (s.COMMANDS_ALL,), "workqueue", 10_000, 32 * MiB, 15 * MINUTE, 32 * KiB, 60, discard="new"
+        ),
+        s.STREAM_QUARANTINE: StreamLimits(
+            (s.QUARANTINE_ALL,), "limits", 10_000, 64 * MiB, 7 * DAY, 512 * KiB, 120
+        ),
+    }
+)
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data"))
+
+
+@dataclass(frozen=True, slots=True)
+class LabConfig:
+    """Everything a Lab needs to boot. Build it once; it never changes afterwards.
+
+    Attributes:
+        data_dir: Folder for the broker's file store, the libSQL file and ``lab.json``.
+        nats_url: ``None`` boots the embedded nats-server; otherwise a URL (or comma-separated
+            URLs of a cluster) of an existing server.
+        nats_token / nats_user / nats_password / nats_creds: authentication for ``nats_url``.
+        db_url: ``None`` means the local file ``<data_dir>/overwatch.db``; else a path, a
+            ``file:`` URL or a libSQL server URL (``libsql://``, ``ws://``, ``wss://``).
+        sync_interval: nats-server JetStream fsync policy for the embedded broker
+            (``"2m"`` default, ``"always"`` for power-loss durability; see module docstring).
+        stale_after_s: an entity silent this long is marked ``is_live: false``.
+        sync_period_s: period of the KV <-> libSQL synchronizer pass.
+        fetch_batch: messages asked per pull; max_ack_pending: per durable consumer.
+        quarantine_after: a message failing on this delivery goes to quarantine.
+        retry_delay_s: NAK delay for a transient failure.
+        streams: stream limits by stream name (WIRE.md defaults).
+    """
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    nats_url: str | None = None
+    nats_token: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_creds: Path | None = None
+    db_url: str | None = None
+    sync_interval: str = "2m"
+    stale_after_s: float = 5.0
+    sync_period_s: float = 2.0
+    fetch_batch: int = 2000
+    fetch_timeout_s: float = 0.5
+    max_ack_pending: int = 50_000
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    quarantine_after: int = 3
+    retry_delay_s: float = 0.5
+    kv_history: int = 10
+    kv_cas_attempts: int = 5
+    ready_timeout_s: float = 10.0
+    stop_timeout_s: float = 10.0
+    streams: MappingProxyType[str, StreamLimits] = field(default_factory=lambda: DEFAULT_STREAMS)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+        if self.nats_creds is not None:
+            object.__setattr__(self, "nats_creds", Path(self.nats_creds).expanduser())
+        if self.stale_after_s <= 0:
+            raise ConfigError(f"stale_after_s must be > 0, got {self.stale_after_s}")
+        if self.sync_period_s <= 0:
+            raise ConfigError(f"sync_period_s must be > 0, got {self.sync_period_s}")
+        if self.fetch_batch < 1:
+            raise ConfigError(f"fetch_batch must be >= 1, got {self.fetch_batch}")
+        if self.max_ack_pending < self.fetch_batch:
+            raise ConfigError(
+                f"max_ack_pending ({self.max_ack_pending}) must be >= fetch_batch ({self.fetch_batch})"
+            )
+        if not 1 <= self.quarantine_after <= self.max_deliver:
+            raise ConfigError(
+                f"quarantine_after ({self.quarantine_after}) must be in 1..max_deliver ({self.max_deliver})"
+            )
+        if self.sync_interval != "always" and not _is_duration(self.sync_interval):
+            raise ConfigError(
+                f"sync_interval must be 'always' or a duration like '2m', got {self.sync_interval!r}"
+            )
+        missing = set(DEFAULT_STREAMS) - set(self.streams)
+        if missing:
+            raise ConfigError(f"streams is missing {sorted(missing)}")
+        if not isinstance(self.streams, MappingProxyType):
+            object.__setattr__(self, "streams", MappingProxyType(dict(self.streams)))
+
+    @property
+    def embedded(self) -> bool:
+        """True when the lab boots its own nats-server."""
+        return self.nats_url is None
+
+    @property
+    def db_path(self) -> str:
+        """The database location handed to the store (file path or server URL)."""
+        if self.db_url is None:
+            return str(self.data_dir / "overwatch.db")
+        if self.db_url.startswith("file:"):
+            return self.db_url.removeprefix("file:").removeprefix("//")
+        return self.db_url
+
+    def replace(self, **changes: Any) -> LabConfig:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_stream_limits(self, stream: str, **changes: Any) -> LabConfig:
+        """Return a copy where one stream's limits are changed, e.g. a larger telemetry stream."""
+        if stream not in self.streams:
+            raise ConfigError(f"unknown stream {stream!r}; known: {sorted(self.streams)}")
+        streams = dict(self.streams)
+        streams[stream] = dataclasses.replace(streams[stream], **changes)
+        return self.replace(streams=MappingProxyType(streams))
+
+
+def _is_duration(text: str) -> bool:
+
+    return re.fullmatch(r"\d+(ms|s|m|h)", text) is not None

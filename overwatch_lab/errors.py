@@ -1,0 +1,89 @@
+"""Every exception overwatch-lab raises, in one place.
+
+Hierarchy::
+
+    OverwatchError
+    ├── ConfigError            bad LabConfig value or lab.json
+    ├── ProtocolError          a message that breaks WIRE.md (never retried)
+    │   ├── SubjectError       bad subject or identifier token
+    │   └── EnvelopeError      bad JSON body / envelope field
+    ├── BrokerError            NATS side
+    │   ├── BrokerStartError   nats-server did not become ready
+    │   ├── BrokerExited       nats-server died while the lab needed it
+    │   └── ProvisionError     streams / consumers / KV could not be created
+    ├── DatabaseError          libSQL side (translated from sqlite3 / libsql errors)
+    ├── SyncError              the KV synchronizer could not complete a pass
+    ├── LabStateError          lab used in the wrong lifecycle state
+    ├── CommandError           command API (issue 4)
+    │   ├── CommandRejected
+    │   └── CommandTimeout
+    └── ScenarioError          bad scenario file or parameters (simulators)
+
+Messages carry the values involved so a notebook user can act on them.
+"""
+
+from __future__ import annotations
+
+
+class OverwatchError(Exception):
+    """Base class of every error raised by overwatch-lab."""
+
+
+class ConfigError(OverwatchError, ValueError):
+    """Raised when a configuration value (LabConfig, CLI flag, lab.json) is invalid."""
+
+
+class ProtocolError(OverwatchError, ValueError):
+    """Raised when a message breaks the wire contract; such a message can never succeed."""
+
+
+class SubjectError(ProtocolError):
+    """Raised for a malformed subject or an identifier token that breaks the token rule."""
+
+
+class EnvelopeError(ProtocolError):
+    """Raised for a malformed JSON body or envelope field (names the field when it can)."""
+
+
+class BrokerError(OverwatchError):
+    """Raised for NATS-side failures."""
+
+
+class BrokerStartError(BrokerError):
+    """Raised when the embedded nats-server does not start or become ready in time."""
+
+
+class BrokerExited(BrokerError):
+    """Raised when the embedded nats-server exits while the lab still needs it."""
+
+
+class ProvisionError(BrokerError):
+    """Raised when a stream, consumer or KV bucket cannot be created or updated."""
+
+
+class DatabaseError(OverwatchError):
+    """Raised when the libSQL store fails (open, migrate, write or query)."""
+
+
+class SyncError(OverwatchError):
+    """Raised when the KV synchronizer cannot complete a pass."""
+
+
+class LabStateError(OverwatchError, RuntimeError):
+    """Raised when a Lab is used in the wrong lifecycle state (e.g. started twice)."""
+
+
+class CommandError(OverwatchError):
+    """Raised by the command API."""
+
+
+class CommandRejected(CommandError):
+    """Raised when a command is rejected (by the lab or by the device)."""
+
+
+class CommandTimeout(CommandError, TimeoutError):
+    """Raised when a command does not reach the awaited status in time."""
+
+
+class ScenarioError(OverwatchError, ValueError):
+    """Raised for an invalid scenario (names the offending field)."""
