@@ -126,6 +126,8 @@ class LabConfig:
             raise ConfigError(
                 f"max_ack_pending ({self.max_ack_pending}) must be >= fetch_batch ({self.fetch_batch})"
             )
+        if not 1 <= self.kv_history <= 64:
+            raise ConfigError(f"kv_history must be 1..64 (NATS KV limit), got {self.kv_history}")
         if not 1 <= self.quarantine_after <= self.max_deliver:
             raise ConfigError(
                 f"quarantine_after ({self.quarantine_after}) must be in 1..max_deliver ({self.max_deliver})"

@@ -1,3 +1,5 @@
 """Shared test fixtures."""
 
 from __future__ import annotations
+
+pytest_plugins = ["tests.lab_fixtures"]

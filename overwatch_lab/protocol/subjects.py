@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from overwatch_lab.errors import SubjectError
 
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-MESSAGE_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # always used with fullmatch: "$" would allow "\n"
+MESSAGE_TYPE_RE = re.compile(r"[A-Z][A-Z0-9_]*")
 
 # Streams
 STREAM_ENTITIES = "CONSTELLATION_ENTITIES"
@@ -46,7 +46,7 @@ ORG_EVENT_KINDS = ("created", "updated", "deleted")
 
 def check_token(value: object, what: str = "token") -> str:
     """Return ``value`` if it obeys the identifier token rule, else raise SubjectError."""
-    if not isinstance(value, str) or not TOKEN_RE.match(value):
+    if not isinstance(value, str) or not TOKEN_RE.fullmatch(value):
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."

@@ -1,0 +1,47 @@
+"""overwatch-lab: a Python workbench for edge-device fleet data over NATS JetStream and libSQL.
+
+Public names are listed in ``__all__``; everything else is internal.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from overwatch_lab.config import LabConfig, StreamLimits  # noqa: E402
+from overwatch_lab.errors import (  # noqa: E402
+    BrokerError,
+    BrokerExited,
+    BrokerStartError,
+    CommandError,
+    ConfigError,
+    DatabaseError,
+    EnvelopeError,
+    LabStateError,
+    OverwatchError,
+    ProtocolError,
+    ScenarioError,
+    SubjectError,
+    SyncError,
+)
+from overwatch_lab.lab import Lab, LabState  # noqa: E402
+
+__all__ = [
+    "BrokerError",
+    "BrokerExited",
+    "BrokerStartError",
+    "CommandError",
+    "ConfigError",
+    "DatabaseError",
+    "EnvelopeError",
+    "Lab",
+    "LabConfig",
+    "LabState",
+    "LabStateError",
+    "OverwatchError",
+    "ProtocolError",
+    "ScenarioError",
+    "StreamLimits",
+    "SubjectError",
+    "SyncError",
+    "__version__",
+]

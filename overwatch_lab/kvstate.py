@@ -1,0 +1,114 @@
+"""Compare-and-set read-modify-write of entity documents in the global-state KV bucket.
+
+Every writer of an entity document (entity worker, telemetry worker, event worker, synchronizer)
+goes through :class:`EntityKV`, so no writer can silently drop another writer's fields: a write
+carries the revision it read, and a conflict re-reads and re-applies the same mutation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import nats.js.errors as js_errors
+from nats.js.kv import KeyValue
+
+from overwatch_lab.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+Mutation = Callable[[Doc | None], Doc | None]
+"""Receives the current document (None if absent) and returns the document to write, or None
+to write nothing. It may mutate and return its argument: the caller never reuses a document
+whose write failed."""
+
+
+class KvConflictError(BrokerError):
+    """Raised when a CAS write still conflicts after the configured number of attempts."""
+
+
+def dumps(doc: Doc) -> bytes:
+    """Serialise an entity document compactly."""
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+class EntityKV:
+    """CAS access to entity documents (key = bare entity_id)."""
+
+    def __init__(self, kv: KeyValue, *, attempts: int = 5) -> None:
+        self.kv = kv
+        self.attempts = attempts
+        self.conflicts = 0
+
+    async def read(self, key: str) -> tuple[int, Doc | None]:
+        """Return (revision, document); (0, None) when the key is absent or deleted."""
+        try:
+            entry = await self.kv.get(key)
+        except js_errors.KeyNotFoundError:
+            return 0, None
+        if entry.value is None:
+            return 0, None
+        return entry.revision or 0, json.loads(entry.value)
+
+    async def mutate(
+        self, key: str, mutation: Mutation, *, current: tuple[int, Doc | None] | None = None
+    ) -> tuple[int, Doc | None]:
+        """Apply ``mutation`` and write the result with compare-and-set, retrying on conflict.
+
+        Args:
+            key: entity_id.
+            mutation: see :data:`Mutation`.
+            current: a (revision, document) the caller already holds (a cache); read when None.
+
+        Returns:
+            (revision, document) as stored after the call.
+
+        Raises:
+            KvConflictError: still conflicting after ``attempts`` tries.
+        """
+        rev, doc = current if current is not None else await self.read(key)
+        for attempt in range(self.attempts):
+            new = mutation(doc)
+            if new is None:
+                return rev, doc
+            data = dumps(new)
+            try:
+                if rev == 0:
+                    new_rev = await self.kv.create(key, data)
+                else:
+                    new_rev = await self.kv.update(key, data, last=rev)
+                return new_rev, new
+            except js_errors.KeyWrongLastSequenceError:
+                self.conflicts += 1
+                await asyncio.sleep(0.01 * 2**attempt)
+                rev, doc = await self.read(key)
+        raise KvConflictError(f"KV write of {key!r} still conflicted after {self.attempts} attempts")
+
+    async def delete(self, key: str) -> bool:
+        """Delete a document; returns False when it did not exist."""
+        rev, doc = await self.read(key)
+        if doc is None:
+            return False
+        await self.kv.delete(key)
+        return True
+
+    async def all(self) -> dict[str, tuple[int, Doc]]:
+        """Return every live document in the bucket (replayed with a watcher, not keys()+get())."""
+        out: dict[str, tuple[int, Doc]] = {}
+        watcher = await self.kv.watchall()
+        try:
+            while True:
+                entry = await watcher.updates(timeout=5.0)
+                if entry is None:  # end of the initial replay
+                    break
+                if entry.operation is None and entry.value:
+                    out[entry.key] = (entry.revision or 0, json.loads(entry.value))
+                else:
+                    out.pop(entry.key, None)
+        finally:
+            await watcher.stop()
+        return out

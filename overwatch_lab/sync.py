@@ -1,0 +1,167 @@
+"""The synchronizer: keeps the KV entity documents and the libSQL ``entities`` rows consistent.
+
+One pass (at boot, then every ``sync_period_s``):
+
+- every entity row gets a KV document if it has none (existing live state is kept);
+- a document whose static fields drifted from its row is repaired (static fields only);
+- a document whose entity has no row any more is removed;
+- a live entity silent for longer than ``stale_after_s`` is marked ``is_live: false``;
+- the live fields (position, heading, velocity, last_seen, is_live) are written back to the
+  ``entities`` row so SQL readers see them.
+
+Each action is counted in :class:`SyncStats`. Every KV write is a compare-and-set, so a pass
+racing with the workers never drops their fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from overwatch_lab.config import LabConfig
+from overwatch_lab.kvstate import Doc, EntityKV
+from overwatch_lab.protocol import state
+from overwatch_lab.protocol.envelopes import now_timestamp
+from overwatch_lab.store.database import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """What the synchronizer did, cumulative."""
+
+    passes: int = 0
+    created: int = 0
+    repaired: int = 0
+    removed: int = 0
+    marked_stale: int = 0
+    written_back: int = 0
+    failed_passes: int = 0
+    last_pass_at: float | None = None
+    last_pass_s: float = 0.0
+    last_error: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return a plain dict copy."""
+        return asdict(self)
+
+
+class Synchronizer:
+    """Reconciles KV and libSQL both ways; see the module docstring."""
+
+    def __init__(self, store: Store, ekv: EntityKV, config: LabConfig, forget: Callable[[str], None]) -> None:
+        self.store = store
+        self.ekv = ekv
+        self.config = config
+        self.forget = forget
+        self.stats = SyncStats()
+        self._written: dict[str, dict[str, Any]] = {}
+        self._stopping = asyncio.Event()
+        self._kick = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the current pass."""
+        self._stopping.set()
+        self._kick.set()
+
+    def kick(self) -> None:
+        """Run a pass now instead of waiting for the period to elapse."""
+        self._kick.set()
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Run passes every ``sync_period_s`` until :meth:`request_stop`."""
+        ready.set()
+        while not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(self.config.sync_period_s):
+                    await self._kick.wait()
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                await self.run_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next pass tries again; the failure is on the record
+                self.stats.failed_passes += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("sync pass failed")
+
+    async def run_pass(self) -> SyncStats:
+        """Run one reconciliation pass and return the cumulative stats."""
+        started = time.perf_counter()
+        st = self.stats
+        rows = {r["entity_id"]: r for r in await self.store.entities()}
+        docs = await self.ekv.all()
+        now = now_timestamp()
+        now_ts = time.time()
+        stale_after = self.config.stale_after_s
+
+        for eid, row in rows.items():
+            org_name = row.get("org_name")
+            current = docs.get(eid)
+            if current is None:
+                doc = state.new_entity_doc(row, org_name, now)
+                rev, written = await self.ekv.mutate(eid, lambda d, doc=doc: doc if d is None else None)
+                if written is doc:
+                    st.created += 1
+                if written is not None:
+                    docs[eid] = (rev, written)
+                continue
+            counts = {"repaired": False, "stale": False}
+
+            def fix(
+                d: Doc | None, row: dict = row, org_name: str | None = org_name, counts=counts
+            ) -> Doc | None:
+                if d is None:
+                    return None
+                repaired = bool(state.static_drift(d, row, org_name))
+                if repaired:
+                    state.apply_static(d, row, org_name, now)
+                stale = state.mark_stale(d, now_ts, stale_after)
+                counts["repaired"], counts["stale"] = repaired, stale
+                return d if (repaired or stale) else None
+
+            if state.static_drift(current[1], row, org_name) or (
+                current[1].get("is_live") and _silent(current[1], now_ts, stale_after)
+            ):
+                rev, written = await self.ekv.mutate(eid, fix, current=current)
+                st.repaired += counts["repaired"]
+                st.marked_stale += counts["stale"]
+                if written is not None:
+                    docs[eid] = (rev, written)
+
+        for eid in set(docs) - set(rows):
+            self.forget(eid)
+            if await self.ekv.delete(eid):
+                st.removed += 1
+            self._written.pop(eid, None)
+
+        updates = []
+        for eid, (_, doc) in docs.items():
+            if eid not in rows:
+                continue
+            live = state.live_fields(doc)
+            if self._written.get(eid) != live:
+                updates.append({"entity_id": eid, **live})
+        if updates:
+            st.written_back += await self.store.write_back_live(updates)
+            for u in updates:
+                self._written[u["entity_id"]] = {k: v for k, v in u.items() if k != "entity_id"}
+
+        st.passes += 1
+        st.last_pass_at = time.time()
+        st.last_pass_s = time.perf_counter() - started
+        return st
+
+
+def _silent(doc: Doc, now_ts: float, stale_after_s: float) -> bool:
+    probe = dict(doc)
+    return state.mark_stale(probe, now_ts, stale_after_s)

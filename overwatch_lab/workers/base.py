@@ -1,0 +1,240 @@
+"""The consumer loop every worker shares: fetch in large batches, settle each message once.
+
+A worker only turns a batch of messages into one :class:`Result` per message; the loop does
+the rest the same way for everyone:
+
+- ``ACK``: effects are durable (the worker returns only after its DB commit and KV write).
+- ``RETRY``: a transient failure. NAK with a delay, and quarantine on the configured delivery
+  (WIRE.md: the 3rd) so that a message that keeps failing is never redelivered forever.
+- ``POISON``: the message can never succeed (invalid envelope, unknown entity, subject/body
+  mismatch): quarantined at once.
+
+Quarantine = a record on ``constellation.quarantine.{worker}`` (published and acknowledged by
+JetStream, with ``Nats-Msg-Id: quarantine-{stream}-{seq}``), then TERM. If the quarantine publish
+itself fails the message is NAKed instead, so nothing is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from overwatch_lab.config import LabConfig
+from overwatch_lab.protocol.envelopes import now_timestamp
+from overwatch_lab.protocol.subjects import quarantine_subject
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    """How a message is settled."""
+
+    ACK = "ack"
+    RETRY = "retry"
+    POISON = "poison"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The settlement of one message, with the reason for anything but ACK."""
+
+    outcome: Outcome
+    reason: str | None = None
+
+
+ACK = Result(Outcome.ACK)
+
+
+def retry(reason: str) -> Result:
+    """A transient failure: redeliver later, quarantine on the configured delivery."""
+    return Result(Outcome.RETRY, reason)
+
+
+def poison(reason: str) -> Result:
+    """A message that can never succeed: quarantine at once."""
+    return Result(Outcome.POISON, reason)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of one worker, readable from Python (``lab.stats()``) and shown on dashboards."""
+
+    handled: int = 0  # messages settled (any outcome)
+    acked: int = 0
+    ignored: int = 0  # acked without effect (stale or duplicate)
+    retried: int = 0  # NAKed for redelivery
+    quarantined: int = 0
+    batches: int = 0
+    last_batch_size: int = 0
+    peak_batch_size: int = 0
+    lag: int = 0  # messages in the stream not yet delivered to this consumer
+    last_error: str | None = None
+    last_batch_at: float | None = None
+    busy_s: float = 0.0  # time spent handling batches
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return a plain dict copy."""
+        return asdict(self)
+
+
+class Worker(ABC):
+    """One kind of message handling, run by a :class:`ConsumerLoop` on one durable consumer."""
+
+    name: str
+    stream: str
+    durable: str
+
+    def __init__(self) -> None:
+        self.stats = WorkerStats()
+
+    @abstractmethod
+    async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+        """Handle a batch and return one Result per message, in order.
+
+        Must return only after the effects of every ACK result are durable.
+        """
+
+    def ignored(self, n: int = 1) -> None:
+        """Count messages acknowledged without effect (stale or duplicate)."""
+        self.stats.ignored += n
+
+
+@dataclass(slots=True)
+class QuarantineLog:
+    """The most recent quarantine records this process wrote (the stream holds them all)."""
+
+    records: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class ConsumerLoop:
+    """Pull-consume one durable consumer and settle every message through its worker."""
+
+    def __init__(
+        self, worker: Worker, js: JetStreamContext, config: LabConfig, quarantine_log: QuarantineLog
+    ) -> None:
+        self.worker = worker
+        self.js = js
+        self.config = config
+        self.quarantine_log = quarantine_log
+        self.caught_up = False  # True once a fetch found the consumer empty
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the loop to finish its current batch and return."""
+        self._stopping.set()
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Run until :meth:`request_stop`; sets ``ready`` once bound to the consumer."""
+        w = self.worker
+        psub = await self.js.pull_subscribe_bind(w.durable, w.stream)
+        ready.set()
+        log.info("%s consuming %s/%s", w.name, w.stream, w.durable)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await psub.fetch(self.config.fetch_batch, timeout=self.config.fetch_timeout_s)
+                except TimeoutError:  # nats.errors.TimeoutError or a bare asyncio one
+                    self.caught_up = True
+                    w.stats.lag = 0
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                    if self._stopping.is_set():
+                        break
+                    raise
+                except nats.errors.Error as exc:  # reconnecting etc.: keep going
+                    w.stats.last_error = f"fetch: {exc!r}"
+                    log.warning("%s fetch failed: %r", w.name, exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                if not msgs:
+                    continue
+                await self._handle(msgs)
+        finally:
+            await psub.unsubscribe()
+
+    async def _handle(self, msgs: list[Msg]) -> None:
+        w = self.worker
+        started = time.perf_counter()
+        try:
+            results = await w.handle_batch(msgs)
+            if len(results) != len(msgs):
+                raise RuntimeError(f"{w.name} returned {len(results)} results for {len(msgs)} messages")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an outage: every message is retried, never lost
+            log.exception("%s failed on a batch of %d", w.name, len(msgs))
+            reason = f"{type(exc).__name__}: {exc}"
+            results = [retry(reason)] * len(msgs)
+        for msg, result in zip(msgs, results, strict=True):
+            await self._settle(msg, result)
+        st = w.stats
+        st.batches += 1
+        st.handled += len(msgs)
+        st.last_batch_size = len(msgs)
+        st.peak_batch_size = max(st.peak_batch_size, len(msgs))
+        st.last_batch_at = time.time()
+        st.busy_s += time.perf_counter() - started
+        pending = msgs[-1].metadata.num_pending
+        st.lag = pending
+        self.caught_up = pending == 0 and len(msgs) < self.config.fetch_batch
+
+    async def _settle(self, msg: Msg, result: Result) -> None:
+        st = self.worker.stats
+        if result.outcome is Outcome.ACK:
+            await msg.ack()
+            st.acked += 1
+            return
+        st.last_error = result.reason
+        if result.outcome is Outcome.RETRY and msg.metadata.num_delivered < self.config.quarantine_after:
+            await msg.nak(delay=self.config.retry_delay_s)
+            st.retried += 1
+            return
+        reason = result.reason or "unknown"
+        if result.outcome is Outcome.RETRY:
+            reason = f"failed on delivery {msg.metadata.num_delivered}: {reason}"
+        if await self._quarantine(msg, reason):
+            await msg.term()
+            st.quarantined += 1
+        else:
+            await msg.nak(delay=self.config.retry_delay_s)
+            st.retried += 1
+
+    async def _quarantine(self, msg: Msg, reason: str) -> bool:
+        w = self.worker
+        meta = msg.metadata
+        seq = meta.sequence.stream
+        record = {
+            "worker": w.name,
+            "source_stream": w.stream,
+            "source_consumer": w.durable,
+            "original_subject": msg.subject,
+            "original_data": base64.b64encode(msg.data).decode(),
+            "error": reason,
+            "num_delivered": meta.num_delivered,
+            "stream_sequence": seq,
+            "quarantined_at": now_timestamp(),
+        }
+        try:
+            await self.js.publish(
+                quarantine_subject(w.name),
+                json.dumps(record).encode(),
+                headers={"Nats-Msg-Id": f"quarantine-{w.stream}-{seq}"},
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.error("%s could not quarantine %s seq %s: %r", w.name, msg.subject, seq, exc)
+            return False
+        log.warning("%s quarantined %s (seq %s): %s", w.name, msg.subject, seq, reason)
+        self.quarantine_log.records.append(record)
+        return True

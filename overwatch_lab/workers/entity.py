@@ -1,0 +1,161 @@
+"""Entity and organisation workers: lifecycle events → libSQL rows → the entity's KV document.
+
+Order per event: commit the row, update the registry (so telemetry for a new entity is accepted
+at once), then merge the static fields into the KV document with compare-and-set, never touching
+telemetry-owned fields. Events are applied one at a time, in stream order, because a created and
+an updated event for one entity must not be reordered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from nats.aio.msg import Msg
+
+from overwatch_lab.errors import ProtocolError
+from overwatch_lab.kvstate import Doc, EntityKV
+from overwatch_lab.protocol import state
+from overwatch_lab.protocol.envelopes import (
+    EntityEvent,
+    OrgEvent,
+    decode_entity_event,
+    decode_org_event,
+    now_timestamp,
+)
+from overwatch_lab.protocol.subjects import (
+    CONSUMER_ENTITY,
+    CONSUMER_ORGANIZATION,
+    STREAM_ENTITIES,
+    STREAM_ORGANIZATIONS,
+    parse_entity_subject,
+    parse_organization_subject,
+)
+from overwatch_lab.registry import Registry
+from overwatch_lab.store.database import Store
+from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
+from overwatch_lab.workers.common import guarded, unknown_entity
+
+log = logging.getLogger(__name__)
+
+Forget = Callable[[str], None]
+
+
+async def sync_static(ekv: EntityKV, row: dict, org_name: str | None) -> None:
+    """Create the entity's KV document, or merge its static fields into the existing one."""
+    now = now_timestamp()
+    eid = row["entity_id"]
+
+    def merge(doc: Doc | None) -> Doc | None:
+        if doc is None:
+            return state.new_entity_doc(row, org_name, now)
+        return doc if state.apply_static(doc, row, org_name, now) else None
+
+    await ekv.mutate(eid, merge)
+
+
+class OrganizationWorker(Worker):
+    """Consumes ``organization-processor`` on CONSTELLATION_ORGANIZATIONS."""
+
+    name = "organization-worker"
+    stream = STREAM_ORGANIZATIONS
+    durable = CONSUMER_ORGANIZATION
+
+    def __init__(self, store: Store, ekv: EntityKV, registry: Registry, forget: Forget) -> None:
+        super().__init__()
+        self.store, self.ekv, self.registry, self.forget = store, ekv, registry, forget
+
+    async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+        results = []
+        for msg in msgs:
+            try:
+                ev = decode_org_event(msg.data, parse_organization_subject(msg.subject))
+            except ProtocolError as exc:
+                results.append(poison(str(exc)))
+                continue
+            results.append(await guarded(self._apply(ev)))
+        return results
+
+    async def _apply(self, ev: OrgEvent) -> Result:
+        now = now_timestamp()
+        if ev.kind == "deleted":
+            await self.store.delete_organization(ev.org_id)
+            self.registry.orgs.pop(ev.org_id, None)
+            gone = [e for e, o in self.registry.entities.items() if o == ev.org_id]
+            for eid in gone:
+                self.registry.entities.pop(eid, None)
+                self.forget(eid)
+                await self.ekv.delete(eid)
+            return ACK
+        previous = self.registry.orgs.get(ev.org_id)
+        await self.store.upsert_organization(ev.org_id, ev.name, ev.org_type, ev.metadata, now)
+        self.registry.orgs[ev.org_id] = ev.name
+        if previous is not None and previous != ev.name:
+            # An org rename reaches every entity document of the org (Overwatch does the same).
+            for row in await self.store.entities():
+                if row["org_id"] == ev.org_id:
+                    await sync_static(self.ekv, row, ev.name)
+        return ACK
+
+
+class EntityWorker(Worker):
+    """Consumes ``entity-processor`` on CONSTELLATION_ENTITIES."""
+
+    name = "entity-worker"
+    stream = STREAM_ENTITIES
+    durable = CONSUMER_ENTITY
+
+    def __init__(
+        self,
+        store: Store,
+        ekv: EntityKV,
+        registry: Registry,
+        forget: Forget,
+        orgs_settled: Callable[[], bool],
+    ) -> None:
+        super().__init__()
+        self.store, self.ekv, self.registry, self.forget = store, ekv, registry, forget
+        self.orgs_settled = orgs_settled
+
+    async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+        results = []
+        for msg in msgs:
+            try:
+                ev = decode_entity_event(msg.data, parse_entity_subject(msg.subject))
+            except ProtocolError as exc:
+                results.append(poison(str(exc)))
+                continue
+            results.append(await guarded(self._apply(ev)))
+        return results
+
+    async def _apply(self, ev: EntityEvent) -> Result:
+        reg = self.registry
+        if ev.org_id not in reg.orgs:
+            reason = f"unknown organization {ev.org_id!r}: publish constellation.organizations.created first"
+            return poison(reason) if self.orgs_settled() else retry(reason)
+        owner = reg.org_of(ev.entity_id)
+        if owner is not None and owner != ev.org_id:
+            return poison(f"entity {ev.entity_id!r} already belongs to org {owner!r}, not {ev.org_id!r}")
+        now = now_timestamp()
+        if ev.kind == "deleted":
+            if owner is None:
+                return ACK  # already gone: deleting twice is not an error
+            await self.store.delete_entity(ev.entity_id)
+            reg.entities.pop(ev.entity_id, None)
+            self.forget(ev.entity_id)
+            await self.ekv.delete(ev.entity_id)
+            return ACK
+        if ev.kind == "status":
+            if owner is None:
+                return unknown_entity(reg, ev.entity_id)
+            assert ev.status is not None
+            await self.store.set_entity_status(ev.entity_id, ev.status, now)
+        else:
+            assert ev.entity is not None
+            await self.store.upsert_entity(ev.entity, now)
+            reg.entities[ev.entity_id] = ev.org_id
+        row = await self.store.entity(ev.entity_id)
+        if row is None:
+            return retry(f"entity {ev.entity_id!r} vanished while being written")
+        await sync_static(self.ekv, row, row.get("org_name"))
+        return ACK

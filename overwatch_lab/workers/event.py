@@ -1,0 +1,149 @@
+"""Event worker: ISR detections merged into the entity document; device events recorded.
+
+Detections go into ``detections.tracked_objects`` (one compare-and-set write per entity per
+batch). ``bootsequence`` marks the entity live, ``shutdown`` marks it not live; every device
+event (these and any other ``event_type``) is kept as a row in ``device_events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from overwatch_lab.errors import ProtocolError
+from overwatch_lab.kvstate import Doc, EntityKV
+from overwatch_lab.protocol import state
+from overwatch_lab.protocol.envelopes import (
+    Detection,
+    DeviceEvent,
+    decode_detection,
+    decode_device_event,
+    now_timestamp,
+    parse_timestamp,
+)
+from overwatch_lab.protocol.subjects import CONSUMER_EVENT, STREAM_EVENTS, parse_event_subject
+from overwatch_lab.registry import Registry
+from overwatch_lab.store.database import Store
+from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
+from overwatch_lab.workers.common import fresh_doc, unknown_entity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _EntityEvents:
+    indices: list[int] = field(default_factory=list)
+    items: list[Detection | DeviceEvent] = field(default_factory=list)
+
+
+def _apply_device_event(doc: Doc, ev: DeviceEvent, when: str) -> bool:
+    if ev.event_type == "bootsequence":
+        doc["is_live"] = True
+        if doc.get("first_seen") is None:
+            doc["first_seen"] = when
+        if (doc.get("last_seen") or "") < when:
+            doc["last_seen"] = when
+        return True
+    if ev.event_type == "shutdown":
+        doc["is_live"] = False
+        return True
+    return False
+
+
+class EventWorker(Worker):
+    """Consumes ``event-processor`` on CONSTELLATION_EVENTS."""
+
+    name = "event-worker"
+    stream = STREAM_EVENTS
+    durable = CONSUMER_EVENT
+
+    def __init__(self, store: Store, ekv: EntityKV, registry: Registry) -> None:
+        super().__init__()
+        self.store, self.ekv, self.registry = store, ekv, registry
+
+    async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+        results: list[Result] = [ACK] * len(msgs)
+        per_entity: dict[str, _EntityEvents] = {}
+        rows: list[tuple[Any, ...]] = []
+        row_index: list[int] = []
+        for i, msg in enumerate(msgs):
+            try:
+                subj = parse_event_subject(msg.subject)
+                item: Detection | DeviceEvent
+                if subj.track_id is not None:
+                    item = decode_detection(msg.data, subj)
+                else:
+                    item = decode_device_event(msg.data, subj)
+            except ProtocolError as exc:
+                results[i] = poison(str(exc))
+                continue
+            org = self.registry.org_of(subj.entity_id)
+            if org is None:
+                results[i] = unknown_entity(self.registry, subj.entity_id)
+                continue
+            if org != subj.org_id:
+                results[i] = poison(f"entity {subj.entity_id!r} belongs to org {org!r}, not {subj.org_id!r}")
+                continue
+            group = per_entity.setdefault(subj.entity_id, _EntityEvents())
+            group.indices.append(i)
+            group.items.append(item)
+            if isinstance(item, DeviceEvent):
+                when = item.timestamp or now_timestamp()
+                _, ts = parse_timestamp(when)
+                rows.append(
+                    (
+                        item.data.get("event_uid") if isinstance(item.data.get("event_uid"), str) else None,
+                        item.org_id,
+                        item.entity_id,
+                        item.event_type,
+                        when,
+                        ts,
+                        json.dumps(item.data, separators=(",", ":")),
+                    )
+                )
+                row_index.append(i)
+
+        eids = list(per_entity)
+        outcomes = await asyncio.gather(
+            self.store.insert_device_events(rows),
+            *(self._write(eid, per_entity[eid]) for eid in eids),
+            return_exceptions=True,
+        )
+        for res in outcomes:
+            if isinstance(res, asyncio.CancelledError):
+                raise res
+        if isinstance(outcomes[0], BaseException):
+            for i in row_index:
+                results[i] = retry(f"device event insert failed: {outcomes[0]}")
+        for eid, res in zip(eids, outcomes[1:], strict=True):
+            if isinstance(res, BaseException):
+                for i in per_entity[eid].indices:
+                    results[i] = retry(f"KV write of {eid!r} failed: {res!r}")
+        return results
+
+    async def _write(self, eid: str, group: _EntityEvents) -> None:
+        current = await self.ekv.read(eid)
+        fresh = await fresh_doc(self.store, eid) if current[1] is None else None
+
+        def merge(doc: Doc | None) -> Doc | None:
+            if doc is None:
+                if fresh is None:
+                    raise LookupError(f"document of {eid!r} was deleted while being written")
+                doc = fresh
+            changed = fresh is not None and doc is fresh
+            for item in group.items:
+                if isinstance(item, Detection):
+                    if state.merge_detection(doc, item):
+                        changed = True
+                    else:
+                        self.ignored()
+                elif _apply_device_event(doc, item, item.timestamp or now_timestamp()):
+                    changed = True
+            return doc if changed else None
+
+        await self.ekv.mutate(eid, merge, current=current)

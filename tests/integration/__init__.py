@@ -1,0 +1,1 @@
+"""Integration tests: a real nats-server child and real libSQL files."""

@@ -1,0 +1,94 @@
+"""Integration fixtures: a real nats-server per test, a client to it, and a polling helper.
+
+Every test under ``tests/integration`` is marked ``integration`` and skipped (with the reason)
+when no nats-server binary is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from overwatch_lab.broker.connect import connect
+from overwatch_lab.broker.process import NatsServer, find_nats_server
+from overwatch_lab.errors import BrokerStartError
+
+_HERE = Path(__file__).parent
+
+
+def _missing_binary_reason() -> str | None:
+    try:
+        find_nats_server()
+    except BrokerStartError as exc:
+        return f"nats-server binary not available: {exc}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test of this folder ``integration``; skip them all if nats-server is absent."""
+    reason = _missing_binary_reason()
+    for item in items:
+        if _HERE in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+async def wait_for(
+    predicate: Callable[[], Any | Awaitable[Any]],
+    timeout: float = 5.0,  # noqa: ASYNC109 - the deadline is part of the failure message
+    interval: float = 0.01,
+    what: str = "condition",
+) -> Any:
+    """Poll a sync or async ``predicate`` until it returns something truthy, and return that.
+
+    Raises:
+        AssertionError: the predicate stayed falsy for ``timeout`` seconds (names ``what`` and
+            the last value seen).
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A started nats-server (JetStream on ``tmp_path/nats``), stopped after the test."""
+    server = NatsServer(tmp_path / "nats", ready_timeout_s=10.0, stop_timeout_s=5.0)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    """A client connected to ``nats_server`` with its token, closed after the test."""
+    client = await connect(nats_server.url, token=nats_server.token, name="pytest")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def js(nc: NATS) -> JetStreamContext:
+    """The JetStream context of ``nc``."""
+    return nc.jetstream()

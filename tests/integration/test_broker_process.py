@@ -1,0 +1,333 @@
+"""The embedded nats-server child: start, readiness, logs, stop, parent death, restart, connect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from overwatch_lab.broker.connect import connect
+from overwatch_lab.broker.process import NatsServer, parse_log_line
+from overwatch_lab.errors import BrokerError, BrokerStartError
+from tests.integration.conftest import wait_for
+
+NATS_LOGGER = "overwatch_lab.broker.nats"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def process_gone(pid: int) -> bool:
+    """True if ``pid`` no longer runs (absent, or a zombie nobody has reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback monitoring URL
+        return resp.status, resp.read()
+
+
+async def fetch(url: str) -> tuple[int, bytes]:
+    return await asyncio.to_thread(http_get, url)
+
+
+def test_parse_log_line_maps_levels():
+    line = "[123] 2026/01/01 00:00:00.000000 [{}] hello world"
+    expected = {
+        "INF": logging.INFO,
+        "WRN": logging.WARNING,
+        "ERR": logging.ERROR,
+        "FTL": logging.CRITICAL,
+        "DBG": logging.DEBUG,
+        "TRC": logging.DEBUG,
+    }
+    for tag, level in expected.items():
+        assert parse_log_line(line.format(tag)) == (level, "hello world")
+    assert parse_log_line("panic: boom") == (logging.WARNING, "panic: boom")
+
+
+async def test_start_ready_stop_leaves_no_process(tmp_path):
+    server = NatsServer(tmp_path / "nats", token="t0ken-for-test")
+    await server.start()
+    try:
+        pid = server.pid
+        assert pid is not None and server.is_running() and server.returncode is None
+        assert server.url.startswith("nats://127.0.0.1:") and server.monitor_url.startswith(
+            "http://127.0.0.1:"
+        )
+        client_port = int(server.url.rsplit(":", 1)[1])
+        monitor_port = int(server.monitor_url.rsplit(":", 1)[1])
+        assert client_port > 0 and monitor_port > 0 and client_port != monitor_port
+        assert server.token == "t0ken-for-test"
+        # The ports are real: the client port speaks NATS, the monitoring port answers healthz.
+        reader, writer = await asyncio.open_connection("127.0.0.1", client_port)
+        assert (await reader.readline()).startswith(b"INFO {")
+        writer.close()
+        await writer.wait_closed()
+        status, body = await fetch(server.monitor_url + "/healthz?js-enabled-only=true")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        _, varz = await fetch(server.monitor_url + "/varz")
+        assert json.loads(varz)["port"] == client_port  # the monitor belongs to this server
+        # The config file holds the token: owner-only.
+        mode = stat.S_IMODE(server.config_path.stat().st_mode)
+        assert mode == 0o600
+        assert "t0ken-for-test" in server.config_path.read_text()
+        assert (server.ports_dir / f"nats-server_{pid}.ports").exists()
+    finally:
+        await server.stop()
+    assert server.returncode == 0  # graceful SIGTERM shutdown
+    assert not server.is_running()
+    with pytest.raises(ProcessLookupError):  # reaped, not a zombie
+        os.kill(pid, 0)
+    assert not (server.ports_dir / f"nats-server_{pid}.ports").exists()
+    await server.stop()  # idempotent
+    assert await server.wait_exited() == 0
+
+
+async def test_token_is_generated_per_start_and_required(tmp_path, nats_server):
+    assert len(nats_server.token) == 64
+    other = NatsServer(tmp_path / "other")
+    await other.start()
+    try:
+        assert other.token != nats_server.token
+        assert other.url != nats_server.url
+    finally:
+        await other.stop()
+
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match="requires credentials and none were given") as no_token:
+        await connect(nats_server.url)
+    with pytest.raises(BrokerError, match="rejected the credentials") as bad_token:
+        await connect(nats_server.url, token="wrong-token-value")
+    assert time.monotonic() - started < 2.0  # an auth failure aborts at once, no retry loop
+    for exc in (no_token.value, bad_token.value):
+        assert nats_server.url in str(exc)
+        assert nats_server.token not in str(exc) and "wrong-token-value" not in str(exc)
+
+    nc = await connect(nats_server.url, token=nats_server.token)
+    try:
+        assert nc.is_connected
+        assert nc.max_payload > 0
+    finally:
+        await nc.close()
+
+
+async def test_connect_to_nothing_fails_fast_with_reason():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Nothing listens on that port any more.
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match="connection refused") as info:
+        await connect(f"nats://127.0.0.1:{port}", token="x", initial_attempts=2, connect_timeout_s=3.0)
+    assert time.monotonic() - started < 3.0
+    assert f"127.0.0.1:{port}" in str(info.value)
+
+
+async def test_server_log_lines_reach_the_logger(nats_server, caplog):
+    caplog.set_level(logging.DEBUG, logger=NATS_LOGGER)
+    with pytest.raises(BrokerError):
+        await connect(nats_server.url, token="bad")
+    # The server logs the failed login as [ERR]: it must arrive at ERROR level, token redacted.
+    record = await wait_for(
+        lambda: next(
+            (r for r in caplog.records if r.name == NATS_LOGGER and "authentication error" in r.getMessage()),
+            None,
+        ),
+        what="the server's authentication error in the log",
+    )
+    assert record.levelno == logging.ERROR
+    assert not record.getMessage().startswith("[")  # pid / time / level prefix stripped
+
+
+async def test_startup_lines_logged_at_info(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=NATS_LOGGER)
+    server = NatsServer(tmp_path / "nats")
+    await server.start()
+    try:
+        await wait_for(
+            lambda: any(
+                r.name == NATS_LOGGER and r.levelno == logging.INFO and r.getMessage() == "Server is ready"
+                for r in caplog.records
+            ),
+            what="'Server is ready' logged at INFO",
+        )
+    finally:
+        await server.stop()
+    assert any(r.name == NATS_LOGGER and "Server Exiting" in r.getMessage() for r in caplog.records)
+
+
+async def test_bad_config_fails_with_stderr_in_message(tmp_path):
+    server = NatsServer(tmp_path / "nats", sync_interval="bogus", ready_timeout_s=5.0)
+    with pytest.raises(BrokerStartError, match="exited with code 1 before it was ready") as info:
+        await server.start()
+    assert "sync_interval" in str(info.value)  # nats-server's own words reach the error
+    assert not server.is_running()
+    with pytest.raises(BrokerStartError, match="already started"):
+        await server.start()
+
+
+async def test_wait_exited_reports_an_unexpected_death(nats_server):
+    pid = nats_server.pid
+    assert pid is not None
+    waiter = asyncio.ensure_future(nats_server.wait_exited())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    os.kill(pid, signal.SIGKILL)
+    async with asyncio.timeout(5):
+        code = await waiter
+    assert code == -signal.SIGKILL
+    assert not nats_server.is_running() and nats_server.returncode == -signal.SIGKILL
+    await nats_server.stop()  # nothing left to stop: returns quietly
+
+
+def test_runs_on_a_background_thread_loop(tmp_path):
+    """The lab starts and stops the server from its own loop thread, not the main thread."""
+    seen: dict[str, object] = {}
+
+    async def use_and_stop() -> None:
+        server = NatsServer(tmp_path / "nats")
+        await server.start()
+        seen["health"] = (await fetch(server.monitor_url + "/healthz?js-enabled-only=true"))[0]
+        await server.stop()
+        seen["code"] = server.returncode
+
+    thread = threading.Thread(target=asyncio.run, args=(use_and_stop(),), name="lab-loop")
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive()
+    assert seen == {"health": 200, "code": 0}
+
+
+THREAD_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys, threading, time
+    from pathlib import Path
+    from overwatch_lab.broker.process import NatsServer
+
+    async def start_and_leave():
+        server = NatsServer(Path(sys.argv[1]))
+        await server.start()
+        print(server.pid, flush=True)
+
+    thread = threading.Thread(target=asyncio.run, args=(start_and_leave(),))
+    thread.start()
+    thread.join()
+    print("thread gone", flush=True)
+    time.sleep(60)  # the process lives on; only the forking thread is gone
+    """
+)
+
+
+async def test_server_dies_with_the_thread_that_started_it(tmp_path):
+    """PDEATHSIG follows the forking *thread*: why the lab's loop thread must outlive the server."""
+    child = await spawn_python(THREAD_CHILD, str(tmp_path / "nats"))
+    try:
+        async with asyncio.timeout(30):
+            server_pid = int(await child.stdout.readline())
+            assert (await child.stdout.readline()).strip() == b"thread gone"
+        await wait_for(lambda: process_gone(server_pid), timeout=5.0, what=f"nats-server {server_pid} exit")
+        assert child.returncode is None  # while its parent process is still alive
+    finally:
+        child.kill()
+        await child.wait()
+
+
+async def spawn_python(code: str, *args: str) -> asyncio.subprocess.Process:
+    """Start ``python -c code args`` with the repository importable, stdout piped."""
+    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p)),
+    )
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from overwatch_lab.broker.process import NatsServer
+
+    async def main():
+        server = NatsServer(Path(sys.argv[1]))
+        await server.start()
+        print(server.pid, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_server_dies_with_its_sigkilled_parent(tmp_path):
+    child = await spawn_python(CHILD, str(tmp_path / "nats"))
+    try:
+        async with asyncio.timeout(30):
+            line = await child.stdout.readline()
+        assert line.strip().isdigit(), f"child printed {line!r}"
+        server_pid = int(line)
+        assert not process_gone(server_pid)
+        child.kill()  # SIGKILL: no cleanup code runs in the parent
+        await child.wait()
+        await wait_for(lambda: process_gone(server_pid), timeout=5.0, what=f"nats-server {server_pid} exit")
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+@pytest.mark.parametrize("how", ["stop", "sigkill"])
+@pytest.mark.parametrize("sync_interval", ["always", "2m"])
+async def test_restart_on_same_dir_keeps_stream_data(tmp_path, sync_interval, how):
+    """A graceful stop or a broker crash (SIGKILL, data still in the OS page cache) loses no ack."""
+    store = tmp_path / "nats"
+    first = NatsServer(store, sync_interval=sync_interval)
+    await first.start()
+    try:
+        assert f'sync_interval: "{sync_interval}"' in first.config_path.read_text()
+        _, varz = await fetch(first.monitor_url + "/varz")
+        js_config = json.loads(varz)["jetstream"]["config"]
+        assert js_config.get("sync_always", False) is (sync_interval == "always")
+        nc = await connect(first.url, token=first.token)
+        js = nc.jetstream()
+        await js.add_stream(name="KEEP", subjects=["keep.>"])
+        ack = await js.publish("keep.one", b"survives a restart")
+        await nc.close()
+        if how == "sigkill":
+            os.kill(first.pid, signal.SIGKILL)
+            assert await first.wait_exited() == -signal.SIGKILL
+    finally:
+        await first.stop()
+    first_token = first.token
+
+    second = NatsServer(store, sync_interval=sync_interval)
+    await second.start()
+    try:
+        assert second.token != first_token
+        nc = await connect(second.url, token=second.token)
+        try:
+            msg = await nc.jetstream().get_msg("KEEP", ack.seq)
+            assert msg.data == b"survives a restart" and msg.subject == "keep.one"
+        finally:
+            await nc.close()
+    finally:
+        await second.stop()

@@ -1,0 +1,114 @@
+"""A real lab: register through the wire, stream telemetry, see KV state and history."""
+
+from __future__ import annotations
+
+import stat
+import time
+
+import pytest
+
+from overwatch_lab import LabState, LabStateError
+from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol import subjects as s
+
+ORG = "org-galaxy"
+EID = "gc35-e4b"
+GOLDEN = {"lat": 329488100, "lon": -968013200, "alt": 152400, "relative_alt": 30480, "hdg": 9000,
+          "vx": 123, "vy": -45, "vz": 6}  # fmt: skip
+
+
+def test_boot_writes_lab_json_and_stops_cleanly(lab_factory):
+    lab = lab_factory()
+    info_path = lab.config.data_dir / "lab.json"
+    assert lab.state is LabState.RUNNING
+    mode = stat.S_IMODE(info_path.stat().st_mode)
+    assert mode == 0o600
+    import json
+
+    info = json.loads(info_path.read_text())
+    for key in ("nats_url", "nats_token", "db_url", "monitor_url", "pid"):
+        assert info[key], key
+    server_pid = lab._fabric.server.pid
+    lab.down()
+    assert lab.state is LabState.STOPPED
+    assert not info_path.exists()
+    assert not pid_alive(server_pid)
+    with pytest.raises(LabStateError):
+        lab._begin()
+
+
+def test_golden_position_reaches_kv_and_history(lab):
+    lab.register_org(ORG, "Galaxy")
+    lab.register_entity(ORG, EID, "aircraft_multirotor", name="GC35")
+    uid = lab.publish_telemetry(ORG, EID, "GLOBAL_POSITION_INT", GOLDEN)
+    doc = lab.wait_for(
+        lambda: (d := lab.state_of(EID)) and d["position"]["global"]["latitude"] is not None and d,
+        what="position in KV",
+    )
+    g = doc["position"]["global"]
+    assert g["latitude"] == pytest.approx(32.94881)
+    assert g["longitude"] == pytest.approx(-96.80132)
+    assert g["altitude_msl"] == pytest.approx(152.4)
+    assert g["altitude_relative"] == pytest.approx(30.48)
+    assert doc["position"]["local"]["vx"] == pytest.approx(1.23)
+    assert doc["is_live"] is True and doc["name"] == "GC35" and doc["org_name"] == "Galaxy"
+    frame = lab.wait_for(lambda: (f := lab.telemetry_frame(entity_id=EID)).shape[0] == 1 and f, what="row")
+    row = frame.iloc[0]
+    assert row["message_uid"] == uid and row["latitude"] == pytest.approx(32.94881)
+
+
+def test_entity_registered_after_boot_takes_telemetry_at_once(lab):
+    lab.register_org(ORG)
+    record = {"entity_id": "late-1", "org_id": ORG, "entity_type": "ground_vehicle_wheeled"}
+    event = envelopes.make_entity_event("created", record)
+    # No waiting between registration and the first telemetry: a device boots and talks at once.
+    lab.publish(s.entity_subject(ORG, "created"), event, msg_id=event["id"])
+    lab.publish_telemetry(ORG, "late-1", "VFR_HUD", {"airspeed": 0.0, "groundspeed": 3.5, "heading": 90,
+                                                      "throttle": 20, "alt": 10.0, "climb": 0.0})  # fmt: skip
+    doc = lab.wait_for(lambda: (d := lab.state_of("late-1")) and d["vfr"]["groundspeed"] and d, what="vfr")
+    assert doc["vfr"]["groundspeed"] == 3.5
+    assert lab.stats()["telemetry-worker"]["quarantined"] == 0
+
+
+def test_stale_and_duplicate_messages_are_ignored(lab):
+    lab.register_org(ORG)
+    lab.register_entity(ORG, EID, "aircraft_multirotor")
+    t0 = time.time()
+    lab.publish_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": 5.0}, timestamp=t0)
+    lab.publish_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": 9.0}, timestamp=t0 - 1)  # older: ignored
+    lab.publish_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": 7.0}, timestamp=t0)  # same time: ignored
+    lab.wait_for(lambda: lab.stats()["telemetry-worker"]["handled"] >= 3, what="3 handled")
+    assert lab.state_of(EID)["vfr"]["groundspeed"] == 5.0
+    assert lab.stats()["telemetry-worker"]["ignored"] == 2
+    assert lab.telemetry_frame(entity_id=EID).shape[0] == 1
+
+
+def test_many_messages_for_one_entity_coalesce_into_few_kv_writes(lab):
+    lab.register_org(ORG)
+    lab.register_entity(ORG, EID, "aircraft_multirotor")
+    t0 = time.time()
+    items = []
+    for i in range(500):
+        env = envelopes.make_telemetry(ORG, EID, "ATTITUDE", {"roll": 0.0, "pitch": 0.0, "yaw": i / 1000},
+                                       timestamp=t0 + i * 0.001)  # fmt: skip
+        items.append((s.telemetry_subject(ORG, EID), envelopes.encode(env), env["message_uid"]))
+    lab.publish_many(items)
+    lab.wait_for(lambda: lab.telemetry_frame(entity_id=EID).shape[0] == 500, what="500 rows")
+    doc = lab.state_of(EID)
+    assert doc["attitude"]["euler"]["yaw"] == pytest.approx(0.499)
+    st = lab.stats()["telemetry-worker"]
+    assert st["batches"] < 500  # batched, not one message per round trip
+
+
+def pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
