@@ -17,7 +17,6 @@ import nats
 from overwatch_lab.protocol.envelopes import encode, make_telemetry
 from overwatch_lab.protocol.subjects import telemetry_subject
 
-BASE_EPOCH_S = 1_790_000_000.0  # a fixed start so runs are comparable
 MESSAGES = (
     ("GLOBAL_POSITION_INT", lambda i: {"lat": 329488100 + i, "lon": -968013200 - i, "alt": 152400,
                                        "relative_alt": 30480, "vx": 123, "vy": -45, "vz": 6, "hdg": 9000}),
@@ -33,11 +32,12 @@ MESSAGES = (
 def build(org_id: str, entities: list[str], n: int) -> list[tuple[str, bytes, str]]:
     """Build n (subject, payload, msg_id) in round-robin over entities, timestamps strictly increasing."""
     out = []
+    base = time.time()  # device clocks read "now": older timestamps would make the entities stale
     for i in range(n):
         eid = entities[i % len(entities)]
         mtype, fields = MESSAGES[(i // len(entities)) % len(MESSAGES)]
         env = make_telemetry(
-            org_id, eid, mtype, fields(i), timestamp=BASE_EPOCH_S + i * 1e-4, message_uid=f"bench-{eid}-{i}"
+            org_id, eid, mtype, fields(i), timestamp=base + i * 1e-4, message_uid=f"bench-{eid}-{i}"
         )
         out.append((telemetry_subject(org_id, eid), encode(env), env["message_uid"]))
     return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import enum
 import json
 import logging
@@ -136,33 +137,55 @@ class ConsumerLoop:
         self._stopping.set()
 
     async def run(self, ready: asyncio.Event) -> None:
-        """Run until :meth:`request_stop`; sets ``ready`` once bound to the consumer."""
+        """Run until :meth:`request_stop`; sets ``ready`` once bound to the consumer.
+
+        The next fetch is in flight while a batch is handled, so the broker round trip overlaps
+        the DB commit and KV writes. At stop the in-flight fetch is awaited and its messages
+        handled too (cancelling it could strand delivered messages until ack_wait).
+        """
         w = self.worker
         psub = await self.js.pull_subscribe_bind(w.durable, w.stream)
         ready.set()
         log.info("%s consuming %s/%s", w.name, w.stream, w.durable)
+        inflight: asyncio.Task[list[Msg]] | None = None
         try:
-            while not self._stopping.is_set():
-                try:
-                    msgs = await psub.fetch(self.config.fetch_batch, timeout=self.config.fetch_timeout_s)
-                except TimeoutError:  # nats.errors.TimeoutError or a bare asyncio one
-                    self.caught_up = True
-                    w.stats.lag = 0
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            while True:
+                if inflight is None:
                     if self._stopping.is_set():
                         break
-                    raise
-                except nats.errors.Error as exc:  # reconnecting etc.: keep going
-                    w.stats.last_error = f"fetch: {exc!r}"
-                    log.warning("%s fetch failed: %r", w.name, exc)
-                    await asyncio.sleep(0.2)
-                    continue
+                    inflight = asyncio.create_task(self._fetch(psub), name=f"fetch:{w.name}")
+                msgs = await inflight
+                inflight = None
                 if not msgs:
                     continue
+                if not self._stopping.is_set():
+                    inflight = asyncio.create_task(self._fetch(psub), name=f"fetch:{w.name}")
                 await self._handle(msgs)
         finally:
-            await psub.unsubscribe()
+            if inflight is not None:
+                inflight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await inflight
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _fetch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
+        w = self.worker
+        try:
+            return await psub.fetch(self.config.fetch_batch, timeout=self.config.fetch_timeout_s)
+        except TimeoutError:  # nats.errors.TimeoutError or a bare asyncio one: nothing pending
+            self.caught_up = True
+            w.stats.lag = 0
+            return []
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            if self._stopping.is_set():
+                return []
+            raise
+        except nats.errors.Error as exc:  # reconnecting etc.: keep going
+            w.stats.last_error = f"fetch: {exc!r}"
+            log.warning("%s fetch failed: %r", w.name, exc)
+            await asyncio.sleep(0.2)
+            return []
 
     async def _handle(self, msgs: list[Msg]) -> None:
         w = self.worker
