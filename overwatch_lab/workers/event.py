@@ -15,7 +15,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import ProtocolError
+from overwatch_lab.errors import DatabaseError, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import (
@@ -108,19 +108,26 @@ class EventWorker(Worker):
                 )
                 row_index.append(i)
 
-        eids = list(per_entity)
+        if rows:  # rows first, then KV (same order as the telemetry worker)
+            try:
+                await self.store.insert_device_events(rows)
+            except DatabaseError as exc:
+                for i in row_index:
+                    results[i] = retry(f"device event insert failed: {exc}")
+                failed = set(row_index)
+                for group in per_entity.values():
+                    keep = [
+                        (i, it) for i, it in zip(group.indices, group.items, strict=True) if i not in failed
+                    ]
+                    group.indices = [i for i, _ in keep]
+                    group.items = [it for _, it in keep]
+        eids = [eid for eid, group in per_entity.items() if group.items]
         outcomes = await asyncio.gather(
-            self.store.insert_device_events(rows),
-            *(self._write(eid, per_entity[eid]) for eid in eids),
-            return_exceptions=True,
+            *(self._write(eid, per_entity[eid]) for eid in eids), return_exceptions=True
         )
-        for res in outcomes:
+        for eid, res in zip(eids, outcomes, strict=True):
             if isinstance(res, asyncio.CancelledError):
                 raise res
-        if isinstance(outcomes[0], BaseException):
-            for i in row_index:
-                results[i] = retry(f"device event insert failed: {outcomes[0]}")
-        for eid, res in zip(eids, outcomes[1:], strict=True):
             if isinstance(res, BaseException):
                 for i in per_entity[eid].indices:
                     results[i] = retry(f"KV write of {eid!r} failed: {res!r}")

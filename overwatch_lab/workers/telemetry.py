@@ -1,8 +1,8 @@
 """Telemetry worker: v1 envelopes → projected entity state in KV + one history row per message.
 
 Per batch: decode and validate every message, drop stale/duplicate ones per (entity,
-message_type), coalesce what remains into one compare-and-set write per entity, and insert the
-history rows in one transaction; both run concurrently, and the batch is acknowledged only
+message_type), insert the history rows in one transaction, then coalesce what remains into one
+compare-and-set write per entity (concurrently across entities). A message is acknowledged only
 after both are durable.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import ProtocolError
+from overwatch_lab.errors import DatabaseError, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import decode_telemetry
@@ -124,20 +124,22 @@ class TelemetryWorker(Worker):
                 )
             )
 
+        # History first, KV second: the KV cursor is what makes a redelivered message "stale",
+        # so it may only move once the history row is committed. A KV failure after a commit is
+        # harmless: the retry re-applies the state and the row insert is ignored (same uid).
+        if rows:
+            try:
+                await self.store.insert_telemetry(rows)
+            except DatabaseError as exc:
+                reason = f"history insert failed: {exc}"
+                for eb in batches.values():
+                    for i in eb.indices:
+                        results[i] = retry(reason)
+                return results
         eids = list(batches)
-        outcomes = await asyncio.gather(
-            self.store.insert_telemetry(rows),
-            *(self._write(eid, batches[eid]) for eid in eids),
-            return_exceptions=True,
+        kv_results = await asyncio.gather(
+            *(self._write(eid, batches[eid]) for eid in eids), return_exceptions=True
         )
-        db_result, kv_results = outcomes[0], outcomes[1:]
-        if isinstance(db_result, BaseException):
-            if isinstance(db_result, asyncio.CancelledError):
-                raise db_result
-            reason = f"history insert failed: {db_result}"
-            for eb in batches.values():
-                for i in eb.indices:
-                    results[i] = retry(reason)
         for eid, res in zip(eids, kv_results, strict=True):
             if isinstance(res, BaseException):
                 if isinstance(res, asyncio.CancelledError):

@@ -119,3 +119,27 @@ def test_bad_entity_and_org_events_are_quarantined_with_reasons(lab):
     reasons = " | ".join(q["error"])
     assert "tank" in reasons and "unknown organization" in reasons
     assert set(q["worker"]) == {"entity-worker", "organization-worker"}
+
+
+def test_transient_failure_is_retried_then_quarantined_on_third_delivery(lab_factory):
+    import sqlite3
+
+    lab = lab_factory(retry_delay_s=0.1)
+    lab.register_org(ORG)
+    lab.register_entity(ORG, EID, "aircraft_multirotor")
+    # Take the history table away: every insert fails, which is an outage, not a bad message.
+    with sqlite3.connect(lab.db_url) as conn:
+        conn.execute("ALTER TABLE telemetry RENAME TO telemetry_away")
+    lab.publish_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": 1.0})
+    q = lab.wait_for(lambda: (f := lab.quarantine_frame()).shape[0] == 1 and f, timeout=15, what="quarantine")
+    record = q.iloc[0]
+    assert record["num_delivered"] == 3
+    assert "failed on delivery 3" in record["error"] and "telemetry" in record["error"]
+    st = lab.stats()["telemetry-worker"]
+    assert st["retried"] == 2 and st["quarantined"] == 1
+    # the outage ends; the worker never stopped and the next message goes through
+    with sqlite3.connect(lab.db_url) as conn:
+        conn.execute("ALTER TABLE telemetry_away RENAME TO telemetry")
+    lab.publish_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": 2.0})
+    lab.wait_for(lambda: lab.telemetry_frame(entity_id=EID).shape[0] == 1, what="row after recovery")
+    assert lab.state_of(EID)["vfr"]["groundspeed"] == 2.0
