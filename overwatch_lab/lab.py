@@ -360,12 +360,12 @@ class Lab:
         assert f.store is not None
         tel = TelemetryWorker(f.store, f.ekv, f.registry)
         org_worker = OrganizationWorker(f.store, f.ekv, f.registry, tel.forget)
-        org_loop = ConsumerLoop(org_worker, f.js, self.config, f.quarantine_log)
+        org_loop = ConsumerLoop(org_worker, f.nc, f.js, self.config, f.quarantine_log)
         ent_worker = EntityWorker(f.store, f.ekv, f.registry, tel.forget, lambda: org_loop.caught_up)
-        ent_loop = ConsumerLoop(ent_worker, f.js, self.config, f.quarantine_log)
+        ent_loop = ConsumerLoop(ent_worker, f.nc, f.js, self.config, f.quarantine_log)
         workers: list[Worker] = [tel, EventWorker(f.store, f.ekv, f.registry)]
         f.loops = [org_loop, ent_loop] + [
-            ConsumerLoop(w, f.js, self.config, f.quarantine_log) for w in workers
+            ConsumerLoop(w, f.nc, f.js, self.config, f.quarantine_log) for w in workers
         ]
         f.registry.add_settled_check(lambda: org_loop.caught_up and ent_loop.caught_up)
         f.telemetry = tel

@@ -19,8 +19,8 @@ local-only pragmas (WAL, synchronous, busy_timeout) are skipped.
 Errors from sqlite3 / libsql / the file system are translated to :class:`DatabaseError` naming
 the operation. A caller cancelled while its call runs gets ``CancelledError`` at once, but the
 call itself still completes (or rolls back) on the worker thread: a thread cannot be
-interrupted. History inserts are idempotent (a duplicate message id is skipped), so a retried
-batch is harmless.
+interrupted. History inserts are idempotent (``INSERT OR IGNORE`` on the message id), so a
+retried batch is harmless.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -93,7 +94,7 @@ def redact(location: str) -> str:
 
 
 def normalise_location(location: str) -> str:
-    """Return the location to connect to (``file:`` prefix removed).
+    """Return the location to connect to (``file:`` prefix removed, ``~`` expanded).
 
     Raises:
         DatabaseError: empty, or a URL scheme other than a file or a libSQL server.
@@ -107,6 +108,8 @@ def normalise_location(location: str) -> str:
             f"unsupported database URL {redact(location)!r}: use a file path or a libSQL server URL "
             f"({', '.join(REMOTE_SCHEMES)}); http(s):// has no interactive transactions"
         )
+    if not is_remote(location) and location.startswith("~"):
+        location = str(Path(location).expanduser())
     return location
 
 
@@ -228,41 +231,68 @@ MAX_PARAMS_PER_STATEMENT = 999
 
 
 class _BulkInsert:
-    """An insert of many rows that skips rows already stored, several rows per statement.
-
-    ``ON CONFLICT(<unique id>) DO NOTHING`` rather than ``INSERT OR IGNORE``: OR IGNORE would
-    also drop a row that breaks NOT NULL or CHECK silently; this way only a duplicate id is
-    skipped and any other bad row fails the whole transaction.
+    """``INSERT OR IGNORE`` of many rows (a duplicate id is skipped), several rows per statement.
 
     Binding dominates the cost of a wide row in ``executemany``; a multi-row ``VALUES`` of
     ``per`` rows cuts the per-statement overhead (measured +15-25 % for telemetry's 29
     columns) and releases the GIL for longer stretches of SQLite work.
+
+    OR IGNORE also skips a row that breaks NOT NULL, silently. So the NOT NULL columns (read
+    from the live schema) are checked here first, at C speed (about 2 % of the insert); a
+    ``None`` there fails the whole batch. ``ON CONFLICT(id) DO NOTHING`` would need no check
+    but measured 15 % slower. The history tables have no CHECK constraints (a schema test
+    guards this), so nothing else can be ignored.
     """
 
-    def __init__(self, table: str, columns: tuple[str, ...], unique: str) -> None:
+    def __init__(self, table: str, columns: tuple[str, ...], not_null: Sequence[str]) -> None:
         self.table = table
         self.columns = columns
         self.width = len(columns)
         self.per = max(1, MAX_PARAMS_PER_STATEMENT // self.width)
+        self._required = [i for i, c in enumerate(columns) if c in not_null]
         one = f"({', '.join('?' * self.width)})"
-        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        tail = f" ON CONFLICT({unique}) DO NOTHING"
-        self.sql_one = head + one + tail
-        self.sql_full = head + ", ".join([one] * self.per) + tail
+        head = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES "
+        self.sql_one = head + one
+        self.sql_full = head + ", ".join([one] * self.per)
 
-    def run(self, conn: Any, rows: Sequence[Sequence[Any]]) -> int:
-        """Insert ``rows`` on ``conn`` (inside the caller's transaction); return rows inserted.
+    @classmethod
+    def for_table(cls, conn: Any, table: str, columns: tuple[str, ...]) -> _BulkInsert:
+        """Build the insert, reading the table's NOT NULL columns from the database."""
+        info = rows_as_dicts(conn.execute(f"PRAGMA table_info({table})"))
+        return cls(table, columns, [r["name"] for r in info if r["notnull"]])
 
-        Raises:
-            DatabaseError: a row has the wrong number of values (packing rows would otherwise
-                shift values silently into the wrong columns).
-        """
+    def check(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Raise DatabaseError if a row has the wrong width or a None in a NOT NULL column."""
         widths = set(map(len, rows))
         if widths != {self.width}:
             raise DatabaseError(
                 f"{self.table} rows must have {self.width} values in the order {self.columns}; "
                 f"got rows of {sorted(widths)} values"
             )
+        required = self._required
+        if len(required) > 1:
+            has_null = any(
+                map(operator.contains, map(operator.itemgetter(*required), rows), itertools.repeat(None))
+            )
+        else:
+            has_null = bool(required) and any(row[required[0]] is None for row in rows)
+        if not has_null:
+            return
+        for n, row in enumerate(rows):
+            for i in required:
+                if row[i] is None:
+                    raise DatabaseError(
+                        f"{self.table} row {n}: {self.columns[i]} is None but the column is NOT NULL"
+                    )
+
+    def run(self, conn: Any, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert ``rows`` on ``conn`` (inside the caller's transaction); return rows inserted.
+
+        Raises:
+            DatabaseError: a bad row (see :meth:`check`); packing rows would otherwise shift
+                values of a short row silently into the wrong columns.
+        """
+        self.check(rows)
         per = self.per
         full = len(rows) - len(rows) % per
         inserted = 0
@@ -274,9 +304,6 @@ class _BulkInsert:
             inserted += conn.executemany(self.sql_one, rows[full:]).rowcount
         return int(inserted)
 
-
-_TELEMETRY_INSERT = _BulkInsert("telemetry", TELEMETRY_INSERT_COLUMNS, "message_uid")
-_DEVICE_EVENT_INSERT = _BulkInsert("device_events", DEVICE_EVENT_INSERT_COLUMNS, "event_uid")
 
 # None keeps the column; last_seen only moves forward (canonical timestamps sort as time).
 _WRITE_BACK = """
@@ -307,6 +334,9 @@ class Store:
     Args:
         location: a file path (``file:`` prefix allowed) or a libSQL server URL.
 
+    Attributes:
+        schema_version: the database's schema version once open (None before).
+
     Raises:
         DatabaseError: the location is empty or an unsupported URL scheme (e.g. ``http://``).
     """
@@ -316,6 +346,8 @@ class Store:
         self._remote = is_remote(self._location)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: Any = None
+        self._telemetry_insert: _BulkInsert | None = None
+        self._device_event_insert: _BulkInsert | None = None
         self._state = "new"
         self.schema_version: int | None = None
 
@@ -378,10 +410,15 @@ class Store:
 
     def _open_sync(self) -> int:
         if not self._remote and self._location != ":memory:":
-            Path(self._location).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(self._location).parent.mkdir(parents=True, exist_ok=True)
         self._conn = connect(self._location)
         apply_pragmas(self._conn, remote=self._remote)
-        return migrate(self._conn)
+        version = migrate(self._conn)
+        self._telemetry_insert = _BulkInsert.for_table(self._conn, "telemetry", TELEMETRY_INSERT_COLUMNS)
+        self._device_event_insert = _BulkInsert.for_table(
+            self._conn, "device_events", DEVICE_EVENT_INSERT_COLUMNS
+        )
+        return version
 
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None
@@ -560,7 +597,9 @@ class Store:
         """
         if not rows:
             return 0
-        return await self._submit(f"insert {len(rows)} telemetry rows", self._insert, _TELEMETRY_INSERT, rows)
+        return await self._submit(
+            f"insert {len(rows)} telemetry rows", self._insert, self._telemetry_insert, rows
+        )
 
     async def insert_device_events(self, rows: Sequence[Sequence[Any]]) -> int:
         """Insert device events in one transaction; return how many were new.
@@ -572,7 +611,7 @@ class Store:
         if not rows:
             return 0
         return await self._submit(
-            f"insert {len(rows)} device events", self._insert, _DEVICE_EVENT_INSERT, rows
+            f"insert {len(rows)} device events", self._insert, self._device_event_insert, rows
         )
 
     # ------------------------------------------------------------------ live write-back

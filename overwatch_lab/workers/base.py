@@ -29,12 +29,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from overwatch_lab.config import LabConfig
 from overwatch_lab.protocol.envelopes import now_timestamp
 from overwatch_lab.protocol.subjects import quarantine_subject
+from overwatch_lab.workers.pull import BatchPuller
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +125,10 @@ class ConsumerLoop:
     """Pull-consume one durable consumer and settle every message through its worker."""
 
     def __init__(
-        self, worker: Worker, js: JetStreamContext, config: LabConfig, quarantine_log: QuarantineLog
+        self, worker: Worker, nc: NATS, js: JetStreamContext, config: LabConfig, quarantine_log: QuarantineLog
     ) -> None:
         self.worker = worker
+        self.nc = nc
         self.js = js
         self.config = config
         self.quarantine_log = quarantine_log
@@ -144,7 +147,8 @@ class ConsumerLoop:
         handled too (cancelling it could strand delivered messages until ack_wait).
         """
         w = self.worker
-        psub = await self.js.pull_subscribe_bind(w.durable, w.stream)
+        puller = BatchPuller(self.nc, w.stream, w.durable)
+        await puller.start()
         ready.set()
         log.info("%s consuming %s/%s", w.name, w.stream, w.durable)
         inflight: asyncio.Task[list[Msg]] | None = None
@@ -153,13 +157,13 @@ class ConsumerLoop:
                 if inflight is None:
                     if self._stopping.is_set():
                         break
-                    inflight = asyncio.create_task(self._fetch(psub), name=f"fetch:{w.name}")
+                    inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
                 msgs = await inflight
                 inflight = None
                 if not msgs:
                     continue
                 if not self._stopping.is_set():
-                    inflight = asyncio.create_task(self._fetch(psub), name=f"fetch:{w.name}")
+                    inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
                 await self._handle(msgs)
         finally:
             if inflight is not None:
@@ -167,16 +171,12 @@ class ConsumerLoop:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await inflight
             with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+                await puller.stop()
 
-    async def _fetch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
+    async def _fetch(self, puller: BatchPuller) -> list[Msg]:
         w = self.worker
         try:
-            return await psub.fetch(self.config.fetch_batch, timeout=self.config.fetch_timeout_s)
-        except TimeoutError:  # nats.errors.TimeoutError or a bare asyncio one: nothing pending
-            self.caught_up = True
-            w.stats.lag = 0
-            return []
+            msgs = await puller.fetch(self.config.fetch_batch, self.config.fetch_timeout_s)
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
             if self._stopping.is_set():
                 return []
@@ -186,6 +186,10 @@ class ConsumerLoop:
             log.warning("%s fetch failed: %r", w.name, exc)
             await asyncio.sleep(0.2)
             return []
+        if not msgs:
+            self.caught_up = True
+            w.stats.lag = 0
+        return msgs
 
     async def _handle(self, msgs: list[Msg]) -> None:
         w = self.worker

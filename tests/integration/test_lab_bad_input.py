@@ -142,4 +142,4 @@ def test_transient_failure_is_retried_then_quarantined_on_third_delivery(lab_fac
         conn.execute("ALTER TABLE telemetry_away RENAME TO telemetry")
     lab.publish_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": 2.0})
     lab.wait_for(lambda: lab.telemetry_frame(entity_id=EID).shape[0] == 1, what="row after recovery")
-    assert lab.state_of(EID)["vfr"]["groundspeed"] == 2.0
+    lab.wait_for(lambda: lab.state_of(EID)["vfr"]["groundspeed"] == 2.0, what="state after recovery")

@@ -1,0 +1,116 @@
+"""A batch puller for a durable JetStream pull consumer, without per-message awaits.
+
+nats-py's ``PullSubscription.fetch`` waits for each message with ``asyncio.wait_for`` (a task
+per message); at 10k+ messages/s that overhead is a third of a worker's time. This puller keeps
+one inbox subscription whose callback appends to a buffer, and tops the buffer up with pull
+requests on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>``:
+
+- a ``no_wait`` request first: the server sends what is available (up to the batch) and then a
+  404 status, so a busy consumer gets whole batches at once;
+- when nothing was available, a long poll (``expires``): the first message that arrives is
+  returned at once, and the rest of that request keeps flowing into the buffer for the next call.
+
+Only one request is open at a time. Messages are ordinary nats-py ``Msg`` objects (``ack()``,
+``nak()``, ``term()``, ``metadata`` work as usual). A request whose end never arrives (a
+reconnect lost it) is given up after its expiry plus a margin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+_STATUS = "Status"
+_LOST_REQUEST_MARGIN_S = 2.0
+
+
+class BatchPuller:
+    """Pull batches from one durable consumer; see the module docstring."""
+
+    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+        self._nc = nc
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._buf: deque[Msg] = deque()
+        self._changed = asyncio.Event()
+        self._open = False  # a pull request is outstanding
+        self._open_left = 0  # messages the open request may still deliver
+        self._open_until = 0.0  # monotonic time after which the open request is presumed lost
+        self._no_wait = False
+        self.last_status: str | None = None
+
+    async def start(self) -> None:
+        """Subscribe the inbox."""
+        self._sub = await self._nc.subscribe(
+            self._inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
+
+    async def stop(self) -> None:
+        """Unsubscribe; buffered, unacknowledged messages are redelivered after ack_wait."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        headers = msg.headers
+        status = headers.get(_STATUS) if headers else None
+        if status:
+            if status != "100":  # 100 = idle heartbeat; 404/408/409 end the request
+                self._open = False
+                self.last_status = status
+        else:
+            self._buf.append(msg)
+            self._open_left -= 1
+            if self._open_left <= 0:
+                self._open = False
+        self._changed.set()
+
+    async def _request(self, batch: int, expires_s: float | None) -> None:
+        req: dict[str, object] = {"batch": batch}
+        if expires_s is None:
+            req["no_wait"] = True
+            self._open_until = time.monotonic() + _LOST_REQUEST_MARGIN_S
+        else:
+            req["expires"] = max(int(expires_s * 1e9), 1_000_000)
+            self._open_until = time.monotonic() + expires_s + _LOST_REQUEST_MARGIN_S
+        self._open, self._open_left, self._no_wait = True, batch, expires_s is None
+        await self._nc.publish(self._api, json.dumps(req).encode(), reply=self._inbox)
+
+    def _take(self, batch: int) -> list[Msg]:
+        buf = self._buf
+        n = min(batch, len(buf))
+        return [buf.popleft() for _ in range(n)]
+
+    async def fetch(self, batch: int, wait_s: float) -> list[Msg]:
+        """Return up to ``batch`` messages; an empty list when none arrived within ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self._open and time.monotonic() > self._open_until:
+                self._open = False  # its end was lost (reconnect): don't wait for it forever
+            if self._buf and (not self._open or not self._no_wait or len(self._buf) >= batch):
+                return self._take(batch)
+            remaining = deadline - time.monotonic()
+            if not self._open:
+                if self._buf:
+                    return self._take(batch)
+                if remaining <= 0:
+                    return []
+                # Nothing buffered: ask for what is there now; if that was nothing, long-poll.
+                last = self.last_status
+                self.last_status = None
+                await self._request(batch, None if last is None else remaining)
+            elif remaining <= 0:
+                return self._take(batch)
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
