@@ -55,6 +55,13 @@ def _apply_device_event(doc: Doc, ev: DeviceEvent, when: str) -> bool:
     return False
 
 
+def _event_uid(ev: DeviceEvent, msg: Msg) -> str:
+    """The device's own event_uid, else one derived from the stream sequence (so a redelivered
+    event is not recorded twice)."""
+    uid = ev.data.get("event_uid")
+    return uid if isinstance(uid, str) and uid else f"events-{msg.metadata.sequence.stream}"
+
+
 class EventWorker(Worker):
     """Consumes ``event-processor`` on CONSTELLATION_EVENTS."""
 
@@ -97,7 +104,7 @@ class EventWorker(Worker):
                 _, ts = parse_timestamp(when)
                 rows.append(
                     (
-                        item.data.get("event_uid") if isinstance(item.data.get("event_uid"), str) else None,
+                        _event_uid(item, msg),
                         item.org_id,
                         item.entity_id,
                         item.event_type,
