@@ -9,7 +9,9 @@ an updated event for one entity must not be reordered.
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -54,7 +56,30 @@ async def sync_static(ekv: EntityKV, row: dict, org_name: str | None) -> None:
     await ekv.mutate(eid, merge)
 
 
-class OrganizationWorker(Worker):
+class _InOrderWorker(Worker):
+    """Applies lifecycle events one at a time, in stream order (a created must precede its updated)."""
+
+    @abstractmethod
+    def decode(self, msg: Msg) -> Any:
+        """Decode and validate one message (raises ProtocolError)."""
+
+    @abstractmethod
+    async def _apply(self, ev: Any) -> Result:
+        """Apply one decoded event; returns its settlement."""
+
+    async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+        results = []
+        for msg in msgs:
+            try:
+                ev = self.decode(msg)
+            except ProtocolError as exc:
+                results.append(poison(str(exc)))
+                continue
+            results.append(await guarded(self._apply(ev)))
+        return results
+
+
+class OrganizationWorker(_InOrderWorker):
     """Consumes ``organization-processor`` on CONSTELLATION_ORGANIZATIONS."""
 
     name = "organization-worker"
@@ -65,16 +90,8 @@ class OrganizationWorker(Worker):
         super().__init__()
         self.store, self.ekv, self.registry, self.forget = store, ekv, registry, forget
 
-    async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
-        results = []
-        for msg in msgs:
-            try:
-                ev = decode_org_event(msg.data, parse_organization_subject(msg.subject))
-            except ProtocolError as exc:
-                results.append(poison(str(exc)))
-                continue
-            results.append(await guarded(self._apply(ev)))
-        return results
+    def decode(self, msg: Msg) -> OrgEvent:
+        return decode_org_event(msg.data, parse_organization_subject(msg.subject))
 
     async def _apply(self, ev: OrgEvent) -> Result:
         now = now_timestamp()
@@ -98,7 +115,7 @@ class OrganizationWorker(Worker):
         return ACK
 
 
-class EntityWorker(Worker):
+class EntityWorker(_InOrderWorker):
     """Consumes ``entity-processor`` on CONSTELLATION_ENTITIES."""
 
     name = "entity-worker"
@@ -117,16 +134,8 @@ class EntityWorker(Worker):
         self.store, self.ekv, self.registry, self.forget = store, ekv, registry, forget
         self.orgs_settled = orgs_settled
 
-    async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
-        results = []
-        for msg in msgs:
-            try:
-                ev = decode_entity_event(msg.data, parse_entity_subject(msg.subject))
-            except ProtocolError as exc:
-                results.append(poison(str(exc)))
-                continue
-            results.append(await guarded(self._apply(ev)))
-        return results
+    def decode(self, msg: Msg) -> EntityEvent:
+        return decode_entity_event(msg.data, parse_entity_subject(msg.subject))
 
     async def _apply(self, ev: EntityEvent) -> Result:
         reg = self.registry
