@@ -79,6 +79,7 @@ class WorkerStats:
     ignored: int = 0  # acked without effect (stale or duplicate)
     retried: int = 0  # NAKed for redelivery
     quarantined: int = 0
+    kv_writes: int = 0  # compare-and-set writes of entity documents (coalesced per entity per batch)
     batches: int = 0
     last_batch_size: int = 0
     peak_batch_size: int = 0

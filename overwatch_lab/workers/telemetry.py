@@ -178,6 +178,7 @@ class TelemetryWorker(Worker):
 
         try:
             self._cache[eid] = await self.ekv.mutate(eid, merge, current=current)
+            self.stats.kv_writes += 1
         except BaseException:
             self._cache.pop(eid, None)
             raise

@@ -98,6 +98,7 @@ def test_many_messages_for_one_entity_coalesce_into_few_kv_writes(lab):
     assert doc["attitude"]["euler"]["yaw"] == pytest.approx(0.499)
     st = lab.stats()["telemetry-worker"]
     assert st["batches"] < 500  # batched, not one message per round trip
+    assert st["kv_writes"] <= st["batches"] < 500  # one KV write per entity per batch, not per message
 
 
 def pid_alive(pid: int) -> bool:
