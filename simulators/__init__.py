@@ -1,0 +1,79 @@
+"""Simulated device fleets that talk to a lab only over NATS, exactly as real devices would.
+
+Seeded, whole-fleet deterministic runs with faults: the same scenario, seed and start time
+produce the same bytes on the wire on every run, at any speed (``Scenario.telemetry_hash``).
+
+Layout::
+
+    clock.py       SimClock: simulated time, paced by a rate (0 manual, 1 real time, >1 faster)
+    kinematics.py  pure geometry and motion helpers       battery.py  pure LiPo pack model
+    behaviours.py  hold, goto, route, orbit, patrol, rtl, land (guidance only)
+    devices/       one module per kind: limits (SPEC) and model; base.py has the shared model
+    commands.py    command envelope -> Intent (the device side of the command seam)
+    telemetry.py   MAVLink message bodies in raw units; DEFAULT_RATES_HZ
+    faults.py      Fault, the link model, malformed variants, timeline_frame()
+    scenario.py    Scenario (YAML/TOML/Python), validation naming the field, load_scenario()
+    model.py       FleetModel: devices stepped in ticks -> Emission (subject, bytes, Nats-Msg-Id)
+    runner.py      run_scenario(): registration + real-time pacing + core publish; RunHandle
+    multiproc.py   run_scenario_processes(): the fleet split over worker processes
+    fleets/        named scenarios: small_isr_patrol (default), area_search, load_1000
+    cli.py         ``overwatch-lab sim`` (main(argv))       bench.py  ``python -m simulators.bench``
+
+The seam to the lab
+-------------------
+A run needs only a NATS URL and token; a running lab writes both to ``<data_dir>/lab.json``
+(``nats_url``, ``nats_token``). Nothing here imports ``overwatch_lab.lab``.
+
+In-process (one connection, on the caller's event loop)::
+
+    from simulators import load_scenario, run_scenario
+    nc = await overwatch_lab.broker.connect.connect(url, token=token)
+    handle = await run_scenario(load_scenario("small-isr-patrol"), nc, speed=1.0)
+    handle.pause(); handle.play(); handle.set_speed(10)
+    handle.inject("link_loss", 20, "drone-001")            # live fault, 20 simulated seconds
+    handle.stats()                                         # counts per type, lag, link stats
+    handle.fault_timeline()                                # DataFrame to overlay on plots
+    await handle.stop()
+
+``lab.simulate(scenario)`` can wrap this on the lab's loop thread: build the client with the
+lab's URL/token (a dedicated connection, so the fleet behaves like outside devices and its
+outgoing buffer does not compete with the workers), ``lab.call(run_scenario(...))``, and hand
+the ``RunHandle`` back: its plain methods (play, pause, set_speed, inject, command) are safe to
+call from the notebook's thread; ``stop``/``wait``/``advance`` are coroutines for the lab's loop.
+By default ``run_scenario`` waits (up to 10 s) until the lab's KV bucket shows every device
+before telemetry starts, re-sending ``created`` events for devices the lab has not registered.
+
+In worker processes (large fleets; same handle surface, ``command`` is async)::
+
+    handle = await run_scenario_processes(scenario, url, token=token, processes=2)
+
+From the shell: ``overwatch-lab sim SCENARIO [--lab DATA_DIR | --nats-url URL] [--token T]
+[--speed X] [--seed N] [--duration S] [--processes N]``; the lab's CLI hooks
+:func:`simulators.cli.add_arguments` and :func:`simulators.cli.run` into its ``sim`` subcommand.
+"""
+
+from __future__ import annotations
+
+from simulators.clock import SimClock
+from simulators.commands import CommandResult
+from simulators.faults import Emission, Fault, FaultKind, timeline_frame
+from simulators.model import FleetModel
+from simulators.multiproc import ProcessRunHandle, run_scenario_processes
+from simulators.runner import RunHandle, run_scenario
+from simulators.scenario import Scenario, load_scenario
+
+__all__ = [
+    "CommandResult",
+    "Emission",
+    "Fault",
+    "FaultKind",
+    "FleetModel",
+    "ProcessRunHandle",
+    "RunHandle",
+    "Scenario",
+    "SimClock",
+    "load_scenario",
+    "run_scenario",
+    "run_scenario_processes",
+    "timeline_frame",
+]

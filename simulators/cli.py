@@ -1,0 +1,271 @@
+"""``overwatch-lab sim SCENARIO``: fly a scenario against a lab (or any NATS) from the shell.
+
+::
+
+    overwatch-lab sim small-isr-patrol --lab ./overwatch-data --speed 2 --duration 300
+    overwatch-lab sim my-fleet.yaml --nats-url nats://127.0.0.1:4222 --token s3cret
+    overwatch-lab sim load-1000 --lab ./overwatch-data --processes 2
+    overwatch-lab sim small-isr-patrol --dry-run --duration 60      # no NATS: counts and hash
+
+SCENARIO is a named scenario (``simulators.fleets``) or a ``.yaml``/``.toml`` file. Without
+``--lab`` or ``--nats-url`` the lab in ``$OVERWATCH_LAB_DATA_DIR`` (default ``./overwatch-data``)
+is used. Progress goes to stderr once a second; Ctrl-C stops the run cleanly. Exit codes: 0 done,
+1 broker or connection failure, 2 bad arguments or scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from overwatch_lab.errors import BrokerError, ConfigError, OverwatchError, ScenarioError
+from overwatch_lab.protocol.envelopes import format_timestamp, parse_timestamp
+from simulators.runner import REGISTER_TIMEOUT_S, now_epoch_ms
+from simulators.scenario import Scenario, load_scenario
+
+log = logging.getLogger(__name__)
+
+LAB_JSON = "lab.json"
+DEFAULT_DATA_DIR = "./overwatch-data"
+
+
+def build_parser(prog: str = "overwatch-lab sim") -> argparse.ArgumentParser:
+    """Return the argument parser of the ``sim`` subcommand (also usable as a subparser template)."""
+    p = argparse.ArgumentParser(prog=prog, description="Fly a simulated fleet against a lab over NATS.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``sim`` arguments to ``p`` (for hooking into ``overwatch_lab.cli``)."""
+    p.add_argument(
+        "scenario", metavar="SCENARIO", help="scenario name (e.g. small-isr-patrol) or .yaml/.toml file"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--lab", metavar="DATA_DIR", type=Path, help="data dir of a running lab (reads lab.json)"
+    )
+    where.add_argument("--nats-url", metavar="URL", help="NATS server URL")
+    p.add_argument(
+        "--token", metavar="T", help="NATS token (default: from lab.json or $OVERWATCH_LAB_NATS_TOKEN)"
+    )
+    p.add_argument(
+        "--speed", metavar="X", type=float, default=1.0, help="simulated seconds per second (default 1)"
+    )
+    p.add_argument("--seed", metavar="N", type=int, help="override the scenario's seed")
+    p.add_argument(
+        "--duration", metavar="S", type=float, help="simulated seconds to run (default: the scenario's)"
+    )
+    p.add_argument(
+        "--start",
+        metavar="TIME",
+        help="scenario start: RFC 3339 time, epoch seconds or 'now' (default: the scenario's, else now)",
+    )
+    p.add_argument("--processes", metavar="N", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--register-timeout",
+        metavar="S",
+        type=float,
+        default=REGISTER_TIMEOUT_S,
+        help=f"wait up to S seconds for the lab to register the fleet (default {REGISTER_TIMEOUT_S:g}; 0 = no wait)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="no NATS: run the model, print counts and the content hash"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def resolve_nats(args: argparse.Namespace) -> tuple[str, str | None]:
+    """Return (url, token) from ``--nats-url``/``--token`` or a lab's ``lab.json``.
+
+    Raises:
+        ConfigError: no URL given and no readable ``lab.json``.
+    """
+    token = args.token or os.environ.get("OVERWATCH_LAB_NATS_TOKEN")
+    if args.nats_url:
+        return args.nats_url, token
+    data_dir = args.lab or Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", DEFAULT_DATA_DIR))
+    path = Path(data_dir).expanduser() / LAB_JSON
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no running lab: {path} does not exist (start one with `overwatch-lab up`, or pass --nats-url)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    url = info.get("nats_url")
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"{path} has no nats_url")
+    return url, token or info.get("nats_token")
+
+
+def _start(value: str | None) -> float | None:
+    if value is None:
+        return None  # the scenario's start, else now
+    if value == "now":
+        return now_epoch_ms()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return parse_timestamp(value, "--start")[1]
+    except OverwatchError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+class ProgressLine:
+    """A one-line progress display on a stream (rewritten in place on a terminal)."""
+
+    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, s: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        final = s.get("state") in ("finished", "stopped", "failed")
+        if not self.tty and not final and now - self._last < 5.0:
+            return
+        self._last = now
+        telemetry = sum(v for k, v in s.get("by_type", {}).items() if k.isupper())
+        line = (
+            f"{s['scenario']} t={s['sim_time_s']:8.1f}s x{s['speed']:g} devices={s['devices']} "
+            f"msgs={s['messages']:,} ({s['msgs_per_s']:,.0f}/s) telemetry={telemetry:,} lag={s['lag_s']:.2f}s "
+            f"[{s['state']}]"
+        )
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _dry_run(sc: Scenario, duration: float, start: float | None, out: TextIO) -> int:
+    from simulators.model import FleetModel
+
+    t0 = time.perf_counter()
+    model = FleetModel(sc, start_epoch_s=start)
+    digest = sc.telemetry_hash(duration, start_epoch_s=model.clock.start_epoch_s)
+    n = sum(1 for _ in model.run_dry(duration))
+    wall = time.perf_counter() - t0
+    report = {
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "start": format_timestamp(model.clock.start_epoch_s),
+        "devices": sc.device_count,
+        "sim_time_s": duration,
+        "messages": n,
+        "by_type": dict(model.counts),
+        "link": model.link_stats(),
+        "sha256": digest,
+        "wall_s": round(wall, 3),
+    }
+    out.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+async def _live(sc: Scenario, args: argparse.Namespace, start: float | None) -> int:
+    url, token = resolve_nats(args)
+    progress = ProgressLine(sys.stderr, args.quiet)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if args.processes > 1:
+        from simulators.multiproc import run_scenario_processes
+
+        handle: Any = await run_scenario_processes(
+            sc,
+            url,
+            token=token,
+            processes=args.processes,
+            speed=args.speed,
+            duration_s=args.duration,
+            start_epoch_s=start,
+            progress=progress,
+            register_timeout_s=args.register_timeout or None,
+        )
+        nc = None
+    else:
+        from overwatch_lab.broker.connect import connect
+        from simulators.runner import run_scenario
+
+        nc = await connect(url, token=token, name=f"overwatch-lab-sim:{sc.name}")
+        handle = await run_scenario(
+            sc,
+            nc,
+            speed=args.speed,
+            duration_s=args.duration,
+            start_epoch_s=start,
+            progress=progress,
+            register_timeout_s=args.register_timeout or None,
+        )
+    try:
+        waiter = asyncio.ensure_future(handle.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not waiter.done():
+            final = await handle.stop()
+            waiter.cancel()
+        else:
+            final = waiter.result()
+            await handle.stop()
+    finally:
+        if nc is not None:
+            await nc.drain()
+    if final.get("state") == "failed":
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``overwatch-lab sim``; return the exit code."""
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``sim`` subcommand from parsed arguments (see :func:`add_arguments`)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        sc = load_scenario(args.scenario)
+        if args.seed is not None:
+            sc = sc.replace(seed=args.seed)
+        if args.speed < 0 or (args.processes > 1 and args.speed == 0):
+            raise ScenarioError(f"--speed must be > 0, got {args.speed}")
+        if args.duration is not None and args.duration <= 0:
+            raise ScenarioError(f"--duration must be > 0, got {args.duration}")
+        start = _start(args.start)
+        if args.dry_run:
+            duration = args.duration or sc.duration_s
+            if duration is None:
+                raise ScenarioError("--dry-run needs --duration (the scenario has no duration_s)")
+            return _dry_run(sc, duration, start, sys.stdout)
+        return asyncio.run(_live(sc, args, start))
+    except (ScenarioError, ConfigError) as exc:
+        sys.stderr.write(f"overwatch-lab sim: {exc}\n")
+        return 2
+    except BrokerError as exc:
+        sys.stderr.write(f"overwatch-lab sim: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""``overwatch-lab sim``: argument handling, dry runs, and where it finds the broker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from overwatch_lab.errors import ConfigError
+from simulators.cli import build_parser, main, resolve_nats
+from simulators.scenario import load_scenario
+
+
+def test_dry_run_prints_counts_and_the_content_hash(capsys):
+    assert main(["small-isr-patrol", "--dry-run", "--duration", "5", "--seed", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    sc = load_scenario("small-isr-patrol").replace(seed=3)
+    assert out["sha256"] == sc.telemetry_hash(5.0)
+    assert out["devices"] == sc.device_count and out["seed"] == 3
+    assert out["messages"] == sum(out["by_type"].values())
+
+
+def test_dry_run_start_changes_the_hash(capsys):
+    main(["small-isr-patrol", "--dry-run", "--duration", "2", "--start", "2027-05-01T00:00:00Z"])
+    a = json.loads(capsys.readouterr().out)
+    main(["small-isr-patrol", "--dry-run", "--duration", "2", "--start", "1809129600"])
+    b = json.loads(capsys.readouterr().out)
+    assert a["start"] == b["start"] == "2027-05-01T00:00:00.000000Z"
+    assert a["sha256"] == b["sha256"] != load_scenario("small-isr-patrol").telemetry_hash(2.0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no-such-scenario", "--dry-run"], "unknown scenario 'no-such-scenario'"),
+        (["small-isr-patrol", "--dry-run", "--duration", "-1"], "--duration must be > 0"),
+        (["small-isr-patrol", "--speed", "-2", "--nats-url", "nats://127.0.0.1:1"], "--speed must be > 0"),
+        (["small-isr-patrol", "--dry-run", "--start", "noon"], "is not an RFC 3339 time"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_running_lab_exits_2(tmp_path, capsys):
+    assert main(["small-isr-patrol", "--lab", str(tmp_path)]) == 2
+    assert "no running lab" in capsys.readouterr().err
+
+
+def test_nats_comes_from_lab_json_or_the_flags(tmp_path, monkeypatch):
+    monkeypatch.delenv("OVERWATCH_LAB_NATS_TOKEN", raising=False)
+    (tmp_path / "lab.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:4999", "nats_token": "t0k"}))
+    args = build_parser().parse_args(["x", "--lab", str(tmp_path)])
+    assert resolve_nats(args) == ("nats://127.0.0.1:4999", "t0k")
+    args = build_parser().parse_args(["x", "--lab", str(tmp_path), "--token", "other"])
+    assert resolve_nats(args) == ("nats://127.0.0.1:4999", "other")
+    monkeypatch.setenv("OVERWATCH_LAB_DATA_DIR", str(tmp_path))
+    assert resolve_nats(build_parser().parse_args(["x"]))[0] == "nats://127.0.0.1:4999"
+    assert resolve_nats(argparse.Namespace(nats_url="nats://h:1", token=None, lab=None)) == (
+        "nats://h:1",
+        None,
+    )
+    (tmp_path / "lab.json").write_text("{broken")
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve_nats(build_parser().parse_args(["x", "--lab", str(tmp_path)]))
