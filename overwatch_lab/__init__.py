@@ -7,12 +7,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from overwatch_lab.commands.api import CommandHandle  # noqa: E402
 from overwatch_lab.config import LabConfig, StreamLimits  # noqa: E402
 from overwatch_lab.errors import (  # noqa: E402
     BrokerError,
     BrokerExited,
     BrokerStartError,
     CommandError,
+    CommandRejected,
+    CommandTimeout,
     ConfigError,
     DatabaseError,
     EnvelopeError,
@@ -24,12 +27,17 @@ from overwatch_lab.errors import (  # noqa: E402
     SyncError,
 )
 from overwatch_lab.lab import Lab, LabState  # noqa: E402
+from overwatch_lab.protocol.commands import CommandStatus  # noqa: E402
 
 __all__ = [
     "BrokerError",
     "BrokerExited",
     "BrokerStartError",
     "CommandError",
+    "CommandHandle",
+    "CommandRejected",
+    "CommandStatus",
+    "CommandTimeout",
     "ConfigError",
     "DatabaseError",
     "EnvelopeError",

@@ -1,4 +1,4 @@
-"""``overwatch-lab`` command line: up | status | bench | sim.
+"""``overwatch-lab`` command line: up | status | command | bench | sim.
 
 Only this entry point installs signal handlers; a Lab never does.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import OverwatchError
+from simulators import cli as simulators_cli
 
 
 def _lab_config(a: argparse.Namespace) -> LabConfig:
@@ -58,6 +59,12 @@ def cmd_up(a: argparse.Namespace) -> int:
         for key in ("data_dir", "nats_url", "monitor_url", "db_url", "pid"):
             print(f"  {key:<12} {info[key]}")
         print(f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})")
+        if a.fleet != "none":
+            sim = lab.simulate(a.fleet, speed=a.speed)
+            sc = sim.scenario
+            print(
+                f"  {'fleet':<12} {sc.name}: {len(sc.devices())} devices, seed {sc.seed}, speed {a.speed:g}"
+            )
         print("Ctrl-C to stop.", flush=True)
         signum = _wait_for_signal()
         print(f"received {signal.Signals(signum).name}; stopping", flush=True)
@@ -80,6 +87,47 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _param(text: str) -> tuple[str, Any]:
+    """``key=value`` → (key, value); the value is JSON when it parses (numbers, true, lists), else text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"parameter {text!r} must be key=value")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def cmd_command(a: argparse.Namespace) -> int:
+    """Send a command to a running lab and print each status transition as it happens."""
+    from overwatch_lab.lab import Lab
+    from overwatch_lab.protocol.commands import CommandStatus
+
+    params = dict(a.params)
+    lab = Lab.attach(a.data_dir)
+    try:
+        if a.broadcast:
+            handle = lab.broadcast_command(a.entity, a.action, ttl_s=a.ttl, source="cli", **params)
+        else:
+            handle = lab.send_command(a.entity, a.action, org_id=a.org, ttl_s=a.ttl, source="cli", **params)
+        print(
+            f"command {handle.command_id}: {a.action} → {a.entity}{' (broadcast)' if a.broadcast else ''}",
+            flush=True,
+        )
+
+        def show(entity_id: str, status: str, at: str, reason: str | None) -> None:
+            print(f"  {at}  {entity_id:<20} {status:<10} {reason or ''}".rstrip(), flush=True)
+
+        final = handle.follow(show, timeout=a.timeout)
+    finally:
+        lab.down()
+    if final is None:
+        print(f"no final status within {a.timeout:g} s", flush=True)
+        return 3
+    print(f"final: {final}", flush=True)
+    return 0 if final is CommandStatus.SUCCEEDED else 1
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     """Run a benchmark and print its figures."""
     from overwatch_lab.bench import ingest
@@ -89,6 +137,21 @@ def cmd_bench(a: argparse.Namespace) -> int:
     )
     print(ingest.report(result))
     return 0 if result["lost"] == 0 else 1
+
+
+def cmd_bench_commands(a: argparse.Namespace) -> int:
+    """Run the command delivery benchmark and print its figures."""
+    from overwatch_lab.bench import commands
+
+    result = commands.run(
+        devices=a.devices,
+        commands=a.commands,
+        sequential=a.sequential,
+        out_dir=Path(a.out),
+        sync_interval=a.sync_interval,
+    )
+    print(commands.report(result))
+    return 0 if result["not_succeeded"] == 0 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,11 +172,40 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--sync-interval", help="embedded broker fsync policy: 'always' or a duration (default 2m)"
     )
+    up.add_argument(
+        "--fleet",
+        default="small-isr-patrol",
+        help="simulated fleet to fly: a named scenario or a .yaml/.toml file; 'none' for no fleet",
+    )
+    up.add_argument("--speed", type=float, default=1.0, help="fleet speed: simulated seconds per second")
     up.set_defaults(func=cmd_up)
+
+    sim = sub.add_parser("sim", help="fly a simulated fleet against a running lab (or any NATS URL)")
+    simulators_cli.add_arguments(sim)
+    sim.set_defaults(func=simulators_cli.run)
 
     st = sub.add_parser("status", help="attach to a running lab and print where it is")
     st.add_argument("--data-dir", default="./overwatch-data")
     st.set_defaults(func=cmd_status)
+
+    cm = sub.add_parser(
+        "command",
+        help="send a command to a running lab and print its status transitions",
+        description="e.g. overwatch-lab command uav-1 goto lat=32.9 lon=-96.8 alt_m=40 --ttl 30",
+    )
+    cm.add_argument("entity", help="entity_id (or org_id with --broadcast)")
+    cm.add_argument(
+        "action", help="goto, rtl, land, hold, set_mode, arm, disarm, set_speed, follow_route, orbit"
+    )
+    cm.add_argument(
+        "params", nargs="*", type=_param, metavar="key=value", help="values are JSON when they parse"
+    )
+    cm.add_argument("--data-dir", default="./overwatch-data")
+    cm.add_argument("--ttl", type=float, help="seconds the device has to acknowledge (default: the lab's)")
+    cm.add_argument("--org", help="org_id (default: the entity's)")
+    cm.add_argument("--broadcast", action="store_true", help="ENTITY is an org_id: send to all its entities")
+    cm.add_argument("--timeout", type=float, default=60.0, help="stop following after this many seconds")
+    cm.set_defaults(func=cmd_command)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -123,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--out", default="bench-results")
     ing.add_argument("--sync-interval", default="2m")
     ing.set_defaults(func=cmd_bench)
+    cb = bench_sub.add_parser(
+        "commands", help="command delivery + acks: per-stage latency vs raw request/reply"
+    )
+    cb.add_argument("--devices", type=int, default=100)
+    cb.add_argument("--commands", type=int, default=1000)
+    cb.add_argument("--sequential", type=int, default=50, help="commands sent one at a time through the API")
+    cb.add_argument("--out", default="bench-results")
+    cb.add_argument("--sync-interval", default="2m")
+    cb.set_defaults(func=cmd_bench_commands)
     return p
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from overwatch_lab.errors import ConfigError
 from overwatch_lab.protocol import subjects as s
+from overwatch_lab.protocol.commands import COMMAND_ACKS_ALL
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -64,6 +65,12 @@ DEFAULT_STREAMS: MappingProxyType[str, StreamLimits] = MappingProxyType(
 )
 
 
+DEFAULT_COMMAND_ACKS_STREAM = StreamLimits(
+    (COMMAND_ACKS_ALL,), "limits", 100_000, 64 * MiB, DAY, 8 * KiB, 120
+)
+"""CONSTELLATION_COMMAND_ACKS (**new**, not in WIRE.md's table): device acks, kept a day for audit."""
+
+
 def _default_data_dir() -> Path:
     return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data"))
 
@@ -87,6 +94,19 @@ class LabConfig:
         quarantine_after: a message failing on this delivery goes to quarantine.
         retry_delay_s: NAK delay for a transient failure.
         streams: stream limits by stream name (WIRE.md defaults).
+        command_default_ttl_s / command_max_ttl_s: a command's time to be acknowledged by its
+            device when it names none / the most it may ask (the commands stream keeps 15 min).
+        command_retry_initial_s / command_retry_factor / command_retry_max_s: delivery backoff
+            while the device is silent: the first resend waits the measured round trip
+            (``srtt + 4·rttvar``, at least ``command_retry_initial_s``), then ×factor, capped.
+        command_expiry_grace_s: an unacknowledged command expires this long after its TTL (a
+            RECEIVED ack already in flight still wins).
+        command_result_timeout_s: a command received but without a final result this long
+            after its last ack is FAILED.
+        command_max_bytes: larger commands are REJECTED (oversize).
+        command_state_history / command_state_max_age_s: the command-state KV bucket's history
+            per key and how long it keeps a command's entry (libSQL keeps it for good).
+        command_acks_stream: limits of CONSTELLATION_COMMAND_ACKS.
     """
 
     data_dir: Path = field(default_factory=_default_data_dir)
@@ -111,6 +131,17 @@ class LabConfig:
     ready_timeout_s: float = 10.0
     stop_timeout_s: float = 10.0
     streams: MappingProxyType[str, StreamLimits] = field(default_factory=lambda: DEFAULT_STREAMS)
+    command_default_ttl_s: float = 60.0
+    command_max_ttl_s: float = 15 * MINUTE
+    command_retry_initial_s: float = 1.0
+    command_retry_factor: float = 2.0
+    command_retry_max_s: float = 5.0
+    command_expiry_grace_s: float = 0.5
+    command_result_timeout_s: float = 5 * MINUTE
+    command_max_bytes: int = 16 * KiB
+    command_state_history: int = 10
+    command_state_max_age_s: float = 7 * DAY
+    command_acks_stream: StreamLimits = DEFAULT_COMMAND_ACKS_STREAM
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -136,6 +167,23 @@ class LabConfig:
             raise ConfigError(
                 f"sync_interval must be 'always' or a duration like '2m', got {self.sync_interval!r}"
             )
+        if not 0 < self.command_default_ttl_s <= self.command_max_ttl_s:
+            raise ConfigError(
+                f"command_default_ttl_s ({self.command_default_ttl_s}) must be in (0, command_max_ttl_s "
+                f"({self.command_max_ttl_s})]"
+            )
+        if not 0 < self.command_retry_initial_s <= self.command_retry_max_s or self.command_retry_factor < 1:
+            raise ConfigError(
+                "command retry backoff needs 0 < command_retry_initial_s <= command_retry_max_s and "
+                f"command_retry_factor >= 1, got {self.command_retry_initial_s}, {self.command_retry_max_s}, "
+                f"{self.command_retry_factor}"
+            )
+        if self.command_expiry_grace_s < 0 or self.command_result_timeout_s <= 0:
+            raise ConfigError("command_expiry_grace_s must be >= 0 and command_result_timeout_s > 0")
+        if self.command_max_bytes < 256:
+            raise ConfigError(f"command_max_bytes must be >= 256, got {self.command_max_bytes}")
+        if not 1 <= self.command_state_history <= 64:
+            raise ConfigError(f"command_state_history must be 1..64, got {self.command_state_history}")
         missing = set(DEFAULT_STREAMS) - set(self.streams)
         if missing:
             raise ConfigError(f"streams is missing {sorted(missing)}")

@@ -30,24 +30,33 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import nats.errors
 import pandas as pd
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from overwatch_lab import __version__
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.process import NatsServer
-from overwatch_lab.broker.provision import open_kv, provision
+from overwatch_lab.broker.provision import open_command_kv, open_kv, provision, provision_commands
+from overwatch_lab.commands.api import CommandHandle, command_history_frame, commands_frame
+from overwatch_lab.commands.delivery import Deliverer
+from overwatch_lab.commands.ledger import CommandLedger
+from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import LabConfig
-from overwatch_lab.errors import BrokerExited, ConfigError, LabStateError
+from overwatch_lab.errors import BrokerExited, CommandError, CommandRejected, ConfigError, LabStateError
 from overwatch_lab.kvstate import Doc, EntityKV
+from overwatch_lab.protocol import commands as cmds
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.registry import Registry
 from overwatch_lab.runtime import LoopThread
+from overwatch_lab.simulation import Simulation, start_simulation
 from overwatch_lab.store import queries
 from overwatch_lab.store.database import Store
 from overwatch_lab.sync import Synchronizer
@@ -55,6 +64,9 @@ from overwatch_lab.workers.base import ConsumerLoop, QuarantineLog, Worker
 from overwatch_lab.workers.entity import EntityWorker, OrganizationWorker
 from overwatch_lab.workers.event import EventWorker
 from overwatch_lab.workers.telemetry import TelemetryWorker
+
+if TYPE_CHECKING:
+    from simulators import Scenario
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +107,10 @@ class _Fabric:
     sync: Synchronizer | None = None
     quarantine_log: QuarantineLog = field(default_factory=QuarantineLog)
     telemetry: TelemetryWorker | None = None
+    commands: CommandLedger | None = None
+    deliverer: Deliverer | None = None
+    simulations: list[Simulation] = field(default_factory=list)
+    command_kv: KeyValue | None = None
 
 
 class Lab:
@@ -285,10 +301,17 @@ class Lab:
                     log.info("lab running: nats %s, db %s", self.nats_url, self.db_url)
                     await self._stop_requested.wait()
                     self.state = LabState.STOPPING
+                    for sim in fabric.simulations:  # devices first: nothing new arrives while draining
+                        try:
+                            await sim._stop()
+                        except Exception:  # a failing fleet must not keep the lab from stopping
+                            log.exception("stopping simulation %r failed", sim)
                     for loop in fabric.loops:
                         loop.request_stop()
                     if fabric.sync is not None:
                         fabric.sync.request_stop()
+                    if fabric.deliverer is not None:
+                        fabric.deliverer.request_stop()
                     _, late = await asyncio.wait(tasks, timeout=self.config.stop_timeout_s)
                     for task in late:
                         log.warning(
@@ -344,6 +367,7 @@ class Lab:
         if self._owner:
             report = await provision(js, cfg)
             log.info("provisioned: %s", report)
+            log.info("provisioned commands: %s", await provision_commands(js, cfg))
         kv = await open_kv(js)
         fabric = _Fabric(
             nc=nc, js=js, ekv=EntityKV(kv, attempts=cfg.kv_cas_attempts), store=store, server=server
@@ -361,14 +385,30 @@ class Lab:
         tel = TelemetryWorker(f.store, f.ekv, f.registry)
         org_worker = OrganizationWorker(f.store, f.ekv, f.registry, tel.forget)
         org_loop = ConsumerLoop(org_worker, f.nc, f.js, self.config, f.quarantine_log)
-        ent_worker = EntityWorker(f.store, f.ekv, f.registry, tel.forget, lambda: org_loop.caught_up)
+        orgs_settled = partial(_consumer_idle, f.js, s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION)
+        ent_worker = EntityWorker(f.store, f.ekv, f.registry, tel.forget, orgs_settled)
         ent_loop = ConsumerLoop(ent_worker, f.nc, f.js, self.config, f.quarantine_log)
         workers: list[Worker] = [tel, EventWorker(f.store, f.ekv, f.registry)]
         f.loops = [org_loop, ent_loop] + [
             ConsumerLoop(w, f.nc, f.js, self.config, f.quarantine_log) for w in workers
         ]
-        f.registry.add_settled_check(lambda: org_loop.caught_up and ent_loop.caught_up)
+        f.registry.add_settled_check(orgs_settled)
+        f.registry.add_settled_check(partial(_consumer_idle, f.js, s.STREAM_ENTITIES, s.CONSUMER_ENTITY))
         f.telemetry = tel
+        f.command_kv = await open_command_kv(f.js)
+        f.commands = CommandLedger(f.store, f.nc, self.config)
+        await f.commands.load()  # open commands of an earlier run: delivery resumes where it stopped
+        cmd_loop = ConsumerLoop(
+            CommandWorker(f.commands, f.registry, f.nc, self.config),
+            f.nc,
+            f.js,
+            self.config,
+            f.quarantine_log,
+        )
+        ack_worker = CommandAckWorker(f.commands)
+        ack_loop = ConsumerLoop(ack_worker, f.nc, f.js, self.config, f.quarantine_log)
+        f.deliverer = Deliverer(f.commands, f.nc, self.config, acks_pending=ack_worker.busy)
+        f.loops += [cmd_loop, ack_loop]
         f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
         await f.sync.run_pass()  # boot pass: every entity row gets a document before workers run
         readies = []
@@ -379,6 +419,9 @@ class Lab:
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(f.sync.run(ready), name="synchronizer"))
+        ready = asyncio.Event()
+        readies.append(ready)
+        tasks.append(tg.create_task(f.deliverer.run(ready), name=f"worker:{f.deliverer.name}"))
         async with asyncio.timeout(self.config.ready_timeout_s):
             for r in readies:
                 await r.wait()
@@ -422,6 +465,12 @@ class Lab:
         self._require()
         assert self._thread is not None
         return self._thread.call(coro, timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule a coroutine on the lab's event loop; await it with ``asyncio.wrap_future``."""
+        self._require()
+        assert self._thread is not None
+        return self._thread.submit(coro)
 
     # ------------------------------------------------------------------ helpers (through the wire)
     def publish(self, subject: str, payload: bytes | dict[str, Any], *, msg_id: str | None = None) -> int:
@@ -570,6 +619,166 @@ class Lab:
             self.db_url, "SELECT 1 FROM organizations WHERE org_id = ?", (org_id,)
         ).empty
 
+    # ------------------------------------------------------------------ simulated fleets
+    def simulate(
+        self,
+        scenario: Scenario | str = "small-isr-patrol",
+        *,
+        speed: float = 1.0,
+        duration_s: float | None = None,
+        seed: int | None = None,
+        processes: int = 0,
+    ) -> Simulation:
+        """Fly a simulated fleet against this lab and return its control handle.
+
+        Args:
+            scenario: a Scenario, a named fleet (``small-isr-patrol``, ``area-search``,
+                ``load-1000``) or a YAML/TOML file.
+            speed: simulated seconds per wall second (1 = real time).
+            duration_s: stop after this many simulated seconds (default: the scenario's).
+            seed: override the scenario's seed (every random stream derives from it).
+            processes: 0 runs the fleet on the lab's loop; N > 0 splits it over N processes.
+
+        The devices talk to the lab only over NATS, like real ones. The lab stops the fleet
+        when it stops.
+        """
+        f = self._require()
+
+        async def go() -> Simulation:
+            sim = await start_simulation(
+                self, scenario, speed=speed, duration_s=duration_s, seed=seed, processes=processes
+            )
+            f.simulations.append(sim)
+            return sim
+
+        return self.call(go(), timeout=60)
+
+    # ------------------------------------------------------------------ commands
+    def send_command(
+        self,
+        entity_id: str,
+        action: str,
+        *,
+        org_id: str | None = None,
+        ttl_s: float | None = None,
+        command_id: str | None = None,
+        source: str = "overwatch-lab",
+        **params: Any,
+    ) -> CommandHandle:
+        """Send a command to one entity through the wire and return its :class:`CommandHandle`.
+
+        ``action`` is one of goto, rtl, land, hold, set_mode, arm, disarm, set_speed,
+        follow_route, orbit; ``params`` are its parameters (e.g. ``lat=…, lon=…, alt_m=40``).
+        The lab validates it: a bad command comes back REJECTED with the reason (``handle.wait``
+        raises CommandRejected). ``org_id`` defaults to the entity's organisation.
+
+        Raises:
+            CommandRejected: the entity is unknown and no ``org_id`` was given.
+            CommandError: the commands stream refused the message (e.g. full).
+        """
+        s.check_token(entity_id, "entity_id")
+        org = org_id or self._org_of(entity_id)
+        if org is None:
+            raise CommandRejected(
+                f"unknown entity {entity_id!r}: register it, or pass org_id= to record the rejection"
+            )
+        env = cmds.make_command(
+            org,
+            entity_id,
+            action,
+            params,
+            command_id=command_id,
+            ttl_s=ttl_s,
+            issued_at=time.time(),
+            source=source,
+        )
+        self._publish_command(s.command_subject(org, entity_id), env)
+        return CommandHandle(self, env["command_id"], org, entity_id)
+
+    def broadcast_command(
+        self,
+        org_id: str,
+        action: str,
+        *,
+        ttl_s: float | None = None,
+        command_id: str | None = None,
+        source: str = "overwatch-lab",
+        **params: Any,
+    ) -> CommandHandle:
+        """Send a command to every entity of an organisation (one tracked delivery per entity)."""
+        env = cmds.make_command(
+            org_id,
+            None,
+            action,
+            params,
+            command_id=command_id,
+            ttl_s=ttl_s,
+            issued_at=time.time(),
+            source=source,
+        )
+        self._publish_command(s.command_subject(org_id), env)
+        return CommandHandle(self, env["command_id"], org_id, None)
+
+    def command(self, command_id: str) -> CommandHandle:
+        """The handle of a command already recorded by the lab.
+
+        Raises:
+            CommandError: no command with that id is recorded.
+        """
+        rows = queries.read_frame(
+            self.db_url,
+            "SELECT org_id, entity_id, broadcast FROM commands WHERE command_id = ?",
+            (command_id,),
+        )
+        if rows.empty:
+            raise CommandError(f"no command {command_id!r} is recorded")
+        first = rows.iloc[0]
+        broadcast = bool(first["broadcast"]) or first["entity_id"] == cmds.BROADCAST
+        return CommandHandle(
+            self, command_id, str(first["org_id"]), None if broadcast else str(first["entity_id"])
+        )
+
+    def commands_frame(self, **filters: Any) -> pd.DataFrame:
+        """Commands as a DataFrame: one row per command and entity, stage times, per-stage latencies (ms)."""
+        return commands_frame(self.db_url, **filters)
+
+    def command_history_frame(self, command_id: str) -> pd.DataFrame:
+        """Every recorded transition and ack of one command."""
+        return command_history_frame(self.db_url, command_id)
+
+    def _org_of(self, entity_id: str) -> str | None:
+        f = self._require()
+        if self._owner:
+            return f.registry.org_of(entity_id)
+        rows = queries.read_frame(
+            self.db_url, "SELECT org_id FROM entities WHERE entity_id = ?", (entity_id,)
+        )
+        return None if rows.empty else str(rows.iloc[0]["org_id"])
+
+    def _publish_command(self, subject: str, env: dict[str, Any], msg_id: str | None = None) -> None:
+        f = self._require()
+        headers = {"Nats-Msg-Id": msg_id or env["command_id"]}
+
+        async def go() -> None:
+            try:
+                await f.js.publish(subject, envelopes.encode(env), headers=headers)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise CommandError(
+                    f"command {env['command_id']} was not queued on {subject}: {exc!r}"
+                ) from exc
+
+        self.call(go())
+
+    def _publish_cancel(self, org_id: str, entity_id: str | None, command_id: str) -> None:
+        env = cmds.make_cancel(org_id, entity_id, command_id, source="operator")
+        self._publish_command(s.command_subject(org_id, entity_id), env, msg_id=f"cancel-{command_id}")
+
+    async def _command_kv(self) -> KeyValue:
+        f = self._require()
+        if f.command_kv is None:
+            f.command_kv = await open_command_kv(f.js)
+        return f.command_kv
+
     # ------------------------------------------------------------------ observing
     def stats(self) -> dict[str, dict[str, Any]]:
         """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's."""
@@ -577,6 +786,8 @@ class Lab:
         out: dict[str, dict[str, Any]] = {loop.worker.name: loop.worker.stats.snapshot() for loop in f.loops}
         if f.sync is not None:
             out["synchronizer"] = f.sync.stats.snapshot()
+        if f.commands is not None:
+            out["commands"] = f.commands.stats.snapshot()
         out["kv"] = {"cas_conflicts": f.ekv.conflicts}
         return out
 
@@ -627,6 +838,12 @@ class Lab:
             "stream_sequence", "source_stream", "source_consumer", "original_data",
         ]  # fmt: skip
         return pd.DataFrame(records, columns=columns)
+
+
+async def _consumer_idle(js: JetStreamContext, stream: str, durable: str) -> bool:
+    """True when a durable consumer has nothing undelivered and nothing unacknowledged right now."""
+    info = await js.consumer_info(stream, durable)
+    return not info.num_pending and not info.num_ack_pending
 
 
 def _truthy(value: object) -> bool:

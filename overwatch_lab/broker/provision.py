@@ -27,6 +27,12 @@ from nats.js.kv import KeyValue
 from overwatch_lab.config import LabConfig, StreamLimits
 from overwatch_lab.errors import ProvisionError
 from overwatch_lab.protocol import subjects as s
+from overwatch_lab.protocol.commands import (
+    COMMAND_ACKS_ALL,
+    CONSUMER_COMMAND_ACK,
+    KV_COMMAND_STATE,
+    STREAM_COMMAND_ACKS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +222,79 @@ async def provision(js: JetStreamContext, config: LabConfig) -> ProvisionReport:
     )
     log.info("provision: %s", report)
     return report
+
+
+async def provision_commands(js: JetStreamContext, config: LabConfig) -> ProvisionReport:
+    """Create or update the command objects (issue 4): the CONSTELLATION_COMMAND_ACKS stream, its
+    durable ``command-ack-processor`` and the CONSTELLATION_COMMAND_STATE KV bucket.
+
+    Kept apart from :func:`provision` so its report (and WIRE.md's table) stays as it was; the
+    Lab runs both at boot.
+
+    Raises:
+        ProvisionError: as :func:`provision`.
+    """
+    started = time.perf_counter()
+    tally = _Tally()
+    tally.add(await _ensure_stream(js, stream_config(STREAM_COMMAND_ACKS, config.command_acks_stream)),
+              STREAM_COMMAND_ACKS)  # fmt: skip
+    tally.add(await _ensure_command_kv(js, config), f"kv:{KV_COMMAND_STATE}")
+    desired = consumer_config(CONSUMER_COMMAND_ACK, COMMAND_ACKS_ALL, config)
+    tally.add(
+        await _ensure_consumer(js, STREAM_COMMAND_ACKS, desired),
+        f"{STREAM_COMMAND_ACKS}/{CONSUMER_COMMAND_ACK}",
+    )
+    report = ProvisionReport(
+        tuple(tally.created), tuple(tally.updated), tuple(tally.unchanged), time.perf_counter() - started
+    )
+    log.info("provision commands: %s", report)
+    return report
+
+
+async def open_command_kv(js: JetStreamContext) -> KeyValue:
+    """Return the KeyValue handle of the command-state bucket.
+
+    Raises:
+        ProvisionError: the bucket does not exist (the running lab predates commands) or cannot be read.
+    """
+    try:
+        return await js.key_value(KV_COMMAND_STATE)
+    except nats.js.errors.BucketNotFoundError as exc:
+        raise ProvisionError(
+            f"KV bucket {KV_COMMAND_STATE} does not exist; provision the server first"
+        ) from exc
+    except nats.errors.Error as exc:
+        raise ProvisionError(f"cannot open KV bucket {KV_COMMAND_STATE}: {_describe(exc)}") from exc
+
+
+async def _ensure_command_kv(js: JetStreamContext, config: LabConfig) -> str:
+    history, max_age = config.command_state_history, config.command_state_max_age_s
+    stream = f"KV_{KV_COMMAND_STATE}"
+    try:
+        try:
+            info = await js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            await js.create_key_value(
+                bucket=KV_COMMAND_STATE,
+                history=history,
+                ttl=max_age,
+                storage=api.StorageType.FILE,
+                direct=True,
+                description="overwatch-lab command status: one JSON document per command and entity",
+            )
+            log.info("KV bucket %s created (history %d)", KV_COMMAND_STATE, history)
+            return "created"
+        want = info.config.evolve(max_msgs_per_subject=history, max_age=max_age)
+        changes = diff(want, info.config, ("max_msgs_per_subject", "max_age"))
+        if not changes:
+            return "unchanged"
+        await js.update_stream(want)
+        log.info("KV bucket %s updated: %s", KV_COMMAND_STATE, _show(changes))
+        return "updated"
+    except nats.errors.Error as exc:
+        raise ProvisionError(
+            f"could not create or update KV bucket {KV_COMMAND_STATE}: {_describe(exc)}"
+        ) from exc
 
 
 async def open_kv(js: JetStreamContext) -> KeyValue:

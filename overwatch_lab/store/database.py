@@ -26,6 +26,7 @@ retried batch is harmless.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -36,6 +37,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +57,9 @@ from overwatch_lab.store.schema import (
 )
 
 __all__ = [
+    "COMMAND_COLUMNS",
+    "CommandChange",
+    "CommandSend",
     "DB_ERRORS",
     "DEVICE_EVENT_INSERT_COLUMNS",
     "REMOTE_SCHEMES",
@@ -644,3 +649,188 @@ class Store:
         threads to read without queuing).
         """
         return await self._submit("read query", self._query, sql, params)
+
+    # ------------------------------------------------------------------ commands (schema v2)
+    async def insert_commands(self, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Insert new commands with their first events, in one transaction; return which were new.
+
+        Each row holds the ``commands`` columns (``envelope`` may be a dict) plus ``events``: a
+        list of (status, reason, ts, source) written to ``command_events`` only when the row is
+        new. A (command_id, entity_id) already stored is left alone (a redelivered or resent
+        command), so the call is idempotent.
+
+        Raises:
+            DatabaseError: e.g. a status outside the CHECK constraint.
+        """
+        if not rows:
+            return []
+
+        def insert() -> list[bool]:
+            out = []
+            with self._transaction() as conn:
+                for row in rows:
+                    values = [
+                        _encode_json(row.get(c)) if c == "envelope" else row.get(c) for c in COMMAND_COLUMNS
+                    ]
+                    new = conn.execute(_COMMAND_INSERT, values).rowcount == 1
+                    if new:
+                        conn.executemany(
+                            _COMMAND_EVENT_INSERT,
+                            [
+                                (
+                                    row["command_id"],
+                                    row["entity_id"],
+                                    st,
+                                    reason,
+                                    ts,
+                                    row["updated_ts"],
+                                    source,
+                                    1,
+                                )
+                                for st, reason, ts, source in row.get("events", ())
+                            ],
+                        )
+                    out.append(new)
+            return out
+
+        return await self._submit(f"insert {len(rows)} commands", insert)
+
+    async def update_commands(
+        self, transitions: Sequence[CommandChange] = (), sends: Sequence[CommandSend] = ()
+    ) -> tuple[list[bool], list[int | None]]:
+        """Apply status transitions and record delivery attempts in one transaction.
+
+        A transition is applied only if the row's status is in its ``allowed_from`` (the
+        lifecycle is enforced here, where writes are serialised, so two workers racing on one
+        command cannot move it backwards). Every transition is recorded in ``command_events``,
+        with ``applied = 0`` when it was refused (if the command exists at all).
+
+        A send moves QUEUED → SENT (first attempt) or counts another attempt of a SENT command
+        and sets its next attempt time; it is refused (None) once the command has moved on.
+
+        Returns:
+            (applied flag per transition, attempt number per send or None when refused).
+        """
+        if not transitions and not sends:
+            return [], []
+
+        def update() -> tuple[list[bool], list[int | None]]:
+            applied: list[bool] = []
+            attempts: list[int | None] = []
+            with self._transaction() as conn:
+                for t in transitions:
+                    sql = _transition_sql(t.stage, t.allowed_from)
+                    key = (t.command_id, t.entity_id)
+                    ok = conn.execute(sql, (t.status, t.reason, t.ts, t.recorded_ts, *key)).rowcount == 1
+                    event = (*key, t.status, t.reason, t.ts, t.recorded_ts, t.source, int(ok))
+                    if ok:
+                        conn.execute(_COMMAND_EVENT_INSERT, event)
+                    else:
+                        conn.execute(_COMMAND_EVENT_INSERT_IF_KNOWN, (*event, *key))
+                    applied.append(ok)
+                for snd in sends:
+                    key = (snd.command_id, snd.entity_id)
+                    row = conn.execute(_COMMAND_SEND, (snd.ts, snd.next_attempt_ts, *key)).fetchone()
+                    n = None if row is None else int(row[0])
+                    if n is not None:
+                        reason = f"delivery attempt {n}"
+                        conn.execute(_COMMAND_EVENT_INSERT, (*key, "SENT", reason, snd.ts, snd.ts, "lab", 1))
+                    attempts.append(n)
+            return applied, attempts
+
+        return await self._submit(
+            f"update commands ({len(transitions)} transitions, {len(sends)} sends)", update
+        )
+
+    async def open_commands(self) -> list[dict[str, Any]]:
+        """Return every command not in a terminal status (``envelope`` decoded), oldest first."""
+        rows = await self._submit(
+            "read open commands",
+            self._query,
+            f"SELECT * FROM commands WHERE status IN ({', '.join(repr(s) for s in _OPEN_STATUSES)}) "
+            "ORDER BY queued_ts",
+        )
+        for r in rows:
+            r["envelope"] = decode_json(r["envelope"])
+        return rows
+
+    async def command_rows(self, command_id: str) -> list[dict[str, Any]]:
+        """Return the rows of one command (one per target entity), ``envelope`` decoded."""
+        rows = await self._submit(
+            f"read command {command_id!r}",
+            self._query,
+            "SELECT * FROM commands WHERE command_id = ? ORDER BY entity_id",
+            (command_id,),
+        )
+        for r in rows:
+            r["envelope"] = decode_json(r["envelope"])
+        return rows
+
+
+COMMAND_COLUMNS: tuple[str, ...] = (
+    "command_id", "entity_id", "org_id", "broadcast", "fanout", "action", "command_type", "status",
+    "reason", "envelope", "source", "issued_at", "ttl_s", "expires_ts", "next_attempt_ts", "queued_ts",
+    "done_ts", "updated_ts",
+)  # fmt: skip
+"""Columns :meth:`Store.insert_commands` writes (the other stages and attempts start empty)."""
+
+_OPEN_STATUSES = ("QUEUED", "SENT", "RECEIVED", "ACCEPTED", "EXECUTING")
+_COMMAND_INSERT = (
+    f"INSERT INTO commands ({', '.join(COMMAND_COLUMNS)}) VALUES ({', '.join('?' * len(COMMAND_COLUMNS))}) "
+    "ON CONFLICT(command_id, entity_id) DO NOTHING"
+)
+_EVENT_COLUMNS = "command_id, entity_id, status, reason, ts, recorded_ts, source, applied"
+_COMMAND_EVENT_INSERT = f"INSERT INTO command_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_COMMAND_EVENT_INSERT_IF_KNOWN = (
+    f"INSERT INTO command_events ({_EVENT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM commands WHERE command_id = ? AND entity_id = ?)"
+)
+_COMMAND_SEND = (
+    "UPDATE commands SET status = 'SENT', sent_ts = COALESCE(sent_ts, ?1), attempts = attempts + 1, "
+    "next_attempt_ts = ?2, updated_ts = ?1 WHERE command_id = ?3 AND entity_id = ?4 "
+    "AND status IN ('QUEUED', 'SENT') RETURNING attempts"
+)
+_STAGES = frozenset({"sent", "received", "accepted", "executing", "done"})
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_sql(stage: str, allowed_from: tuple[str, ...]) -> str:
+    if stage not in _STAGES or not allowed_from:
+        raise DatabaseError(f"bad command transition: stage {stage!r}, allowed from {allowed_from!r}")
+    allowed = ", ".join(f"'{s}'" for s in allowed_from if s.isalpha())
+    return (
+        f"UPDATE commands SET status = ?1, reason = COALESCE(?2, reason), {stage}_ts = COALESCE({stage}_ts, ?3), "
+        f"updated_ts = ?4 WHERE command_id = ?5 AND entity_id = ?6 AND status IN ({allowed})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandChange:
+    """One status transition for :meth:`Store.update_commands`.
+
+    Attributes:
+        stage: the time column it sets (``sent``, ``received``, ``accepted``, ``executing``, ``done``).
+        allowed_from: the statuses it may follow (the lifecycle's rule for ``status``).
+        ts: when it happened (device time for device acks); recorded_ts: when the lab recorded it.
+        source: ``lab``, ``device`` or ``operator``.
+    """
+
+    command_id: str
+    entity_id: str
+    status: str
+    reason: str | None
+    ts: float
+    recorded_ts: float
+    source: str
+    stage: str
+    allowed_from: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSend:
+    """One delivery attempt for :meth:`Store.update_commands` (``ts`` = now, next attempt due at ``next_attempt_ts``)."""
+
+    command_id: str
+    entity_id: str
+    ts: float
+    next_attempt_ts: float

@@ -4,7 +4,7 @@ The schema is a list of numbered forward migrations. ``schema_version`` (one row
 last one applied; :func:`migrate` applies the pending ones, each in its own ``BEGIN IMMEDIATE``
 transaction (so two processes opening the same new file cannot both apply it), and refuses a
 database written by newer code. A migration is never edited once released: a change is a new
-migration appended to :data:`MIGRATIONS` (issue 4's command tables will be version 2).
+migration appended to :data:`MIGRATIONS`.
 
 Tables (version 1), with Overwatch's columns and allowed values (WIRE.md, OVERWATCH-NOTES §8):
 
@@ -16,6 +16,16 @@ Tables (version 1), with Overwatch's columns and allowed values (WIRE.md, OVERWA
 - ``telemetry``: history, one row per applied telemetry message, unique on ``message_uid`` so
   a redelivery never duplicates a row. No foreign key: history outlives a deleted entity.
 - ``device_events``: one row per device event (bootsequence, shutdown, ...).
+
+Version 2 (commands, issue 4):
+
+- ``commands``: one row per command and target entity (a broadcast has one row per entity of
+  the org, ``broadcast = 1``, ``fanout`` = how many), its current ``status`` and ``reason``, the
+  normalised ``envelope`` (JSON), delivery ``attempts`` and the epoch time of each stage
+  (``queued_ts`` … ``done_ts``). Written with ``ON CONFLICT DO NOTHING``, so the CHECK on
+  ``status`` is enforced (OR IGNORE would skip a bad row silently).
+- ``command_events``: every status change (and every ignored late or duplicate ack, with
+  ``applied = 0``), time-stamped by whoever caused it (``source``: lab, device, operator).
 
 The CHECK constraints are literal SQL: a migration must not change when a Python constant does.
 ``tests/unit/store/test_schema.py`` checks they agree with :mod:`overwatch_lab.protocol.entities`.
@@ -244,7 +254,64 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_COMMAND_STATUSES: tuple[str, ...] = (
+    "QUEUED", "SENT", "RECEIVED", "ACCEPTED", "REJECTED", "EXECUTING", "SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED",
+)  # fmt: skip
+"""Literal copy of ``protocol.commands.CommandStatus`` (a migration must not follow a constant)."""
+
+_V2 = Migration(
+    2,
+    "commands (one row per command and entity) and command_events (every status change)",
+    (
+        f"""
+        CREATE TABLE commands (
+            command_id TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            org_id TEXT NOT NULL,
+            broadcast INTEGER NOT NULL DEFAULT 0 CHECK (broadcast IN (0, 1)),
+            fanout INTEGER NOT NULL DEFAULT 1,
+            action TEXT,
+            command_type TEXT,
+            status TEXT NOT NULL CHECK ({_in("status", _COMMAND_STATUSES)}),
+            reason TEXT,
+            envelope TEXT NOT NULL,
+            source TEXT,
+            issued_at TEXT,
+            ttl_s REAL,
+            expires_ts REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ts REAL,
+            queued_ts REAL NOT NULL,
+            sent_ts REAL,
+            received_ts REAL,
+            accepted_ts REAL,
+            executing_ts REAL,
+            done_ts REAL,
+            updated_ts REAL NOT NULL,
+            PRIMARY KEY (command_id, entity_id)
+        )
+        """,
+        "CREATE INDEX idx_commands_status ON commands(status)",
+        "CREATE INDEX idx_commands_entity ON commands(entity_id, queued_ts)",
+        "CREATE INDEX idx_commands_queued ON commands(queued_ts)",
+        """
+        CREATE TABLE command_events (
+            id INTEGER PRIMARY KEY,
+            command_id TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            ts REAL NOT NULL,
+            recorded_ts REAL NOT NULL,
+            source TEXT NOT NULL,
+            applied INTEGER NOT NULL DEFAULT 1
+        )
+        """,
+        "CREATE INDEX idx_command_events_command ON command_events(command_id, entity_id, id)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Every migration, in version order (1, 2, ...)."""
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

@@ -24,14 +24,28 @@ async def guarded(step: Awaitable[Result]) -> Result:
         return retry(f"{type(exc).__name__}: {exc}")
 
 
-def unknown_entity(registry: Registry, entity_id: str) -> Result:
-    """The result for a message naming an unregistered entity.
+def _unknown_reason(entity_id: str) -> str:
+    return f"unknown entity {entity_id!r}: register it with a constellation.entities.{{org}}.created event"
 
-    Final (poison) once the lifecycle consumers are caught up; before that the entity may be
+
+class MissCheck:
+    """Settles messages naming an unregistered entity, asking the server at most once per batch.
+
+    Final (poison) once the lifecycle consumers are idle; before that the entity may be
     registered a moment later (its ``created`` event is still queued), so it is transient.
+    Build one per batch, after the batch was fetched.
     """
-    reason = f"unknown entity {entity_id!r}: register it with a constellation.entities.{{org}}.created event"
-    return poison(reason) if registry.settled else retry(reason)
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._settled: bool | None = None
+
+    async def unknown_entity(self, entity_id: str) -> Result:
+        """The result for a message naming ``entity_id``, which the registry does not know."""
+        if self._settled is None:
+            self._settled = await self._registry.settled()
+        reason = _unknown_reason(entity_id)
+        return poison(reason) if self._settled else retry(reason)
 
 
 async def fresh_doc(store: Store, entity_id: str) -> Doc:

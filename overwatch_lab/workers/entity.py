@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -36,7 +36,7 @@ from overwatch_lab.protocol.subjects import (
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
-from overwatch_lab.workers.common import guarded, unknown_entity
+from overwatch_lab.workers.common import MissCheck, guarded
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class EntityWorker(_InOrderWorker):
         ekv: EntityKV,
         registry: Registry,
         forget: Forget,
-        orgs_settled: Callable[[], bool],
+        orgs_settled: Callable[[], Awaitable[bool]],
     ) -> None:
         super().__init__()
         self.store, self.ekv, self.registry, self.forget = store, ekv, registry, forget
@@ -141,7 +141,7 @@ class EntityWorker(_InOrderWorker):
         reg = self.registry
         if ev.org_id not in reg.orgs:
             reason = f"unknown organization {ev.org_id!r}: publish constellation.organizations.created first"
-            return poison(reason) if self.orgs_settled() else retry(reason)
+            return poison(reason) if await self.orgs_settled() else retry(reason)
         owner = reg.org_of(ev.entity_id)
         if owner is not None and owner != ev.org_id:
             return poison(f"entity {ev.entity_id!r} already belongs to org {owner!r}, not {ev.org_id!r}")
@@ -156,7 +156,7 @@ class EntityWorker(_InOrderWorker):
             return ACK
         if ev.kind == "status":
             if owner is None:
-                return unknown_entity(reg, ev.entity_id)
+                return await MissCheck(reg).unknown_entity(ev.entity_id)
             assert ev.status is not None
             await self.store.set_entity_status(ev.entity_id, ev.status, now)
         else:

@@ -30,7 +30,7 @@ from overwatch_lab.protocol.subjects import CONSUMER_EVENT, STREAM_EVENTS, parse
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
-from overwatch_lab.workers.common import fresh_doc, unknown_entity
+from overwatch_lab.workers.common import MissCheck, fresh_doc
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class EventWorker(Worker):
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
         results: list[Result] = [ACK] * len(msgs)
+        miss = MissCheck(self.registry)
         per_entity: dict[str, _EntityEvents] = {}
         rows: list[tuple[Any, ...]] = []
         row_index: list[int] = []
@@ -91,7 +92,7 @@ class EventWorker(Worker):
                 continue
             org = self.registry.org_of(subj.entity_id)
             if org is None:
-                results[i] = unknown_entity(self.registry, subj.entity_id)
+                results[i] = await miss.unknown_entity(subj.entity_id)
                 continue
             if org != subj.org_id:
                 results[i] = poison(f"entity {subj.entity_id!r} belongs to org {org!r}, not {subj.org_id!r}")

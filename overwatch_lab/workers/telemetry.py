@@ -30,7 +30,7 @@ from overwatch_lab.protocol.subjects import (
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
-from overwatch_lab.workers.common import fresh_doc, unknown_entity
+from overwatch_lab.workers.common import MissCheck, fresh_doc
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,14 @@ class TelemetryWorker(Worker):
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
         results: list[Result] = [ACK] * len(msgs)
+        miss = MissCheck(self.registry)
         decoded = []
         for i, msg in enumerate(msgs):
             try:
                 t = decode_telemetry(msg.data, parse_telemetry_subject(msg.subject))
                 org = self.registry.org_of(t.entity_id)
                 if org is None:
-                    results[i] = unknown_entity(self.registry, t.entity_id)
+                    results[i] = await miss.unknown_entity(t.entity_id)
                     continue
                 if org != t.org_id:
                     results[i] = poison(f"entity {t.entity_id!r} belongs to org {org!r}, not {t.org_id!r}")

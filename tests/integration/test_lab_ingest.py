@@ -113,3 +113,19 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_org_entity_and_telemetry_published_back_to_back_are_all_applied(lab):
+    """A device that registers its org, itself and streams at once loses nothing to the race
+    between the three streams: a miss is final only once the lifecycle consumers are idle."""
+    org_ev = envelopes.make_org_event("created", "org-race", "Race")
+    lab.publish(s.organization_subject("created"), org_ev, msg_id=org_ev["id"])
+    for k in range(5):
+        rec = {"entity_id": f"race-{k}", "org_id": "org-race", "entity_type": "aircraft_multirotor"}
+        ev = envelopes.make_entity_event("created", rec)
+        lab.publish(s.entity_subject("org-race", "created"), ev, msg_id=ev["id"])
+        lab.publish_telemetry("org-race", f"race-{k}", "VFR_HUD", {"groundspeed": 1.0 + k})
+    for k in range(5):
+        lab.wait_for(lambda k=k: (d := lab.state_of(f"race-{k}")) and d["vfr"]["groundspeed"] == 1.0 + k,
+                     timeout=15, what=f"race-{k} state")  # fmt: skip
+    assert lab.quarantine_frame().empty

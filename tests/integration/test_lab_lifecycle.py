@@ -141,9 +141,10 @@ def test_external_nats_url(tmp_path):
         loop.close()
 
 
-def _start_cli(data_dir: Path) -> subprocess.Popen:
+def _start_cli(data_dir: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "overwatch_lab.cli", "up", "--data-dir", str(data_dir), "--stale-after", "3"],
+        [sys.executable, "-m", "overwatch_lab.cli", "up", "--data-dir", str(data_dir), "--stale-after", "3",
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_until(lambda: (data_dir / "lab.json").exists() or proc.poll() is not None, 20, "lab.json")
@@ -154,7 +155,7 @@ def _start_cli(data_dir: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_cli_up_sigterm_exits_zero_and_restart_keeps_data(tmp_path):
     data_dir = tmp_path / "cli"
-    proc = _start_cli(data_dir)
+    proc = _start_cli(data_dir, "--fleet", "none")
     try:
         info = json.loads((data_dir / "lab.json").read_text())
         assert info["pid"] == proc.pid
@@ -173,10 +174,14 @@ def test_cli_up_sigterm_exits_zero_and_restart_keeps_data(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    proc = _start_cli(data_dir)
+    proc = _start_cli(data_dir)  # the default: a lab with the small default fleet
     try:
         attached = Lab.attach(data_dir)
         assert attached.state_of("c1")["entity_type"] == "aircraft_vtol"
+        # the default fleet flies: its devices register and stream through the wire
+        attached.wait_for(
+            lambda: (d := attached.state_of("drone-000")) and d["is_live"], timeout=20, what="fleet"
+        )
         attached.down()
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)

@@ -1,0 +1,289 @@
+"""The Python face of commands: :class:`CommandHandle` and the command DataFrames.
+
+A handle is returned by ``lab.send_command(...)`` / ``lab.broadcast_command(...)`` (or
+``lab.command(command_id)`` for an existing one). It reads the live status from the
+CONSTELLATION_COMMAND_STATE KV bucket (so it works the same from a lab attached from another
+process) and the history from libSQL::
+
+    h = lab.send_command("uav-1", "goto", lat=32.9, lon=-96.8, alt_m=40, ttl_s=30)
+    h.wait("SUCCEEDED", timeout=10)      # blocking; raises CommandRejected / CommandTimeout
+    await h.wait_async("ACCEPTED")       # the awaitable form (also ``await h``)
+    h.status, h.history                  # CommandStatus, DataFrame of every transition
+    h.cancel()                           # True if it was cancelled before reaching its device
+
+A broadcast is one delivery per entity of the organisation; its ``status`` is the least advanced
+one (see :func:`~overwatch_lab.protocol.commands.aggregate_status`), ``statuses`` has them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from nats.js.kv import KeyValue
+
+from overwatch_lab.errors import CommandError, CommandRejected, CommandTimeout
+from overwatch_lab.protocol.commands import (
+    TERMINAL,
+    CommandStatus,
+    aggregate_status,
+    reached,
+    status_of,
+)
+from overwatch_lab.store.queries import read_frame
+
+if TYPE_CHECKING:
+    from overwatch_lab.lab import Lab
+
+S = CommandStatus
+Docs = dict[str, dict[str, Any]]
+Transition = Callable[[str, str, str, "str | None"], None]
+STAGE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("queued", "sent"),
+    ("sent", "received"),
+    ("received", "accepted"),
+    ("accepted", "executing"),
+    ("executing", "done"),
+)
+
+
+class CommandHandle:
+    """A command sent through the lab (one entity, or an org broadcast); see the module docstring."""
+
+    def __init__(self, lab: Lab, command_id: str, org_id: str, entity_id: str | None) -> None:
+        self.lab = lab
+        self.command_id = command_id
+        self.org_id = org_id
+        self.entity_id = entity_id  # None for a broadcast
+
+    def __repr__(self) -> str:
+        target = self.entity_id or f"{self.org_id} (broadcast)"
+        return f"<CommandHandle {self.command_id} → {target}: {self.status}>"
+
+    @property
+    def broadcast(self) -> bool:
+        """True for an org broadcast."""
+        return self.entity_id is None
+
+    # ------------------------------------------------------------------ reading
+    def docs(self) -> Docs:
+        """The live KV documents, by entity_id (empty until the command worker has taken it)."""
+        return self.lab.call(self._docs())
+
+    @property
+    def statuses(self) -> dict[str, CommandStatus]:
+        """entity_id → current status."""
+        return {e: S(d["status"]) for e, d in self.docs().items()}
+
+    @property
+    def status(self) -> CommandStatus | None:
+        """The current status (a broadcast: the least advanced delivery); None until recorded."""
+        return aggregate_status(self.statuses.values())
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """entity_id → reason, for deliveries that have one (rejected, failed, expired, cancelled)."""
+        return {e: d["reason"] for e, d in self.docs().items() if d.get("reason")}
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every recorded transition and ack (``applied`` False: ignored), oldest first."""
+        return command_history_frame(self.lab.db_url, self.command_id)
+
+    # ------------------------------------------------------------------ waiting
+    def wait(self, status: str | CommandStatus | None = S.SUCCEEDED, timeout: float = 30.0) -> CommandStatus:
+        """Block until every delivery reached ``status`` (None: any final status) and return it.
+
+        Raises:
+            CommandRejected: a delivery was REJECTED (the reason is in the message).
+            CommandError: a delivery ended FAILED, EXPIRED or CANCELLED instead.
+            CommandTimeout: not reached within ``timeout`` seconds.
+        """
+        return self.lab.call(self._wait(status, timeout), timeout=timeout + 10.0)
+
+    async def wait_async(
+        self,
+        status: str | CommandStatus | None = S.SUCCEEDED,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the deadline runs on the lab's loop, not the caller's
+    ) -> CommandStatus:
+        """The awaitable form of :meth:`wait` (runs on the lab's loop, awaitable from any loop)."""
+        return await asyncio.wrap_future(self.lab.submit(self._wait(status, timeout)))
+
+    def __await__(self) -> Generator[Any, None, CommandStatus]:
+        return self.wait_async().__await__()
+
+    def follow(self, on_transition: Transition, timeout: float = 60.0) -> CommandStatus | None:
+        """Call ``on_transition(entity_id, status, at, reason)`` for each transition as it happens
+        (from the start), until every delivery is final or ``timeout``; return the final status."""
+        return self.lab.call(self._follow(on_transition, timeout), timeout=timeout + 10.0)
+
+    def cancel(self, timeout: float = 10.0) -> bool:
+        """Cancel the command; True if every delivery ended CANCELLED.
+
+        A delivery not yet received by its device is cancelled by the lab; one already received
+        is forwarded to the device, which may still finish it.
+        """
+        self.lab._publish_cancel(self.org_id, self.entity_id, self.command_id)
+        try:
+            final = self.wait(None, timeout)
+        except CommandTimeout:
+            return False
+        return final is S.CANCELLED and set(self.statuses.values()) == {S.CANCELLED}
+
+    # ------------------------------------------------------------------ on the lab's loop
+    async def _kv(self) -> KeyValue:
+        return await self.lab._command_kv()
+
+    def _pattern(self) -> str:
+        return f"{self.command_id}.{self.entity_id}" if self.entity_id else f"{self.command_id}.>"
+
+    async def _docs(self) -> Docs:
+        kv = await self._kv()
+        watcher = await kv.watch(self._pattern())
+        docs: Docs = {}
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                _take(docs, entry)
+        finally:
+            await watcher.stop()
+        return docs
+
+    async def _watch(self, step: Callable[[Docs], Any], timeout: float) -> Any:  # noqa: ASYNC109
+        """Feed every change of this command's documents to ``step`` until it returns non-None."""
+        kv = await self._kv()
+        watcher = await kv.watch(self._pattern())
+        docs: Docs = {}
+        try:
+            async with asyncio.timeout(timeout):
+                async for entry in watcher:
+                    if entry is not None:
+                        _take(docs, entry)
+                    out = step(docs)
+                    if out is not None:
+                        return out
+        except TimeoutError:
+            seen = {e: d["status"] for e, d in docs.items()} or "nothing recorded yet"
+            raise CommandTimeout(
+                f"command {self.command_id} not done within {timeout:.1f} s; statuses: {seen}"
+            ) from None
+        finally:
+            await watcher.stop()
+        raise CommandError(f"the status watch of {self.command_id} ended unexpectedly")
+
+    async def _wait(self, status: str | CommandStatus | None, timeout: float) -> CommandStatus:  # noqa: ASYNC109
+        target = None if status is None else status_of(status)
+
+        def step(docs: Docs) -> CommandStatus | None:
+            if not _complete(docs):
+                return None
+            states = {e: S(d["status"]) for e, d in docs.items()}
+            if target is None:
+                done = all(s in TERMINAL for s in states.values())
+                return aggregate_status(states.values()) if done else None
+            for e, s in states.items():
+                if s in TERMINAL and not reached(s, target):
+                    raise _outcome_error(self.command_id, e, s, docs[e].get("reason"), target)
+            if all(reached(s, target) for s in states.values()):
+                return target
+            return None
+
+        return await self._watch(step, timeout)
+
+    async def _follow(self, on_transition: Transition, timeout: float) -> CommandStatus | None:  # noqa: ASYNC109
+        shown: dict[str, int] = {}
+
+        def step(docs: Docs) -> CommandStatus | None:
+            for e, d in sorted(docs.items()):
+                hist = d.get("history") or []
+                for h in hist[shown.get(e, 0) :]:
+                    on_transition(e, h["status"], h["at"], h.get("reason"))
+                shown[e] = len(hist)
+            states = [S(d["status"]) for d in docs.values()]
+            if _complete(docs) and all(s in TERMINAL for s in states):
+                return aggregate_status(states)
+            return None
+
+        try:
+            return await self._watch(step, timeout)
+        except CommandTimeout:
+            return None
+
+
+def _take(docs: Docs, entry: Any) -> None:
+    if entry.operation is None and entry.value:
+        doc = json.loads(entry.value)
+        docs[doc["entity_id"]] = doc
+    else:
+        docs.pop(entry.key.split(".", 1)[-1], None)
+
+
+def _complete(docs: Docs) -> bool:
+    """True once every delivery of the command is recorded (a broadcast knows its fan-out)."""
+    return bool(docs) and len(docs) >= max(int(d.get("fanout") or 1) for d in docs.values())
+
+
+def _outcome_error(
+    command_id: str, entity_id: str, status: CommandStatus, reason: str | None, target: CommandStatus
+) -> CommandError:
+    msg = f"command {command_id} to {entity_id} ended {status} (waiting for {target}): {reason or 'no reason given'}"
+    exc: CommandError = CommandRejected(msg) if status is S.REJECTED else CommandError(msg)
+    exc.status = status  # type: ignore[attr-defined]
+    exc.reason = reason  # type: ignore[attr-defined]
+    exc.entity_id = entity_id  # type: ignore[attr-defined]
+    return exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+
+
+def _times(frame: pd.DataFrame, columns: list[str]) -> None:
+    for c in columns:
+        if c in frame:
+            frame[c] = pd.to_datetime(frame[c], unit="s", utc=True)
+
+
+def commands_frame(location: str, **filters: Any) -> pd.DataFrame:
+    """One row per command and entity, with each stage's time and per-stage latencies (ms).
+
+    Filters (equality): ``command_id``, ``entity_id``, ``org_id``, ``status``, ``action``.
+    Latency columns: ``queued_to_sent_ms`` … ``executing_to_done_ms`` and ``total_ms``
+    (queued → done); NaN where a stage was skipped or not reached.
+    """
+    allowed = ("command_id", "entity_id", "org_id", "status", "action")
+    unknown = set(filters) - set(allowed)
+    if unknown:
+        raise CommandError(f"unknown commands_frame filter(s) {sorted(unknown)}; use {allowed}")
+    where = " AND ".join(f"{k} = ?" for k in filters)
+    sql = (
+        "SELECT command_id, entity_id, org_id, broadcast, action, command_type, status, reason, attempts, "
+        "source, issued_at, ttl_s, queued_ts, sent_ts, received_ts, accepted_ts, executing_ts, done_ts, "
+        "expires_ts FROM commands" + (f" WHERE {where}" if where else "") + " ORDER BY queued_ts, entity_id"
+    )
+    frame = read_frame(location, sql, tuple(filters.values()))
+    for a, b in STAGE_PAIRS:
+        frame[f"{a}_to_{b}_ms"] = (frame[f"{b}_ts"] - frame[f"{a}_ts"]) * 1000.0
+    frame["total_ms"] = (frame["done_ts"] - frame["queued_ts"]) * 1000.0
+    frame["broadcast"] = frame["broadcast"].astype(bool)
+    _times(
+        frame, ["queued_ts", "sent_ts", "received_ts", "accepted_ts", "executing_ts", "done_ts", "expires_ts"]
+    )
+    return frame.rename(columns=lambda c: c[:-3] + "_at" if c.endswith("_ts") else c)
+
+
+def command_history_frame(location: str, command_id: str) -> pd.DataFrame:
+    """Every event of one command (all its entities), oldest first; ``at`` is when it happened."""
+    frame = read_frame(
+        location,
+        "SELECT entity_id, status, reason, source, applied, ts AS at, recorded_ts AS recorded_at "
+        "FROM command_events WHERE command_id = ? ORDER BY ts, id",
+        (command_id,),
+    )
+    frame["applied"] = frame["applied"].astype(bool)
+    _times(frame, ["at", "recorded_at"])
+    return frame

@@ -1,0 +1,129 @@
+"""A simulated fleet flying against a running lab, owned by that lab.
+
+``lab.simulate(scenario)`` starts it on the lab's own event loop with a NATS connection of its
+own (the fleet behaves like outside devices, and its outgoing buffer does not compete with the
+workers'), or in worker processes for large fleets. The lab stops every simulation it started
+before it stops its workers, so a fleet never outlives its lab.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from overwatch_lab.broker.connect import connect
+from simulators.command_link import CommandLink
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+    from overwatch_lab.lab import Lab
+    from simulators import ProcessRunHandle, RunHandle, Scenario
+
+
+class Simulation:
+    """Control and observe a running fleet: play, pause, speed, faults, counts, the fault timeline.
+
+    The control methods are plain calls, safe from a notebook's thread.
+    """
+
+    def __init__(
+        self,
+        lab: Lab,
+        handle: RunHandle | ProcessRunHandle,
+        nc: NATS | None,
+        links: list[CommandLink] | None = None,
+    ) -> None:
+        self._lab = lab
+        self.handle = handle
+        self._nc = nc
+        self.links = links or []
+
+    def __repr__(self) -> str:
+        return f"<Simulation {self.handle!r}>"
+
+    @property
+    def scenario(self) -> Scenario:
+        """The scenario being flown."""
+        return self.handle.model.scenario if hasattr(self.handle, "model") else self.handle.scenario
+
+    @property
+    def done(self) -> bool:
+        """True once the run finished or was stopped."""
+        return bool(self.handle.done)
+
+    def play(self) -> None:
+        """Resume a paused run."""
+        self.handle.play()
+
+    def pause(self) -> None:
+        """Pause the fleet (simulated time stops)."""
+        self.handle.pause()
+
+    def set_speed(self, speed: float) -> None:
+        """Simulated seconds per wall second (1 = real time)."""
+        self.handle.set_speed(speed)
+
+    def inject(self, kind: Any, duration_s: float, targets: Any = "*", **params: Any) -> Any:
+        """Inject a fault now (e.g. ``inject("link_loss", 20, "drone-001")``); returns the Fault."""
+        return self.handle.inject(kind, duration_s, targets, **params)
+
+    def stats(self) -> dict[str, Any]:
+        """Live counts: messages per type, devices, lag behind real time, link stats, seed."""
+        return dict(self.handle.stats())
+
+    def fault_timeline(self) -> pd.DataFrame:
+        """Every fault (scenario and live) with start, end, kind and targets, to overlay on plots."""
+        return self.handle.fault_timeline()
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the fleet and return its final counts (idempotent)."""
+        return self._lab.call(self._stop(), timeout=60)
+
+    async def _stop(self) -> dict[str, Any]:
+        try:
+            for link in self.links:
+                await link.stop()
+            return dict(await self.handle.stop())
+        finally:
+            if self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+
+
+async def start_simulation(
+    lab: Lab,
+    scenario: Scenario | str,
+    *,
+    speed: float = 1.0,
+    duration_s: float | None = None,
+    seed: int | None = None,
+    processes: int = 0,
+) -> Simulation:
+    """Start ``scenario`` against ``lab`` on the lab's loop (see ``Lab.simulate``)."""
+    from simulators import load_scenario, run_scenario, run_scenario_processes
+
+    sc = load_scenario(scenario)
+    if seed is not None:
+        sc = sc.replace(seed=seed)
+    if processes > 0:
+        handle = await run_scenario_processes(
+            sc, lab.nats_url, token=lab.nats_token, processes=processes, speed=speed, duration_s=duration_s
+        )
+        return Simulation(lab, handle, None)
+    nc = await connect(lab.nats_url, token=lab.nats_token, name=f"overwatch-lab-sim:{sc.name}")
+    links: list[CommandLink] = []
+    try:
+        run = await run_scenario(sc, nc, speed=speed, duration_s=duration_s)
+        # Each device takes commands from the lab on the wire (issue 4's device side).
+        for eid, _fleet, org, _kind in sc.devices():
+            link = CommandLink(nc, org, eid, partial(run.command, eid))
+            await link.start()
+            links.append(link)
+    except BaseException:
+        for link in links:
+            await link.stop()
+        await nc.close()
+        raise
+    return Simulation(lab, run, nc, links)
