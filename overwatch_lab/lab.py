@@ -26,16 +26,13 @@ import enum
 import json
 import logging
 import os
-import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import nats.errors
-import pandas as pd
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -44,20 +41,20 @@ from overwatch_lab import __version__
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import open_command_kv, open_kv, provision, provision_commands
-from overwatch_lab.commands.api import CommandHandle, command_history_frame, commands_frame
 from overwatch_lab.commands.delivery import Deliverer
+from overwatch_lab.commands.lab_methods import CommandHelpers
 from overwatch_lab.commands.ledger import CommandLedger
 from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import LabConfig
-from overwatch_lab.errors import BrokerExited, CommandError, CommandRejected, ConfigError, LabStateError
-from overwatch_lab.kvstate import Doc, EntityKV
-from overwatch_lab.protocol import commands as cmds
+from overwatch_lab.errors import BrokerExited, ConfigError, LabStateError
+from overwatch_lab.kvstate import EntityKV
+from overwatch_lab.lab_observe import ObserveHelpers
+from overwatch_lab.lab_wire import WireHelpers
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.registry import Registry
 from overwatch_lab.runtime import LoopThread
 from overwatch_lab.simulation import Simulation, start_simulation
-from overwatch_lab.store import queries
 from overwatch_lab.store.database import Store
 from overwatch_lab.sync import Synchronizer
 from overwatch_lab.workers.base import ConsumerLoop, QuarantineLog, Worker
@@ -113,7 +110,7 @@ class _Fabric:
     command_kv: KeyValue | None = None
 
 
-class Lab:
+class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
     """An overwatch-lab fabric: broker, workers, store and synchronizer, owned by this object.
 
     Args:
@@ -472,153 +469,6 @@ class Lab:
         assert self._thread is not None
         return self._thread.submit(coro)
 
-    # ------------------------------------------------------------------ helpers (through the wire)
-    def publish(self, subject: str, payload: bytes | dict[str, Any], *, msg_id: str | None = None) -> int:
-        """Publish one message to JetStream and return its stream sequence (raw bytes are sent as-is)."""
-        data = payload if isinstance(payload, bytes) else envelopes.encode(payload)
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        f = self._require()
-
-        async def go() -> int:
-            ack = await f.js.publish(subject, data, headers=headers)
-            return ack.seq
-
-        return self.call(go())
-
-    def publish_many(self, items: list[tuple[str, bytes, str | None]]) -> int:
-        """Publish many (subject, payload, msg_id) to JetStream with pipelined acks; returns the count."""
-        f = self._require()
-
-        async def go() -> int:
-            for subject, data, msg_id in items:
-                await f.js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
-            await f.js.publish_async_completed()
-            return len(items)
-
-        return self.call(go(), timeout=None)
-
-    def register_org(
-        self, org_id: str, name: str | None = None, org_type: str = "civilian", *, timeout: float = 10.0
-    ) -> None:
-        """Register (or update) an organisation through the wire and wait until the lab has it."""
-        event = envelopes.make_org_event("created", org_id, name or org_id, org_type)
-        self.publish(s.organization_subject("created"), event, msg_id=event["id"])
-        self.wait_for(lambda: self._org_known(org_id), timeout=timeout, what=f"organization {org_id!r}")
-
-    def register_entity(
-        self,
-        org_id: str,
-        entity_id: str,
-        entity_type: str,
-        *,
-        name: str | None = None,
-        status: str = "active",
-        priority: str = "normal",
-        timeout: float = 10.0,
-        **fields: Any,
-    ) -> Doc:
-        """Register an entity through the wire (an entity ``created`` event) and return its KV document.
-
-        The organisation must exist (``register_org``). Waits until the document is in KV, so
-        telemetry can follow at once.
-        """
-        record = {
-            "entity_id": entity_id,
-            "org_id": org_id,
-            "name": name or entity_id,
-            "entity_type": entity_type,
-            "status": status,
-            "priority": priority,
-            **fields,
-        }
-        event = envelopes.make_entity_event("created", record)
-        self.publish(s.entity_subject(org_id, "created"), event, msg_id=event["id"])
-        return self.wait_for(
-            lambda: self.state_of(entity_id), timeout=timeout, what=f"entity {entity_id!r} in KV"
-        )
-
-    def register_entities(self, records: list[dict[str, Any]], *, timeout: float = 60.0) -> int:
-        """Register many entities at once (records as for ``register_entity``, each with ``org_id``).
-
-        Publishes every ``created`` event with pipelined acks, then waits until every entity has
-        its KV document. Returns the number registered.
-        """
-        items = []
-        for rec in records:
-            record = {"name": rec["entity_id"], "status": "active", "priority": "normal", **rec}
-            event = envelopes.make_entity_event("created", record)
-            items.append(
-                (s.entity_subject(record["org_id"], "created"), envelopes.encode(event), event["id"])
-            )
-        self.publish_many(items)
-        wanted = {r["entity_id"] for r in records}
-        f = self._require()
-
-        def all_there() -> bool:
-            docs = self.call(f.ekv.all())
-            return wanted <= docs.keys()
-
-        self.wait_for(all_there, timeout=timeout, interval=0.1, what=f"{len(wanted)} entities in KV")
-        return len(wanted)
-
-    def publish_telemetry(
-        self,
-        org_id: str,
-        entity_id: str,
-        message_type: str,
-        data: dict[str, Any],
-        *,
-        timestamp: str | float | None = None,
-        message_uid: str | None = None,
-    ) -> str:
-        """Publish one telemetry v1 envelope (as a device would) and return its message_uid."""
-        env = envelopes.make_telemetry(
-            org_id, entity_id, message_type, data, timestamp=timestamp, message_uid=message_uid
-        )
-        self.publish(s.telemetry_subject(org_id, entity_id), env, msg_id=env["message_uid"])
-        return str(env["message_uid"])
-
-    def state_of(self, entity_id: str) -> Doc | None:
-        """Return the entity's live KV document, or None."""
-        s.check_token(entity_id, "entity_id")
-        f = self._require()
-        return self.call(f.ekv.read(entity_id))[1]
-
-    def states(self) -> pd.DataFrame:
-        """Every entity document, flattened into one row per entity (columns like ``position.global.latitude``)."""
-        f = self._require()
-        docs = self.call(f.ekv.all())
-        if not docs:
-            return pd.DataFrame()
-        frame = pd.json_normalize([d for _, d in docs.values()], max_level=3)
-        return frame.set_index("entity_id", drop=False).sort_index()
-
-    def wait_for(
-        self,
-        predicate: Callable[[], T],
-        *,
-        timeout: float = 10.0,
-        interval: float = 0.02,
-        what: str = "condition",
-    ) -> T:
-        """Poll ``predicate`` until it returns something truthy, and return that; TimeoutError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if _truthy(value):
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not reached within {timeout:.1f} s")
-            time.sleep(interval)
-
-    def _org_known(self, org_id: str) -> bool:
-        f = self._require()
-        if self._owner:
-            return org_id in f.registry.orgs
-        return not queries.read_frame(
-            self.db_url, "SELECT 1 FROM organizations WHERE org_id = ?", (org_id,)
-        ).empty
-
     # ------------------------------------------------------------------ simulated fleets
     def simulate(
         self,
@@ -653,203 +503,11 @@ class Lab:
 
         return self.call(go(), timeout=60)
 
-    # ------------------------------------------------------------------ commands
-    def send_command(
-        self,
-        entity_id: str,
-        action: str,
-        *,
-        org_id: str | None = None,
-        ttl_s: float | None = None,
-        command_id: str | None = None,
-        source: str = "overwatch-lab",
-        **params: Any,
-    ) -> CommandHandle:
-        """Send a command to one entity through the wire and return its :class:`CommandHandle`.
-
-        ``action`` is one of goto, rtl, land, hold, set_mode, arm, disarm, set_speed,
-        follow_route, orbit; ``params`` are its parameters (e.g. ``lat=…, lon=…, alt_m=40``).
-        The lab validates it: a bad command comes back REJECTED with the reason (``handle.wait``
-        raises CommandRejected). ``org_id`` defaults to the entity's organisation.
-
-        Raises:
-            CommandRejected: the entity is unknown and no ``org_id`` was given.
-            CommandError: the commands stream refused the message (e.g. full).
-        """
-        s.check_token(entity_id, "entity_id")
-        org = org_id or self._org_of(entity_id)
-        if org is None:
-            raise CommandRejected(
-                f"unknown entity {entity_id!r}: register it, or pass org_id= to record the rejection"
-            )
-        env = cmds.make_command(
-            org,
-            entity_id,
-            action,
-            params,
-            command_id=command_id,
-            ttl_s=ttl_s,
-            issued_at=time.time(),
-            source=source,
-        )
-        self._publish_command(s.command_subject(org, entity_id), env)
-        return CommandHandle(self, env["command_id"], org, entity_id)
-
-    def broadcast_command(
-        self,
-        org_id: str,
-        action: str,
-        *,
-        ttl_s: float | None = None,
-        command_id: str | None = None,
-        source: str = "overwatch-lab",
-        **params: Any,
-    ) -> CommandHandle:
-        """Send a command to every entity of an organisation (one tracked delivery per entity)."""
-        env = cmds.make_command(
-            org_id,
-            None,
-            action,
-            params,
-            command_id=command_id,
-            ttl_s=ttl_s,
-            issued_at=time.time(),
-            source=source,
-        )
-        self._publish_command(s.command_subject(org_id), env)
-        return CommandHandle(self, env["command_id"], org_id, None)
-
-    def command(self, command_id: str) -> CommandHandle:
-        """The handle of a command already recorded by the lab.
-
-        Raises:
-            CommandError: no command with that id is recorded.
-        """
-        rows = queries.read_frame(
-            self.db_url,
-            "SELECT org_id, entity_id, broadcast FROM commands WHERE command_id = ?",
-            (command_id,),
-        )
-        if rows.empty:
-            raise CommandError(f"no command {command_id!r} is recorded")
-        first = rows.iloc[0]
-        broadcast = bool(first["broadcast"]) or first["entity_id"] == cmds.BROADCAST
-        return CommandHandle(
-            self, command_id, str(first["org_id"]), None if broadcast else str(first["entity_id"])
-        )
-
-    def commands_frame(self, **filters: Any) -> pd.DataFrame:
-        """Commands as a DataFrame: one row per command and entity, stage times, per-stage latencies (ms)."""
-        return commands_frame(self.db_url, **filters)
-
-    def command_history_frame(self, command_id: str) -> pd.DataFrame:
-        """Every recorded transition and ack of one command."""
-        return command_history_frame(self.db_url, command_id)
-
-    def _org_of(self, entity_id: str) -> str | None:
-        f = self._require()
-        if self._owner:
-            return f.registry.org_of(entity_id)
-        rows = queries.read_frame(
-            self.db_url, "SELECT org_id FROM entities WHERE entity_id = ?", (entity_id,)
-        )
-        return None if rows.empty else str(rows.iloc[0]["org_id"])
-
-    def _publish_command(self, subject: str, env: dict[str, Any], msg_id: str | None = None) -> None:
-        f = self._require()
-        headers = {"Nats-Msg-Id": msg_id or env["command_id"]}
-
-        async def go() -> None:
-            try:
-                await f.js.publish(subject, envelopes.encode(env), headers=headers)
-            except (nats.errors.Error, TimeoutError) as exc:
-                raise CommandError(
-                    f"command {env['command_id']} was not queued on {subject}: {exc!r}"
-                ) from exc
-
-        self.call(go())
-
-    def _publish_cancel(self, org_id: str, entity_id: str | None, command_id: str) -> None:
-        env = cmds.make_cancel(org_id, entity_id, command_id, source="operator")
-        self._publish_command(s.command_subject(org_id, entity_id), env, msg_id=f"cancel-{command_id}")
-
-    async def _command_kv(self) -> KeyValue:
-        f = self._require()
-        if f.command_kv is None:
-            f.command_kv = await open_command_kv(f.js)
-        return f.command_kv
-
-    # ------------------------------------------------------------------ observing
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's."""
-        f = self._require()
-        out: dict[str, dict[str, Any]] = {loop.worker.name: loop.worker.stats.snapshot() for loop in f.loops}
-        if f.sync is not None:
-            out["synchronizer"] = f.sync.stats.snapshot()
-        if f.commands is not None:
-            out["commands"] = f.commands.stats.snapshot()
-        out["kv"] = {"cas_conflicts": f.ekv.conflicts}
-        return out
-
-    def sync_now(self) -> dict[str, Any]:
-        """Run one synchronizer pass now and return its cumulative counters."""
-        f = self._require()
-        if f.sync is None:
-            raise LabStateError("an attached lab has no synchronizer; call sync_now() on the owner")
-        return self.call(f.sync.run_pass()).snapshot()
-
-    def telemetry_frame(self, **filters: Any) -> pd.DataFrame:
-        """Telemetry history as a DataFrame (see ``store.queries.telemetry_frame`` for filters)."""
-        return queries.telemetry_frame(self.db_url, **filters)
-
-    def entities_frame(self) -> pd.DataFrame:
-        """The ``entities`` table as a DataFrame."""
-        return queries.entities_frame(self.db_url)
-
-    def device_events_frame(self, **filters: Any) -> pd.DataFrame:
-        """Device events (bootsequence, shutdown, …) as a DataFrame."""
-        return queries.device_events_frame(self.db_url, **filters)
-
-    def quarantine_frame(self) -> pd.DataFrame:
-        """Every quarantine record in CONSTELLATION_QUARANTINE, with the reason for each."""
-        f = self._require()
-
-        async def go() -> list[dict[str, Any]]:
-            records: list[dict[str, Any]] = []
-            psub = await f.js.pull_subscribe(s.QUARANTINE_ALL, stream=s.STREAM_QUARANTINE)
-            try:
-                while True:
-                    try:
-                        msgs = await psub.fetch(500, timeout=0.3)
-                    except TimeoutError:
-                        break
-                    for m in msgs:
-                        records.append(json.loads(m.data))
-                        await m.ack()
-                    if msgs[-1].metadata.num_pending == 0:
-                        break
-            finally:
-                await psub.unsubscribe()
-            return records
-
-        records = self.call(go())
-        columns = [
-            "quarantined_at", "worker", "error", "original_subject", "num_delivered",
-            "stream_sequence", "source_stream", "source_consumer", "original_data",
-        ]  # fmt: skip
-        return pd.DataFrame(records, columns=columns)
-
 
 async def _consumer_idle(js: JetStreamContext, stream: str, durable: str) -> bool:
     """True when a durable consumer has nothing undelivered and nothing unacknowledged right now."""
     info = await js.consumer_info(stream, durable)
     return not info.num_pending and not info.num_ack_pending
-
-
-def _truthy(value: object) -> bool:
-    if isinstance(value, pd.DataFrame | pd.Series):
-        return not value.empty
-    return bool(value)
 
 
 def _pid_alive(pid: int) -> bool:

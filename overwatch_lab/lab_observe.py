@@ -1,0 +1,78 @@
+"""Lab helpers for observing the fabric: counters, DataFrames, quarantine records.
+
+Mixed into :class:`overwatch_lab.lab.Lab`; blocking calls, safe from any thread but the lab's own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from overwatch_lab.errors import LabStateError
+from overwatch_lab.protocol import subjects as s
+from overwatch_lab.store import queries
+
+
+class ObserveHelpers:
+    """Counters and frames (see the module docstring)."""
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's."""
+        f = self._require()
+        out: dict[str, dict[str, Any]] = {loop.worker.name: loop.worker.stats.snapshot() for loop in f.loops}
+        if f.sync is not None:
+            out["synchronizer"] = f.sync.stats.snapshot()
+        if f.commands is not None:
+            out["commands"] = f.commands.stats.snapshot()
+        out["kv"] = {"cas_conflicts": f.ekv.conflicts}
+        return out
+
+    def sync_now(self) -> dict[str, Any]:
+        """Run one synchronizer pass now and return its cumulative counters."""
+        f = self._require()
+        if f.sync is None:
+            raise LabStateError("an attached lab has no synchronizer; call sync_now() on the owner")
+        return self.call(f.sync.run_pass()).snapshot()
+
+    def telemetry_frame(self, **filters: Any) -> pd.DataFrame:
+        """Telemetry history as a DataFrame (see ``store.queries.telemetry_frame`` for filters)."""
+        return queries.telemetry_frame(self.db_url, **filters)
+
+    def entities_frame(self) -> pd.DataFrame:
+        """The ``entities`` table as a DataFrame."""
+        return queries.entities_frame(self.db_url)
+
+    def device_events_frame(self, **filters: Any) -> pd.DataFrame:
+        """Device events (bootsequence, shutdown, …) as a DataFrame."""
+        return queries.device_events_frame(self.db_url, **filters)
+
+    def quarantine_frame(self) -> pd.DataFrame:
+        """Every quarantine record in CONSTELLATION_QUARANTINE, with the reason for each."""
+        f = self._require()
+
+        async def go() -> list[dict[str, Any]]:
+            records: list[dict[str, Any]] = []
+            psub = await f.js.pull_subscribe(s.QUARANTINE_ALL, stream=s.STREAM_QUARANTINE)
+            try:
+                while True:
+                    try:
+                        msgs = await psub.fetch(500, timeout=0.3)
+                    except TimeoutError:
+                        break
+                    for m in msgs:
+                        records.append(json.loads(m.data))
+                        await m.ack()
+                    if msgs[-1].metadata.num_pending == 0:
+                        break
+            finally:
+                await psub.unsubscribe()
+            return records
+
+        records = self.call(go())
+        columns = [
+            "quarantined_at", "worker", "error", "original_subject", "num_delivered",
+            "stream_sequence", "source_stream", "source_consumer", "original_data",
+        ]  # fmt: skip
+        return pd.DataFrame(records, columns=columns)
