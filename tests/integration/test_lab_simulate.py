@@ -127,3 +127,58 @@ def test_the_lab_stops_its_fleet(lab_factory):
     sim = lab.simulate(tiny(), speed=1.0)
     lab.down()
     assert sim.done
+
+
+def ignored(lab) -> int:
+    return lab.stats()["telemetry-worker"]["ignored"]
+
+
+def _gps_fix(lab, eid):
+    return lab.state_of(eid)["position"]["global"]["fix_type"]
+
+
+# Each remaining fault kind, observed through the lab: (kind, params, what the lab shows during it,
+# what it shows after it). "after" None = the effect is permanent (a failure) or only counted.
+FAULTS = {
+    "gps_dropout": ({}, lambda lab, eid: _gps_fix(lab, eid) is not None and _gps_fix(lab, eid) <= 1,
+                    lambda lab, eid: _gps_fix(lab, eid) >= 3),
+    "gps_degraded": ({}, lambda lab, eid: (lab.state_of(eid)["position"]["global"]["accuracy_h"] or 0) > 5,
+                     lambda lab, eid: (lab.state_of(eid)["position"]["global"]["accuracy_h"] or 99) < 5),
+    "battery_sag": ({"resistance_factor": 8.0}, None, None),
+    "motor_failure": ({}, lambda lab, eid: lab.state_of(eid)["vehicle_status"]["mode"] == "LAND", None),
+    "battery_failure": ({"drain_s": 2.0},
+                        lambda lab, eid: (lab.state_of(eid)["power"]["battery_remaining"] or 100) <= 10, None),
+    "telemetry_delay": ({"delay_s": 0.5, "jitter_s": 1.0}, None, None),
+    "clock_skew": ({"offset_s": -30.0}, None, None),
+    "duplicate": ({"probability": 1.0, "dedup_header": False}, None, None),
+    "out_of_order": ({"probability": 0.5, "hold_s": 0.5}, None, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+def test_fault_kind_is_visible_through_the_lab(sim_lab, kind):
+    lab = sim_lab
+    params, during, after = FAULTS[kind]
+    sim = lab.simulate(tiny(), speed=2.0)
+    eid = sim.scenario.devices()[0][0]
+    lab.wait_for(
+        lambda: live(lab, eid) and lab.state_of(eid)["position"]["global"]["fix_type"] is not None,
+        timeout=15, what="live with a fix",
+    )  # fmt: skip
+    volts0 = lab.state_of(eid)["power"]["voltage"]
+    ignored0 = ignored(lab)
+    sim.inject(kind, 6.0, eid, **params)
+    if kind == "battery_sag":  # the pack sags under load: voltage drops below where it was
+        lab.wait_for(
+            lambda: (lab.state_of(eid)["power"]["voltage"] or volts0) < volts0, timeout=15, what="sag"
+        )
+    elif during is None:  # delayed, skewed, duplicated or reordered messages: acked and ignored as stale
+        lab.wait_for(lambda: ignored(lab) > ignored0, timeout=15, what="stale messages ignored")
+        last_seen = lab.state_of(eid)["last_seen"]
+        assert lab.state_of(eid)["last_seen"] >= last_seen  # never moves backwards
+    else:
+        lab.wait_for(lambda: during(lab, eid), timeout=15, what=f"{kind} visible in state")
+    if after is not None:
+        lab.wait_for(lambda: after(lab, eid), timeout=20, what=f"{kind} over")
+    assert lab.stats()["telemetry-worker"]["quarantined"] == 0
+    assert kind in set(sim.fault_timeline()["kind"])
