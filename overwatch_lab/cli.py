@@ -32,27 +32,36 @@ def _lab_config(a: argparse.Namespace) -> LabConfig:
     return LabConfig(**kwargs)
 
 
-def _wait_for_signal() -> int:
-    stop = threading.Event()
-    received: list[int] = []
+class _Signals:
+    """SIGINT/SIGTERM turned into an event, installed before anything starts, so a signal that
+    arrives during boot still ends in a clean shutdown rather than a KeyboardInterrupt."""
 
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stop.set()
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.received: int | None = None
+        signal.signal(signal.SIGINT, self._handler)
+        signal.signal(signal.SIGTERM, self._handler)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    while not stop.wait(0.5):
-        pass
-    return received[0]
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.received = signum
+        self._event.set()
+
+    def wait(self) -> str:
+        """Block until a signal arrives; return its name."""
+        while not self._event.wait(0.5):
+            pass
+        assert self.received is not None
+        return signal.Signals(self.received).name
 
 
 def cmd_up(a: argparse.Namespace) -> int:
     """Run a lab in the foreground until SIGINT/SIGTERM."""
     from overwatch_lab.lab import Lab
 
+    signals = _Signals()
     cfg = _lab_config(a)
     lab = Lab.up(cfg)
+    server = None
     try:
         info = lab.connection_info()
         print("overwatch-lab is up")
@@ -65,13 +74,40 @@ def cmd_up(a: argparse.Namespace) -> int:
             print(
                 f"  {'fleet':<12} {sc.name}: {len(sc.devices())} devices, seed {sc.seed}, speed {a.speed:g}"
             )
+        if not a.no_dashboard:
+            from overwatch_lab.dashboard import serve
+
+            server = serve(lab, port=a.dashboard_port, address=a.dashboard_address)
+            print(f"  {'dashboard':<12} {server.url}")
         print("Ctrl-C to stop.", flush=True)
-        signum = _wait_for_signal()
-        print(f"received {signal.Signals(signum).name}; stopping", flush=True)
+        print(f"received {signals.wait()}; stopping", flush=True)
     finally:
+        if server is not None:
+            server.stop()
         lab.down()
     print("stopped cleanly", flush=True)
     return 0
+
+
+def cmd_dashboard(a: argparse.Namespace) -> int:
+    """Serve the dashboard of a lab running in another process until SIGINT/SIGTERM."""
+    from overwatch_lab.dashboard import AttachedLab, serve
+
+    signals = _Signals()
+    source = AttachedLab(a.data_dir)
+    server = serve(source, port=a.dashboard_port, address=a.dashboard_address, show=a.show)
+    try:
+        print(f"dashboard at {server.url}  (Ctrl-C to stop)", flush=True)
+        signals.wait()
+    finally:
+        server.stop()
+        source.close()
+    return 0
+
+
+def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dashboard-port", type=int, default=5006, help="dashboard port (0: any free port)")
+    p.add_argument("--dashboard-address", default="127.0.0.1", help="dashboard address (loopback by default)")
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -178,7 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated fleet to fly: a named scenario or a .yaml/.toml file; 'none' for no fleet",
     )
     up.add_argument("--speed", type=float, default=1.0, help="fleet speed: simulated seconds per second")
+    _dashboard_arguments(up)
+    up.add_argument("--no-dashboard", action="store_true", help="don't serve the dashboard")
     up.set_defaults(func=cmd_up)
+
+    dash = sub.add_parser("dashboard", help="serve the dashboard of a running lab")
+    dash.add_argument("--data-dir", default="./overwatch-data")
+    _dashboard_arguments(dash)
+    dash.add_argument("--show", action="store_true", help="open a browser")
+    dash.set_defaults(func=cmd_dashboard)
 
     sim = sub.add_parser("sim", help="fly a simulated fleet against a running lab (or any NATS URL)")
     simulators_cli.add_arguments(sim)

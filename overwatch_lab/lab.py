@@ -309,7 +309,9 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                         fabric.sync.request_stop()
                     if fabric.deliverer is not None:
                         fabric.deliverer.request_stop()
-                    _, late = await asyncio.wait(tasks, timeout=self.config.stop_timeout_s)
+                    late: set[asyncio.Task[None]] = set()
+                    if tasks:  # an attached lab runs no tasks
+                        _, late = await asyncio.wait(tasks, timeout=self.config.stop_timeout_s)
                     for task in late:
                         log.warning(
                             "task %s did not stop in %.1f s; cancelling",
@@ -383,7 +385,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         org_worker = OrganizationWorker(f.store, f.ekv, f.registry, tel.forget)
         org_loop = ConsumerLoop(org_worker, f.nc, f.js, self.config, f.quarantine_log)
         orgs_settled = partial(_consumer_idle, f.js, s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION)
-        ent_worker = EntityWorker(f.store, f.ekv, f.registry, tel.forget, orgs_settled)
+        ent_worker = EntityWorker(f.store, f.ekv, f.registry, tel.forget)
         ent_loop = ConsumerLoop(ent_worker, f.nc, f.js, self.config, f.quarantine_log)
         workers: list[Worker] = [tel, EventWorker(f.store, f.ekv, f.registry)]
         f.loops = [org_loop, ent_loop] + [

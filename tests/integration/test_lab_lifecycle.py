@@ -144,7 +144,7 @@ def test_external_nats_url(tmp_path):
 def _start_cli(data_dir: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "overwatch_lab.cli", "up", "--data-dir", str(data_dir), "--stale-after", "3",
-         *extra],
+         "--dashboard-port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_until(lambda: (data_dir / "lab.json").exists() or proc.poll() is not None, 20, "lab.json")
@@ -155,7 +155,7 @@ def _start_cli(data_dir: Path, *extra: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_cli_up_sigterm_exits_zero_and_restart_keeps_data(tmp_path):
     data_dir = tmp_path / "cli"
-    proc = _start_cli(data_dir, "--fleet", "none")
+    proc = _start_cli(data_dir, "--fleet", "none", "--no-dashboard")
     try:
         info = json.loads((data_dir / "lab.json").read_text())
         assert info["pid"] == proc.pid
@@ -195,7 +195,7 @@ def test_cli_up_sigterm_exits_zero_and_restart_keeps_data(tmp_path):
 @pytest.mark.slow
 def test_sigkilled_cli_leaves_no_nats_server(tmp_path):
     data_dir = tmp_path / "killed"
-    proc = _start_cli(data_dir)
+    proc = _start_cli(data_dir, "--no-dashboard")
     assert len(nats_server_pids(str(data_dir))) == 1
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=10)

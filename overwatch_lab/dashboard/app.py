@@ -1,0 +1,584 @@
+"""The fleet dashboard: layout, an offline-safe served page, and an in-process server.
+
+Three ways to run it:
+
+- ``panel serve overwatch_lab/dashboard/app.py`` attaches to the lab running in
+  ``$OVERWATCH_LAB_DATA_DIR`` (default ``./overwatch-data``) and re-attaches when that lab
+  restarts; while no lab runs, the page stays up and says so.
+- ``serve(lab)`` (the CLI's ``dashboard`` command) runs a Panel server on a thread of this
+  process and returns a handle with ``.port``, ``.url`` and ``.stop()``.
+- In a notebook, ``build_app(lab)`` displays inline. Offline, load Panel's JavaScript inline
+  first, in its own cell: ``pn.extension("tabulator", inline=True)`` (without ``inline=True``
+  the notebook fetches it from a CDN and shows nothing offline).
+
+Nothing on the page comes from outside the server: the served page uses Panel's
+``BootstrapTemplate`` (its CSS and JS are served by Panel; the other templates ask for web
+fonts) and the map draws no tiles unless given a ``tile_url``.
+
+Each browser session gets its own :class:`Dashboard` (a DataStore and the views over it); its
+periodic refresh stops when the session is destroyed (``pn.state.on_session_destroyed``) and
+when :meth:`DashboardServer.stop` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import panel as pn
+import param
+
+from overwatch_lab.dashboard.datastore import DataStore, FleetSource
+from overwatch_lab.dashboard.fleet import FleetTable
+from overwatch_lab.dashboard.map import FleetMap
+from overwatch_lab.dashboard.stats import WorkerStats
+from overwatch_lab.dashboard.telemetry import TelemetryPanel
+
+log = logging.getLogger(__name__)
+
+TITLE = "overwatch-lab · fleet"
+HEADER_COLOR = "#24292f"
+ACCENT = "#0969da"
+PERIODS_S: dict[str, float] = {"0.5 s": 0.5, "1 s": 1.0, "2 s": 2.0, "5 s": 5.0, "10 s": 10.0}
+"""Refresh periods offered to the operator."""
+
+MARKER_LEGEND = (
+    "&#9650; aircraft &nbsp; &#9632; ground &nbsp; &#9670; surface &nbsp; &#9660; underwater"
+    " &nbsp; &#9679; sensor &nbsp; &#9733; station &nbsp; &#10005; geo"
+)
+
+
+# ---------------------------------------------------------------------------------------------- views
+def _card(label: str, value: str, color: str = "#24292f", note: str = "") -> str:
+    note_html = f'<div style="font-size:11px;color:#57606a">{html.escape(note)}</div>' if note else ""
+    return (
+        '<div style="flex:1 1 120px;min-width:110px;padding:8px 12px;border:1px solid #d0d7de;'
+        'border-radius:6px;background:#fff">'
+        f'<div style="font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:#57606a">{label}</div>'
+        f'<div style="font-size:22px;font-weight:600;color:{color};line-height:1.3">{value}</div>{note_html}</div>'
+    )
+
+
+class Overview(pn.viewable.Viewer):
+    """Headline numbers (entities, live, stale, msg/s, quarantined, lag) and the refresh status."""
+
+    data_store = param.ClassSelector(class_=DataStore, doc="Where the numbers come from.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.cards = pn.pane.HTML("", sizing_mode="stretch_width", margin=(5, 10))
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
+        self._good_at: float | None = None
+        self._sync()
+
+    @param.depends("data_store.refreshes", "data_store.errors", watch=True)
+    def _sync(self) -> None:
+        store = self.data_store
+        if store is None:
+            return
+        fleet, stats, rates = store.fleet, store.stats, store.rates
+        live = int(fleet["is_live"].sum()) if not fleet.empty else 0
+        workers = {k: v for k, v in stats.items() if isinstance(v, dict) and "handled" in v}
+        quarantined = sum(int(v.get("quarantined") or 0) for v in workers.values())
+        lag = max((int(v.get("lag") or 0) for v in workers.values()), default=0)
+        tel_rate = rates.get("telemetry-worker", {}).get("handled_per_s")
+        total_rate = sum(r.get("handled_per_s", 0.0) for r in rates.values())
+        self.cards.object = (
+            '<div style="display:flex;gap:8px;flex-wrap:wrap">'
+            + _card("Entities", str(len(fleet)))
+            + _card("Live", str(live), "#1a7f37")
+            + _card("Stale", str(len(fleet) - live), "#8c959f" if len(fleet) == live else "#bf8700")
+            + _card(
+                "Telemetry msg/s",
+                "–" if tel_rate is None else f"{tel_rate:,.0f}",
+                note=f"all workers {total_rate:,.0f}/s" if rates else "",
+            )
+            + _card("Quarantined", f"{quarantined:,}", "#cf222e" if quarantined else "#24292f")
+            + _card("Max lag", f"{lag:,}", "#bf8700" if lag else "#24292f", note="messages behind")
+            + "</div>"
+        )
+        self.status.object = self._status_html(store)
+
+    def _status_html(self, store: DataStore) -> str:
+        if store.healthy and store.last_refresh_at is not None:
+            self._good_at = store.last_refresh_at
+            stamp = time.strftime("%H:%M:%S", time.localtime(store.last_refresh_at))
+            text = (
+                f'<span style="color:#1a7f37">&#9679;</span> updated {stamp} · read {store.last_refresh_s * 1000:.0f} ms'
+                f" · every {store.period_s:g} s · {store.refreshes} refreshes"
+            )
+            if store.skipped:
+                text += f" · {store.skipped} ticks skipped (slow reads)"
+            if store.last_error:
+                text += f' · <span style="color:#bf8700">{html.escape(store.last_error)}</span>'
+            return f'<div style="font-size:12px;color:#57606a">{text}</div>'
+        if store.errors == 0:
+            return '<div style="font-size:12px;color:#57606a">&#9675; waiting for the first refresh…</div>'
+        since = f", showing data from {time.time() - self._good_at:.0f} s ago" if self._good_at else ""
+        return (
+            '<div style="font-size:12px;color:#cf222e">&#9679; lab unreachable'
+            f" ({store.errors} failed refreshes{since}): {html.escape(store.last_error or '')}</div>"
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(self.cards, self.status, sizing_mode="stretch_width")
+
+
+class Dashboard(pn.viewable.Viewer):
+    """One operator's dashboard: a DataStore and every view over it.
+
+    Use :func:`build_app` (a layout) or :meth:`template` (the served page); both show the same
+    objects. ``start()`` begins the periodic refresh.
+    """
+
+    source = param.Parameter(doc="A Lab, or any FleetSource.")
+    period_s = param.Number(default=1.0, bounds=(0.1, 3600), doc="Seconds between refreshes.")
+    tile_url = param.String(default=None, allow_None=True, doc="Optional local XYZ tile URL for the map.")
+    title = param.String(default=TITLE, doc="Page title.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.session_closed = False  # set when its served session is destroyed
+        self.data_store = DataStore(source=self.source, period_s=self.period_s)
+        self.overview = Overview(data_store=self.data_store)
+        self.fleet_table = FleetTable(data_store=self.data_store)
+        self.fleet_map = FleetMap(data_store=self.data_store, tile_url=self.tile_url)
+        self.telemetry = TelemetryPanel(data_store=self.data_store)
+        self.worker_stats = WorkerStats(data_store=self.data_store)
+        self.period = pn.widgets.Select(
+            label="Refresh every",
+            options=PERIODS_S,
+            value=min(PERIODS_S.values(), key=lambda p: abs(p - self.period_s)),
+            sizing_mode="stretch_width",
+        )
+        self.period.param.watch(lambda e: setattr(self.data_store, "period_s", e.new), "value")
+        self.color_by = pn.widgets.RadioButtonGroup.from_param(
+            self.fleet_map.param.color_by, color="light", variant="outline"
+        )
+        self.labels = pn.widgets.Checkbox.from_param(self.fleet_map.param.show_labels, label="names on map")
+
+    def start(self) -> Dashboard:
+        """Start the periodic refresh; in a served session, stop it when the session ends.
+
+        In a served session the refresh starts once the page has loaded (``pn.state.onload``):
+        a model changed while Panel is still rendering the page would point its stylesheets
+        at Panel's CDN instead of this server. Elsewhere (a notebook) the first read happens
+        now, blocking, so the displayed output already holds the fleet.
+        """
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            pn.state.onload(self.data_store.start)  # which stops it when the session is destroyed
+            pn.state.on_session_destroyed(self._session_destroyed)
+        else:
+            self.data_store.refresh()  # a notebook shows the fleet in the cell's own output
+            self.data_store.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the periodic refresh (idempotent)."""
+        self.data_store.stop()
+
+    def _session_destroyed(self, _context: Any) -> None:
+        self.session_closed = True
+        self.stop()
+
+    def _fleet_tab(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            pn.Row(
+                pn.Column(self.fleet_map, sizing_mode="stretch_width"),
+                pn.Column(self.telemetry, width=460),
+                sizing_mode="stretch_width",
+            ),
+            self.fleet_table,
+            sizing_mode="stretch_width",
+            name="Fleet",
+        )
+
+    def _tabs(self) -> pn.Tabs:
+        return pn.Tabs(
+            ("Fleet", self._fleet_tab()),
+            ("Fabric health", self.worker_stats),
+            sizing_mode="stretch_width",
+            dynamic=False,
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        header = pn.pane.HTML(
+            f'<div style="font-size:18px;font-weight:600;color:#fff">{html.escape(self.title)}</div>',
+            styles={"background": HEADER_COLOR, "padding": "8px 14px", "border-radius": "6px"},
+            sizing_mode="stretch_width",
+            margin=(5, 10),
+        )
+        controls = pn.Row(
+            pn.Column(self.period, width=140),
+            pn.Column(pn.pane.HTML("<small>Colour by</small>", margin=(0, 5)), self.color_by, width=160),
+            self.labels,
+            pn.pane.HTML(f'<small style="color:#57606a">{MARKER_LEGEND}</small>', margin=(25, 10, 0, 10)),
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(header, self.overview, controls, self._tabs(), sizing_mode="stretch_width")
+
+    def template(self) -> pn.template.BootstrapTemplate:
+        """Return the served page: header, sidebar with the controls, the views in the main area."""
+        about = html.escape(_describe(self.source))
+        sidebar = [
+            self.period,
+            pn.pane.HTML("<small>Colour map by</small>", margin=(10, 10, 0, 10)),
+            self.color_by,
+            self.labels,
+            pn.pane.HTML(
+                f'<div style="font-size:12px;color:#57606a;line-height:1.8">{MARKER_LEGEND.replace(" &nbsp; ", "<br>")}'
+                "<br><i>faded = stale link</i></div>",
+                margin=(10, 10),
+            ),
+            pn.pane.HTML(f'<div style="font-size:11px;color:#57606a;word-break:break-all">{about}</div>'),
+        ]
+        return pn.template.BootstrapTemplate(
+            title=self.title,
+            header_background=HEADER_COLOR,
+            sidebar_width=230,
+            sidebar=sidebar,
+            main=[pn.Column(self.overview, self._tabs(), sizing_mode="stretch_width")],
+        )
+
+
+def _describe(source: object) -> str:
+    config = getattr(source, "config", None)
+    data_dir = getattr(config, "data_dir", None) or getattr(source, "data_dir", None)
+    return f"source: {type(source).__name__}" + (f" · {data_dir}" if data_dir else "")
+
+
+def build_app(
+    source: FleetSource, *, period_s: float = 1.0, tile_url: str | None = None, start: bool = True
+) -> pn.viewable.Viewable:
+    """Build the whole dashboard over ``source`` as one layout.
+
+    Displays inline in a notebook (after ``pn.extension("tabulator", inline=True)`` when
+    offline) and works with ``.servable()``.
+
+    Args:
+        source: a Lab (``Lab.up()`` or ``Lab.attach(...)``) or any FleetSource.
+        period_s: seconds between refreshes.
+        tile_url: optional XYZ tile URL (local!) drawn under the map.
+        start: begin refreshing now (in a notebook this needs the kernel's running loop).
+
+    Returns:
+        The layout; the :class:`Dashboard` behind it is its ``dashboard`` attribute.
+    """
+    dashboard = Dashboard(source=source, period_s=period_s, tile_url=tile_url)
+    layout = dashboard.__panel__()
+    layout.dashboard = dashboard  # notebooks reach the DataStore via layout.dashboard.data_store
+    if start:
+        dashboard.start()
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------- sources
+class AttachedLab:
+    """A FleetSource that attaches to the lab running in ``data_dir`` and follows its restarts.
+
+    Each call checks ``<data_dir>/lab.json``: while it is unchanged the same attached Lab is used;
+    when it changed (the lab restarted) the old attachment is closed and a new one made; when it
+    is gone (the lab stopped) the call raises ConfigError, which the DataStore shows.
+    Thread-safe: one instance serves every session of a ``panel serve`` process.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._lab: Any = None
+        self._stamp: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"<AttachedLab data_dir={str(self.data_dir)!r}>"
+
+    def lab(self) -> Any:
+        """Return the attached Lab, attaching (again) when ``lab.json`` changed."""
+        from overwatch_lab.errors import ConfigError
+        from overwatch_lab.lab import LAB_JSON, Lab, LabState
+
+        try:
+            stamp: bytes | None = (self.data_dir / LAB_JSON).read_bytes()
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if self._lab is not None and stamp == self._stamp and self._lab.state is LabState.RUNNING:
+                return self._lab
+            self._close_locked()
+            if stamp is None:
+                raise ConfigError(
+                    f"no running lab in {self.data_dir} ({LAB_JSON} not found); start one with `overwatch-lab up`"
+                )
+            self._lab = Lab.attach(self.data_dir, timeout=self.timeout)
+            self._stamp = stamp
+            log.info("dashboard attached to the lab in %s", self.data_dir)
+            return self._lab
+
+    def close(self) -> None:
+        """Close the attachment (the lab itself keeps running)."""
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        lab, self._lab, self._stamp = self._lab, None, None
+        if lab is not None:
+            with contextlib.suppress(Exception):
+                lab.down(timeout=self.timeout)
+
+    def states(self) -> pd.DataFrame:
+        """See ``Lab.states``."""
+        return self.lab().states()
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """See ``Lab.stats``."""
+        return self.lab().stats()
+
+    def telemetry_frame(self, **filters: Any) -> pd.DataFrame:
+        """See ``Lab.telemetry_frame``."""
+        return self.lab().telemetry_frame(**filters)
+
+    def quarantine_frame(self) -> pd.DataFrame:
+        """See ``Lab.quarantine_frame``."""
+        return self.lab().quarantine_frame()
+
+
+def default_data_dir() -> Path:
+    """``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data`` (as ``LabConfig``)."""
+    return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data")).expanduser().resolve()
+
+
+# ---------------------------------------------------------------------------------------------- server
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+class DashboardServer:
+    """A Panel server running the dashboard on a thread of this process.
+
+    Build it with :func:`serve`. ``port`` and ``url`` are known once it is returned;
+    ``stop()`` stops every session's refresh, the server and its thread.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[], Any],
+        *,
+        port: int,
+        address: str,
+        show: bool,
+        websocket_origin: list[str] | None,
+        title: str,
+        server_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._app = app
+        self._options = dict(server_options or {})
+        self.address = address
+        self.port = port
+        self._show = show
+        self._origins = websocket_origin
+        self._title = title
+        self._dashboards: weakref.WeakSet[Dashboard] = weakref.WeakSet()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._server: Any = None
+        self._io_loop: Any = None
+        self._server_id = uuid.uuid4().hex
+        self._thread = threading.Thread(target=self._run, name=f"overwatch-dashboard:{port}", daemon=True)
+
+    def __repr__(self) -> str:
+        return f"<DashboardServer {self.url} {'running' if self.running else 'stopped'}>"
+
+    @property
+    def url(self) -> str:
+        """The page's URL."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def running(self) -> bool:
+        """True while the server thread runs."""
+        return self._thread.is_alive()
+
+    @property
+    def dashboards(self) -> list[Dashboard]:
+        """The Dashboard of every browser session not yet garbage-collected (stopped ones included)."""
+        return list(self._dashboards)
+
+    def _make_session(self) -> Any:
+        dashboard = self._app()
+        if isinstance(dashboard, Dashboard):
+            self._dashboards.add(dashboard)
+            dashboard.start()
+            return dashboard.template()
+        return dashboard
+
+    def start(self, timeout: float = 15.0) -> DashboardServer:
+        """Start the server thread and return once it accepts connections."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(
+                f"dashboard server on {self.address}:{self.port} not ready within {timeout:.0f} s"
+            )
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        from panel.io.server import get_server
+        from tornado.ioloop import IOLoop
+
+        io_loop = IOLoop(make_current=False)
+        asyncio.set_event_loop(io_loop.asyncio_loop)
+        origins = self._origins or [f"{self.address}:{self.port}", f"localhost:{self.port}"]
+        try:
+            self._server = get_server(
+                self._make_session,
+                port=self.port,
+                address=self.address,
+                websocket_origin=origins,
+                loop=io_loop,
+                show=self._show,
+                start=False,
+                title=self._title,
+                verbose=False,
+                server_id=self._server_id,
+                **self._options,
+            )
+            self._server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            io_loop.close(all_fds=True)
+            return
+        self._io_loop = io_loop
+        log.info("dashboard serving at %s", self.url)
+        self._ready.set()
+        try:
+            io_loop.start()
+        finally:
+            io_loop.close(all_fds=True)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every session's refresh, then the server and its thread (idempotent)."""
+        for dashboard in list(self._dashboards):
+            dashboard.stop()
+        io_loop = self._io_loop
+        if io_loop is None or not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            try:
+                await self._destroy_sessions()
+            except Exception:  # shutting down regardless; say why the sessions were not closed
+                log.exception("could not destroy the dashboard's sessions cleanly")
+            finally:
+                try:
+                    self._server.stop()
+                finally:
+                    io_loop.stop()
+
+        io_loop.add_callback(shutdown)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("dashboard server thread did not stop within %.1f s", timeout)
+        # Panel keeps every server it built in a module-level registry; drop ours.
+        with contextlib.suppress(Exception):
+            pn.state._servers.pop(self._server_id, None)
+
+    async def _destroy_sessions(self) -> None:
+        """Destroy every session as Bokeh does for an expired one, so its hooks run.
+
+        Bokeh's ``Server.stop`` leaves sessions alive; Panel then keeps each page template's
+        busy indicator in a process-wide list, and the next busy change anywhere in the process
+        (a notebook's callback) would write into a document whose server is gone. Uses Bokeh
+        internals (``_clients``, ``_applications``, ``_cleanup_sessions``), guarded by the caller.
+        """
+        tornado_app = self._server._tornado
+        for connection in list(tornado_app._clients):
+            connection.detach_session()
+        for context in list(tornado_app._applications.values()):
+            for session in list(context.sessions):
+                session.request_expiration()
+            await context._cleanup_sessions(0)
+
+    def __enter__(self) -> DashboardServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    source: FleetSource,
+    *,
+    port: int = 0,
+    address: str = "127.0.0.1",
+    show: bool = False,
+    period_s: float = 1.0,
+    tile_url: str | None = None,
+    title: str = TITLE,
+    websocket_origin: list[str] | None = None,
+    **server_options: Any,
+) -> DashboardServer:
+    """Serve the dashboard for ``source`` from this process, on a thread, and return the running server.
+
+    Args:
+        source: a Lab or any FleetSource (shared by every browser session).
+        port: TCP port; 0 picks a free one (read it back from ``.port``).
+        address: interface to listen on (loopback by default).
+        show: open a browser tab.
+        period_s: seconds between refreshes, per session.
+        tile_url: optional local XYZ tile URL for the map.
+        title: page title.
+        websocket_origin: hosts allowed to open the page's websocket (default: the address
+            and localhost at this port); needed when serving on 0.0.0.0.
+        **server_options: passed to ``panel.io.server.get_server`` (e.g.
+            ``unused_session_lifetime_milliseconds``: how long a closed tab's session lingers
+            before it is destroyed and its refresh stops; Bokeh's default is 15 s).
+
+    Returns:
+        A :class:`DashboardServer` (``.port``, ``.url``, ``.stop()``; also a context manager).
+    """
+
+    def app() -> Dashboard:
+        return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title)
+
+    attempts = 1 if port else 3  # a picked port can be taken before the server binds it
+    for attempt in range(attempts):
+        server = DashboardServer(
+            app,
+            port=port or _free_port(address),
+            address=address,
+            show=show,
+            websocket_origin=websocket_origin,
+            title=title,
+            server_options=server_options,
+        )
+        try:
+            return server.start()
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------- panel serve
+if pn.state.served:
+    _source = pn.state.as_cached("overwatch-lab-attached", AttachedLab, data_dir=str(default_data_dir()))
+    _dashboard = Dashboard(source=_source).start()
+    _dashboard.template().servable(title=TITLE)

@@ -1,0 +1,153 @@
+"""The served dashboard in a real headless chromium: rows appear, update live, nothing leaves 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.unit.dashboard.helpers import FLEET, fly, register_fleet, wait_until
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LOCAL_PREFIXES = ("http://127.0.0.1:", "ws://127.0.0.1:", "blob:http://127.0.0.1:", "data:")
+APP = Path(__file__).resolve().parents[2] / "overwatch_lab" / "dashboard" / "app.py"
+
+
+@pytest.fixture
+def browser():
+    """A headless Debian chromium driven by Playwright (skipped when either is missing)."""
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if executable is None:
+        pytest.skip(f"no chromium at {CHROMIUM} or on PATH (apt install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (PyPI) is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_served_dashboard_shows_the_fleet_live_and_offline(lab, browser, tmp_path):
+    from overwatch_lab.dashboard import serve
+
+    register_fleet(lab)
+    fly(lab)
+    # A closed tab's session is destroyed after 1 s (Bokeh's default is 15 s) so the test can
+    # see its refresh stop.
+    server = serve(
+        lab,
+        period_s=0.5,
+        unused_session_lifetime_milliseconds=1000,
+        check_unused_sessions_milliseconds=200,
+    )
+    requests: list[str] = []
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(server.url)
+        page.wait_for_selector(".tabulator-row", timeout=20_000)
+        table = page.locator(".tabulator").first
+        for _, entity_id, _, _ in FLEET:
+            page.wait_for_selector(f".tabulator-row >> text={entity_id}", timeout=10_000)
+        assert table.locator(".tabulator-row").count() == len(FLEET)
+
+        # Live: a new entity and a mode change reach the open page through the periodic refresh.
+        lab.register_entity("org-b", "usv-9", "surface_vessel_usv", name="Skiff")
+        lab.publish_telemetry("org-b", "usv-9", "HEARTBEAT", {"custom_mode": 6, "base_mode": 1, "type": 10})
+        page.wait_for_selector(".tabulator-row >> text=usv-9", timeout=10_000)
+        page.wait_for_selector(".tabulator-row >> text=RTL", timeout=10_000)
+        assert table.locator(".tabulator-row").count() == len(FLEET) + 1
+
+        # The map and the telemetry plots rendered (Bokeh canvases), the overview counted the fleet.
+        assert page.locator("canvas").count() >= 4
+        page.wait_for_selector(f"text=Entities >> xpath=.. >> text={len(FLEET) + 1}", timeout=10_000)
+
+        dashboards = server.dashboards
+        assert len(dashboards) == 1 and dashboards[0].data_store.running
+        assert dashboards[0].data_store.refreshes >= 2 and dashboards[0].data_store.errors == 0
+
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        page.close()
+
+        outside = [u for u in requests if not u.startswith(LOCAL_PREFIXES)]
+        assert requests and not outside, f"requests outside 127.0.0.1: {outside}"
+
+        # Closing the tab destroys its session, and that stops its periodic refresh.
+        wait_until(
+            lambda: not any(d.data_store.running for d in dashboards),
+            timeout=10,
+            what="session refresh stopped",
+        )
+    finally:
+        started = time.monotonic()
+        server.stop()
+    assert not server.running
+    assert time.monotonic() - started < 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_panel_serve_attaches_to_the_lab_in_its_data_dir(lab, browser, tmp_path):
+    """``panel serve overwatch_lab/dashboard/app.py`` in another process finds the lab by folder."""
+    register_fleet(lab)
+    fly(lab, steps=1)
+    port = _free_port()
+    env = dict(os.environ, OVERWATCH_LAB_DATA_DIR=str(lab.config.data_dir))
+    cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
+           "--allow-websocket-origin", f"127.0.0.1:{port}"]  # fmt: skip
+    log_path = tmp_path / "panel-serve.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/app"
+    try:
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    return response.status == 200
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert proc.poll() is None, log_path.read_text()
+                return False
+
+        wait_until(up, timeout=30, what="panel serve answering")
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url)
+        for _, entity_id, _, _ in FLEET:
+            page.wait_for_selector(f".tabulator-row >> text={entity_id}", timeout=20_000)
+        assert not [u for u in requests if not u.startswith(LOCAL_PREFIXES)]
+        page.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()

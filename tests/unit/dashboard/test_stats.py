@@ -1,0 +1,62 @@
+"""WorkerStats: worker counters, rates, synchronizer and dashboard counters, quarantine reasons."""
+
+from __future__ import annotations
+
+import math
+
+from overwatch_lab.dashboard.datastore import DataStore
+from overwatch_lab.dashboard.stats import WORKER_COLUMNS, WorkerStats, counters_frame, worker_frame
+from tests.unit.dashboard.helpers import fly, register_fleet, wait_until
+
+
+def test_worker_frame_one_row_per_worker():
+    stats = {
+        "b-worker": {"handled": 5, "acked": 4, "quarantined": 1, "lag": 7, "last_error": "x"},
+        "a-worker": {"handled": 2},
+        "synchronizer": {"passes": 3},
+        "kv": {"cas_conflicts": 0},
+    }
+    frame = worker_frame(stats, {"b-worker": {"handled_per_s": 2.5, "busy_pct": 10.0}})
+    assert list(frame.columns) == list(WORKER_COLUMNS)
+    assert frame["worker"].tolist() == ["a-worker", "b-worker"]
+    b = frame.set_index("worker").loc["b-worker"]
+    assert (b["handled"], b["quarantined"], b["lag"], b["rate"], b["last_error"]) == (5, 1, 7, 2.5, "x")
+    assert math.isnan(frame.set_index("worker").loc["a-worker", "rate"])  # no rate before two refreshes
+
+
+def test_counters_frame_includes_the_dashboards_own(lab):
+    store = DataStore(source=lab)
+    store.refresh()
+    rows = dict(counters_frame(store.stats, store).itertuples(index=False))
+    assert rows["dashboard · refreshes"] == "1" and rows["dashboard · failed refreshes"] == "0"
+    assert int(rows["sync · passes"]) >= 1 and "kv · cas_conflicts" in rows
+
+
+def test_worker_stats_view_follows_the_lab(lab):
+    register_fleet(lab)
+    store = DataStore(source=lab, quarantine_period_s=0.5)
+    view = WorkerStats(data_store=store)
+    workers_table = view.workers
+    store.refresh()
+    sent = fly(lab, steps=2)
+    store.refresh()
+    assert (
+        view.workers.value.set_index("worker").loc["telemetry-worker", "rate"] > 0
+    )  # handled since the last refresh
+    lab.publish_telemetry("org-a", "ghost", "VFR_HUD", {"groundspeed": 1.0})  # unknown: quarantined
+    wait_until(lambda: store.refresh() and not view.quarantine.value.empty, timeout=10, what="quarantine row")
+    assert view.workers is workers_table
+    tel = view.workers.value.set_index("worker").loc["telemetry-worker"]
+    assert tel["handled"] == lab.stats()["telemetry-worker"]["handled"] >= sent + 1
+    assert tel["quarantined"] == 1
+    assert "unknown entity 'ghost'" in view.quarantine.value["error"].iloc[0]
+    counters = dict(view.counters.value.itertuples(index=False))
+    assert int(counters["dashboard · refreshes"]) == store.refreshes >= 2
+
+    lab.down()
+    store.refresh()
+    counters = dict(view.counters.value.itertuples(index=False))
+    assert (
+        counters["dashboard · failed refreshes"] == "1"
+        and "LabStateError" in counters["dashboard · last error"]
+    )
