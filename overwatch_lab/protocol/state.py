@@ -324,23 +324,33 @@ def merge_detection(doc: Doc, det: Detection) -> bool:
 def mark_stale(doc: Doc, now_ts: float, stale_after_s: float) -> bool:
     """Turn ``is_live`` off when the entity has been silent for more than ``stale_after_s``.
 
-    An entity that is live but has no (or an unreadable) ``last_seen`` is stale too.
+    Silence is measured on the lab's clock: ``received_at`` (when the lab last applied
+    something from the entity; **new**, see :func:`mark_received`), falling back to the device's
+    ``last_seen`` for documents written before it existed. Device clocks can be skewed, or run
+    ahead in a fast-forward simulation, so they cannot say how long the lab has heard nothing.
+    An entity that is live but has neither (or unreadable ones) is stale too.
 
     Returns:
         True if ``is_live`` changed.
     """
     if doc.get("is_live") is not True:
         return False
-    last_seen = doc.get("last_seen")
+    last_seen = doc.get("received_at") or doc.get("last_seen")
     if last_seen is not None:
         try:
-            seen_ts = envelopes.parse_timestamp(last_seen, "last_seen")[1]
+            seen_ts = envelopes.parse_timestamp(last_seen, "received_at")[1]
         except ValueError:
             seen_ts = None
         if seen_ts is not None and now_ts - seen_ts <= stale_after_s:
             return False
     doc["is_live"] = False
     return True
+
+
+def mark_received(doc: Doc, now: str) -> None:
+    """Record that the lab applied something from this entity at ``now`` (the lab's clock)."""
+    if (doc.get("received_at") or "") < now:
+        doc["received_at"] = now
 
 
 def _leaf(doc: Mapping[str, Any], *path: str) -> Any:

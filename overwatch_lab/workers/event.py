@@ -44,6 +44,7 @@ class _EntityEvents:
 def _apply_device_event(doc: Doc, ev: DeviceEvent, when: str) -> bool:
     if ev.event_type == "bootsequence":
         doc["is_live"] = True
+        state.mark_received(doc, now_timestamp())
         if doc.get("first_seen") is None:
             doc["first_seen"] = when
         if (doc.get("last_seen") or "") < when:

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from overwatch_lab.errors import DatabaseError, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
-from overwatch_lab.protocol.envelopes import decode_telemetry
+from overwatch_lab.protocol.envelopes import decode_telemetry, now_timestamp
 from overwatch_lab.protocol.mavlink import HISTORY_COLUMNS, history_values, project
 from overwatch_lab.protocol.subjects import (
     CONSUMER_TELEMETRY,
@@ -162,6 +162,8 @@ class TelemetryWorker(Worker):
             # No document yet (registered a moment ago, or KV lost it): build it from the DB row.
             fresh = await fresh_doc(self.store, eid)
 
+        received = now_timestamp()
+
         def merge(doc: Doc | None) -> Doc:
             if doc is None:
                 if fresh is None:
@@ -175,6 +177,7 @@ class TelemetryWorker(Worker):
                 system_id=eb.system_id,
                 component_id=eb.component_id,
             )
+            state.mark_received(doc, received)
             return doc
 
         try:

@@ -434,3 +434,17 @@ def test_document_stays_json_serialisable_after_every_merge():
         merge(doc, message_type, {"lat": 1, "roll": 0.1, "servo1_raw": 1500, "voltages": [4000]}, T1)
     state.merge_detection(doc, detection(T2))
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
+
+
+def test_staleness_is_measured_on_the_lab_clock_not_the_device_clock():
+    from overwatch_lab.protocol import envelopes, state
+
+    now = 1_800_000_000.0
+    doc = {"is_live": True, "last_seen": envelopes.format_timestamp(now + 3600)}  # device clock far ahead
+    state.mark_received(doc, envelopes.format_timestamp(now - 10))
+    assert state.mark_stale(doc, now, 5.0) is True  # heard nothing for 10 s, whatever the device says
+    doc = {"is_live": True, "last_seen": envelopes.format_timestamp(now - 600)}  # device clock skewed back
+    state.mark_received(doc, envelopes.format_timestamp(now - 1))
+    assert state.mark_stale(doc, now, 5.0) is False
+    state.mark_received(doc, envelopes.format_timestamp(now - 100))  # never moves backwards
+    assert doc["received_at"] == envelopes.format_timestamp(now - 1)
