@@ -52,18 +52,7 @@ class CommandHelpers:
             raise CommandRejected(
                 f"unknown entity {entity_id!r}: register it, or pass org_id= to record the rejection"
             )
-        env = cmds.make_command(
-            org,
-            entity_id,
-            action,
-            params,
-            command_id=command_id,
-            ttl_s=ttl_s,
-            issued_at=time.time(),
-            source=source,
-        )
-        self._publish_command(s.command_subject(org, entity_id), env)
-        return CommandHandle(self, env["command_id"], org, entity_id)
+        return self._issue(org, entity_id, action, params, command_id=command_id, ttl_s=ttl_s, source=source)
 
     def broadcast_command(
         self,
@@ -76,9 +65,22 @@ class CommandHelpers:
         **params: Any,
     ) -> CommandHandle:
         """Send a command to every entity of an organisation (one tracked delivery per entity)."""
+        return self._issue(org_id, None, action, params, command_id=command_id, ttl_s=ttl_s, source=source)
+
+    def _issue(
+        self,
+        org_id: str,
+        entity_id: str | None,
+        action: str,
+        params: dict[str, Any],
+        *,
+        command_id: str | None,
+        ttl_s: float | None,
+        source: str,
+    ) -> CommandHandle:
         env = cmds.make_command(
             org_id,
-            None,
+            entity_id,
             action,
             params,
             command_id=command_id,
@@ -86,8 +88,8 @@ class CommandHelpers:
             issued_at=time.time(),
             source=source,
         )
-        self._publish_command(s.command_subject(org_id), env)
-        return CommandHandle(self, env["command_id"], org_id, None)
+        self._publish_command(s.command_subject(org_id, entity_id), env)
+        return CommandHandle(self, env["command_id"], org_id, entity_id)
 
     def command(self, command_id: str) -> CommandHandle:
         """The handle of a command already recorded by the lab.
