@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from overwatch_lab.kvstate import Doc
-from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.store import queries
 
@@ -51,7 +51,7 @@ class WireHelpers:
         self, org_id: str, name: str | None = None, org_type: str = "civilian", *, timeout: float = 10.0
     ) -> None:
         """Register (or update) an organisation through the wire and wait until the lab has it."""
-        event = envelopes.make_org_event("created", org_id, name or org_id, org_type)
+        event = lifecycle.make_org_event("created", org_id, name or org_id, org_type)
         self.publish(s.organization_subject("created"), event, msg_id=event["id"])
         self.wait_for(lambda: self._org_known(org_id), timeout=timeout, what=f"organization {org_id!r}")
 
@@ -81,7 +81,7 @@ class WireHelpers:
             "priority": priority,
             **fields,
         }
-        event = envelopes.make_entity_event("created", record)
+        event = lifecycle.make_entity_event("created", record)
         self.publish(s.entity_subject(org_id, "created"), event, msg_id=event["id"])
         return self.wait_for(
             lambda: self.state_of(entity_id), timeout=timeout, what=f"entity {entity_id!r} in KV"
@@ -96,7 +96,7 @@ class WireHelpers:
         items = []
         for rec in records:
             record = {"name": rec["entity_id"], "status": "active", "priority": "normal", **rec}
-            event = envelopes.make_entity_event("created", record)
+            event = lifecycle.make_entity_event("created", record)
             items.append(
                 (s.entity_subject(record["org_id"], "created"), envelopes.encode(event), event["id"])
             )

@@ -24,14 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from overwatch_lab.errors import ScenarioError
-from overwatch_lab.protocol.envelopes import (
-    encode,
-    format_timestamp,
-    make_device_event,
-    make_entity_event,
-    make_org_event,
-    make_telemetry,
-)
+from overwatch_lab.protocol.envelopes import encode, format_timestamp, make_telemetry
+from overwatch_lab.protocol.events import make_device_event
+from overwatch_lab.protocol.lifecycle import make_entity_event, make_org_event
 from overwatch_lab.protocol.subjects import (
     device_event_subject,
     entity_subject,
@@ -54,7 +49,8 @@ from simulators.faults import (
     link_effects,
     timeline_frame,
 )
-from simulators.scenario import DEFAULT_START_EPOCH_S, FleetSpec, Scenario, merged_rates
+from simulators.scenario import DEFAULT_START_EPOCH_S, Scenario, merged_rates
+from simulators.scenario_specs import FleetSpec
 from simulators.telemetry import BUILDERS
 
 if TYPE_CHECKING:

@@ -21,14 +21,14 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "AttachedLab": "app",
+    "AttachedLab": "server",
     "Dashboard": "app",
-    "DashboardServer": "app",
+    "DashboardServer": "server",
     "build_app": "app",
-    "serve": "app",
+    "serve": "server",
     "DataStore": "datastore",
     "FleetSource": "datastore",
-    "fleet_frame": "datastore",
+    "fleet_frame": "frames",
     "FleetTable": "fleet",
     "FleetMap": "map",
     "TelemetryPanel": "telemetry",

@@ -21,7 +21,8 @@ import panel as pn
 import param
 from bokeh.models.widgets.tables import HTMLTemplateFormatter, NumberFormatter
 
-from overwatch_lab.dashboard.datastore import DataStore, empty_fleet
+from overwatch_lab.dashboard.datastore import DataStore
+from overwatch_lab.dashboard.frames import empty_fleet
 
 log = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ def entity_columns(fleet: pd.DataFrame, color_by: str, colors: ColorMap) -> dict
     """Build the map's entity source columns from a fleet frame (entities without a position are left out).
 
     Args:
-        fleet: a :func:`~.datastore.fleet_frame`.
+        fleet: a :func:`~.frames.fleet_frame`.
         color_by: ``"org"`` or ``"kind"``.
         colors: the view's colour assignment.
 

@@ -16,8 +16,9 @@ import panel as pn
 import param
 from bokeh.models.widgets.tables import NumberFormatter
 
-from overwatch_lab.dashboard.datastore import QUARANTINE_COLUMNS, DataStore, trim_quarantine
+from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.fleet import sync_tabulator
+from overwatch_lab.dashboard.frames import QUARANTINE_COLUMNS, trim_quarantine
 
 WORKER_COLUMNS: tuple[str, ...] = (
     "worker",

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from overwatch_lab.protocol import envelopes
-from overwatch_lab.protocol.envelopes import Detection
+from overwatch_lab.protocol.events import Detection
 
 Doc = dict[str, Any]
 

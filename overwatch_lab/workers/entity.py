@@ -18,13 +18,8 @@ from nats.aio.msg import Msg
 from overwatch_lab.errors import ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
-from overwatch_lab.protocol.envelopes import (
-    EntityEvent,
-    OrgEvent,
-    decode_entity_event,
-    decode_org_event,
-    now_timestamp,
-)
+from overwatch_lab.protocol.envelopes import now_timestamp
+from overwatch_lab.protocol.lifecycle import EntityEvent, OrgEvent, decode_entity_event, decode_org_event
 from overwatch_lab.protocol.subjects import (
     CONSUMER_ENTITY,
     CONSUMER_ORGANIZATION,

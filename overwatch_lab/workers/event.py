@@ -18,14 +18,8 @@ from nats.aio.msg import Msg
 from overwatch_lab.errors import DatabaseError, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
-from overwatch_lab.protocol.envelopes import (
-    Detection,
-    DeviceEvent,
-    decode_detection,
-    decode_device_event,
-    now_timestamp,
-    parse_timestamp,
-)
+from overwatch_lab.protocol.envelopes import now_timestamp, parse_timestamp
+from overwatch_lab.protocol.events import Detection, DeviceEvent, decode_detection, decode_device_event
 from overwatch_lab.protocol.subjects import CONSUMER_EVENT, STREAM_EVENTS, parse_event_subject
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store

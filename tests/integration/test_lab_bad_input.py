@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
 
 ORG = "org-a"
@@ -105,11 +105,11 @@ def test_bad_fields_are_skipped_and_the_rest_applied(ready_lab):
 def test_bad_entity_and_org_events_are_quarantined_with_reasons(lab):
     lab.register_org(ORG)
     record = {"entity_id": "x1", "org_id": ORG, "entity_type": "aircraft_multirotor"}
-    ev = envelopes.make_entity_event("created", record)
+    ev = lifecycle.make_entity_event("created", record)
     ev["data"]["entity"]["entity_type"] = "tank"
     lab.publish(s.entity_subject(ORG, "created"), ev)
     lab.publish(s.entity_subject(ORG, "created"), b"not json")
-    ev2 = envelopes.make_entity_event("created", {"entity_id": "x2", "org_id": "org-missing",
+    ev2 = lifecycle.make_entity_event("created", {"entity_id": "x2", "org_id": "org-missing",
                                                   "entity_type": "sensor_platform"})  # fmt: skip
     lab.publish(s.entity_subject("org-missing", "created"), ev2)
     lab.publish(s.organization_subject("created"), {"id": "e1", "type": "created"})

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
+from overwatch_lab.protocol.events import make_detection, make_device_event
 
 ORG = "org-e"
 EID = "cam-1"
@@ -24,10 +24,10 @@ def test_detections_merge_into_tracked_objects(cam):
     lab = cam
     t0 = time.time()
     for i, (x1, y1) in enumerate([(0.1, 0.1), (0.2, 0.1)]):
-        det = envelopes.make_detection(ORG, EID, "trk-7", "vehicle", 0.9, x1, y1, x1 + 0.2, y1 + 0.2,
-                                       timestamp=t0 + i)  # fmt: skip
+        det = make_detection(ORG, EID, "trk-7", "vehicle", 0.9, x1, y1, x1 + 0.2, y1 + 0.2,
+                             timestamp=t0 + i)  # fmt: skip
         lab.publish(s.detection_subject(ORG, EID, "trk-7"), det)
-    stale = envelopes.make_detection(ORG, EID, "trk-7", "vehicle", 0.5, 0.0, 0.0, 0.1, 0.1, timestamp=t0 - 5)
+    stale = make_detection(ORG, EID, "trk-7", "vehicle", 0.5, 0.0, 0.0, 0.1, 0.1, timestamp=t0 - 5)
     lab.publish(s.detection_subject(ORG, EID, "trk-7"), stale)
     lab.wait_for(lambda: lab.stats()["event-worker"]["handled"] >= 3, what="3 detections handled")
     track = lab.state_of(EID)["detections"]["tracked_objects"]["trk-7"]
@@ -38,12 +38,10 @@ def test_detections_merge_into_tracked_objects(cam):
 
 def test_bootsequence_and_shutdown_are_recorded(cam):
     lab = cam
-    boot = envelopes.make_device_event(ORG, EID, "bootsequence", firmware="1.2.3")
+    boot = make_device_event(ORG, EID, "bootsequence", firmware="1.2.3")
     lab.publish(s.device_event_subject(ORG, EID, "bootsequence"), boot)
     lab.wait_for(lambda: lab.state_of(EID)["is_live"] is True, what="live after boot")
-    lab.publish(
-        s.device_event_subject(ORG, EID, "shutdown"), envelopes.make_device_event(ORG, EID, "shutdown")
-    )
+    lab.publish(s.device_event_subject(ORG, EID, "shutdown"), make_device_event(ORG, EID, "shutdown"))
     lab.wait_for(lambda: lab.state_of(EID)["is_live"] is False, what="not live after shutdown")
     events = lab.wait_for(
         lambda: (f := lab.device_events_frame(entity_id=EID)).shape[0] == 2 and f, what="rows"
@@ -53,11 +51,11 @@ def test_bootsequence_and_shutdown_are_recorded(cam):
 
 def test_bad_detection_is_quarantined(cam):
     lab = cam
-    det = envelopes.make_detection(ORG, EID, "trk-1", "person", 0.9, 0.1, 0.1, 0.2, 0.2)
+    det = make_detection(ORG, EID, "trk-1", "person", 0.9, 0.1, 0.1, 0.2, 0.2)
     det["x2"] = 0.05  # x2 < x1
     lab.publish(s.detection_subject(ORG, EID, "trk-1"), det)
     lab.publish(s.device_event_subject(ORG, "nobody", "bootsequence"),
-                envelopes.make_device_event(ORG, "nobody", "bootsequence"))  # fmt: skip
+                make_device_event(ORG, "nobody", "bootsequence"))  # fmt: skip
     q = lab.wait_for(lambda: (f := lab.quarantine_frame()).shape[0] >= 2 and f, what="quarantine")
     assert set(q["worker"]) == {"event-worker"}
     assert any("x2" in e for e in q["error"]) and any("unknown entity" in e for e in q["error"])

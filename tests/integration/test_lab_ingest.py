@@ -8,7 +8,7 @@ import time
 import pytest
 
 from overwatch_lab import LabState, LabStateError
-from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
 
 ORG = "org-galaxy"
@@ -60,7 +60,7 @@ def test_golden_position_reaches_kv_and_history(lab):
 def test_entity_registered_after_boot_takes_telemetry_at_once(lab):
     lab.register_org(ORG)
     record = {"entity_id": "late-1", "org_id": ORG, "entity_type": "ground_vehicle_wheeled"}
-    event = envelopes.make_entity_event("created", record)
+    event = lifecycle.make_entity_event("created", record)
     # No waiting between registration and the first telemetry: a device boots and talks at once.
     lab.publish(s.entity_subject(ORG, "created"), event, msg_id=event["id"])
     lab.publish_telemetry(ORG, "late-1", "VFR_HUD", {"airspeed": 0.0, "groundspeed": 3.5, "heading": 90,
@@ -118,11 +118,11 @@ def pid_alive(pid: int) -> bool:
 def test_org_entity_and_telemetry_published_back_to_back_are_all_applied(lab):
     """A device that registers its org, itself and streams at once loses nothing to the race
     between the three streams: a miss is final only once the lifecycle consumers are idle."""
-    org_ev = envelopes.make_org_event("created", "org-race", "Race")
+    org_ev = lifecycle.make_org_event("created", "org-race", "Race")
     lab.publish(s.organization_subject("created"), org_ev, msg_id=org_ev["id"])
     for k in range(5):
         rec = {"entity_id": f"race-{k}", "org_id": "org-race", "entity_type": "aircraft_multirotor"}
-        ev = envelopes.make_entity_event("created", rec)
+        ev = lifecycle.make_entity_event("created", rec)
         lab.publish(s.entity_subject("org-race", "created"), ev, msg_id=ev["id"])
         lab.publish_telemetry("org-race", f"race-{k}", "VFR_HUD", {"groundspeed": 1.0 + k})
     for k in range(5):

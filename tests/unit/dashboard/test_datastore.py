@@ -10,10 +10,9 @@ import time
 import pandas as pd
 import pytest
 
-from overwatch_lab.dashboard.datastore import (
+from overwatch_lab.dashboard.datastore import DataStore, FleetSource
+from overwatch_lab.dashboard.frames import (
     FLEET_COLUMNS,
-    DataStore,
-    FleetSource,
     fleet_frame,
     merge_telemetry,
     quarantine_total,

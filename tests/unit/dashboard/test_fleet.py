@@ -8,7 +8,7 @@ import panel as pn
 
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.fleet import FleetTable, sync_tabulator
-from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol import lifecycle
 from overwatch_lab.protocol import subjects as s
 from tests.unit.dashboard.helpers import FLEET, fly, register_fleet, wait_until
 
@@ -78,7 +78,7 @@ def test_fleet_table_follows_the_lab(lab):
     assert view.last_update.endswith("stream") and len(table.value) == len(FLEET) + 1
 
     # A deleted entity goes away (the only case that replaces the value).
-    event = envelopes.make_entity_event("deleted", {"entity_id": "uav-2", "org_id": "org-a"})
+    event = lifecycle.make_entity_event("deleted", {"entity_id": "uav-2", "org_id": "org-a"})
     lab.publish(s.entity_subject("org-a", "deleted"), event, msg_id=event["id"])
     wait_until(
         lambda: store.refresh() and "uav-2" not in table.value["entity_id"].tolist(), what="uav-2 gone"

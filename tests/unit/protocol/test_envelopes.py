@@ -10,6 +10,7 @@ import pytest
 
 from overwatch_lab.errors import EnvelopeError, ProtocolError, SubjectError
 from overwatch_lab.protocol import envelopes as e
+from overwatch_lab.protocol import events, lifecycle
 from overwatch_lab.protocol.entities import (
     ENTITY_COLUMNS,
     ENTITY_TYPES,
@@ -461,7 +462,7 @@ _DROP = object()
 
 
 def test_decode_detection_valid():
-    d = e.decode_detection(det(), DET_SUBJ)
+    d = events.decode_detection(det(), DET_SUBJ)
     assert (d.track_id, d.label, d.confidence, d.x1, d.y2, d.timestamp) == (
         "trk-1",
         "person",
@@ -474,10 +475,10 @@ def test_decode_detection_valid():
 
 
 def test_decode_detection_accepts_integer_edges_as_floats():
-    d = e.decode_detection(det(x1=0, y1=0, x2=1, y2=1, confidence=1), DET_SUBJ)
+    d = events.decode_detection(det(x1=0, y1=0, x2=1, y2=1, confidence=1), DET_SUBJ)
     assert (d.x1, d.x2, d.confidence) == (0.0, 1.0, 1.0)
     assert type(d.x2) is float
-    assert e.decode_detection(det(x2=0.1, y2=0.2), DET_SUBJ).x2 == 0.1  # zero-size box is allowed
+    assert events.decode_detection(det(x2=0.1, y2=0.2), DET_SUBJ).x2 == 0.1  # zero-size box is allowed
 
 
 @pytest.mark.parametrize(
@@ -506,24 +507,24 @@ def test_decode_detection_accepts_integer_edges_as_floats():
 )
 def test_decode_detection_rejects(changes, match):
     with pytest.raises(EnvelopeError, match=match):
-        e.decode_detection(det(**changes), DET_SUBJ)
+        events.decode_detection(det(**changes), DET_SUBJ)
 
 
 def test_decode_detection_rejects_bad_tokens_and_non_detection_subject():
     with pytest.raises(SubjectError):
-        e.decode_detection(det(event_uid="a.b"), DET_SUBJ)
+        events.decode_detection(det(event_uid="a.b"), DET_SUBJ)
     with pytest.raises(SubjectError):
-        e.decode_detection(det(track_id="*"), DET_SUBJ)
+        events.decode_detection(det(track_id="*"), DET_SUBJ)
     with pytest.raises(EnvelopeError, match="track_id"):
-        e.decode_detection(det(), EventSubject(ORG, ENT, "bootsequence"))
+        events.decode_detection(det(), EventSubject(ORG, ENT, "bootsequence"))
     with pytest.raises(EnvelopeError, match="malformed"):
-        e.decode_detection(b"{", DET_SUBJ)
+        events.decode_detection(b"{", DET_SUBJ)
 
 
 def test_make_detection_round_trips():
-    env = e.make_detection(ORG, ENT, "trk-9", "car", 0.5, 0.0, 0.1, 0.2, 0.3, timestamp=TS)
+    env = events.make_detection(ORG, ENT, "trk-9", "car", 0.5, 0.0, 0.1, 0.2, 0.3, timestamp=TS)
     subject = parse_event_subject(f"constellation.events.isr.{ORG}.{ENT}.detection.trk-9")
-    d = e.decode_detection(e.encode(env), subject)
+    d = events.decode_detection(e.encode(env), subject)
     assert (d.track_id, d.label, d.x2, d.y2, d.timestamp) == ("trk-9", "car", 0.2, 0.3, TS)
 
 
@@ -637,7 +638,7 @@ def test_validate_entity_record_rejects_bad_identity():
 
 
 def entity_event(kind: str, rec: dict, **top: object) -> tuple[bytes, object]:
-    env = e.make_entity_event(kind, rec)
+    env = lifecycle.make_entity_event(kind, rec)
     env.update(top)
     return e.encode(env), parse_entity_subject(env["subject"])
 
@@ -645,7 +646,7 @@ def entity_event(kind: str, rec: dict, **top: object) -> tuple[bytes, object]:
 @pytest.mark.parametrize("kind", ["created", "updated"])
 def test_entity_event_created_updated_round_trip(kind):
     raw, subject = entity_event(kind, record(status="pending", priority="high", latitude=1.5))
-    ev = e.decode_entity_event(raw, subject)
+    ev = lifecycle.decode_entity_event(raw, subject)
     assert (ev.kind, ev.type, ev.org_id, ev.entity_id) == (kind, kind, ORG, ENT)
     assert (ev.status, ev.priority, ev.entity_type) == ("pending", "high", "aircraft_multirotor")
     assert ev.entity is not None and ev.entity["latitude"] == 1.5 and list(ev.entity) == list(ENTITY_COLUMNS)
@@ -655,26 +656,26 @@ def test_entity_event_created_updated_round_trip(kind):
 
 def test_entity_event_status_round_trip():
     raw, subject = entity_event("status", {"entity_id": ENT, "org_id": ORG, "status": "maintenance"})
-    ev = e.decode_entity_event(raw, subject)
+    ev = lifecycle.decode_entity_event(raw, subject)
     assert (ev.type, ev.kind, ev.status, ev.entity) == ("status_changed", "status", "maintenance", None)
 
 
 def test_entity_event_deleted_round_trip():
     raw, subject = entity_event("deleted", {"entity_id": ENT, "org_id": ORG})
-    ev = e.decode_entity_event(raw, subject)
+    ev = lifecycle.decode_entity_event(raw, subject)
     assert (ev.type, ev.entity_id, ev.entity, ev.status) == ("deleted", ENT, None, None)
 
 
 def test_entity_event_keeps_metadata():
     raw, subject = entity_event("deleted", {"entity_id": ENT, "org_id": ORG}, metadata={"why": "test"})
-    assert e.decode_entity_event(raw, subject).metadata == {"why": "test"}
+    assert lifecycle.decode_entity_event(raw, subject).metadata == {"why": "test"}
 
 
 def _entity_env(kind: str = "created") -> dict:
     return (
-        e.make_entity_event(kind, record())
+        lifecycle.make_entity_event(kind, record())
         if kind != "status"
-        else e.make_entity_event(kind, {"entity_id": ENT, "org_id": ORG, "status": "active"})
+        else lifecycle.make_entity_event(kind, {"entity_id": ENT, "org_id": ORG, "status": "active"})
     )
 
 
@@ -705,28 +706,30 @@ def test_decode_entity_event_rejects(kind, mutate, match):
     subject = parse_entity_subject(env["subject"])
     mutate(env)
     with pytest.raises(EnvelopeError, match=match):
-        e.decode_entity_event(e.encode(env), subject)
+        lifecycle.decode_entity_event(e.encode(env), subject)
 
 
 def test_decode_entity_event_rejects_org_mismatch_and_bad_tokens():
     env = _entity_env()
     with pytest.raises(EnvelopeError, match="subject/body mismatch.*org_id"):
-        e.decode_entity_event(e.encode(env), parse_entity_subject("constellation.entities.org2.created"))
+        lifecycle.decode_entity_event(
+            e.encode(env), parse_entity_subject("constellation.entities.org2.created")
+        )
     env["data"]["entity_id"] = "a.b"
     with pytest.raises(SubjectError, match="data.entity_id"):
-        e.decode_entity_event(e.encode(env), parse_entity_subject(env["subject"]))
+        lifecycle.decode_entity_event(e.encode(env), parse_entity_subject(env["subject"]))
 
 
 def test_make_entity_event_validates():
     with pytest.raises(EnvelopeError):
-        e.make_entity_event("renamed", record())
+        lifecycle.make_entity_event("renamed", record())
     with pytest.raises(EnvelopeError):
-        e.make_entity_event("created", record(entity_type="spaceship"))
+        lifecycle.make_entity_event("created", record(entity_type="spaceship"))
     with pytest.raises(EnvelopeError, match="status"):
-        e.make_entity_event("status", {"entity_id": ENT, "org_id": ORG})
+        lifecycle.make_entity_event("status", {"entity_id": ENT, "org_id": ORG})
     with pytest.raises(SubjectError):
-        e.make_entity_event("deleted", {"entity_id": ENT})
-    env = e.make_entity_event("created", record())
+        lifecycle.make_entity_event("deleted", {"entity_id": ENT})
+    env = lifecycle.make_entity_event("created", record())
     assert env["subject"] == f"constellation.entities.{ORG}.created"
     assert env["data"]["entity"]["status"] == "active"
 
@@ -735,9 +738,9 @@ def test_make_entity_event_validates():
 
 
 def test_org_event_round_trip():
-    env = e.make_org_event("created", "org1", "Org One", "military", {"tier": 1})
+    env = lifecycle.make_org_event("created", "org1", "Org One", "military", {"tier": 1})
     kind = parse_organization_subject(env["subject"])
-    ev = e.decode_org_event(e.encode(env), kind)
+    ev = lifecycle.decode_org_event(e.encode(env), kind)
     assert (ev.kind, ev.type, ev.org_id, ev.name, ev.org_type, ev.metadata) == (
         "created",
         "created",
@@ -749,10 +752,10 @@ def test_org_event_round_trip():
 
 
 def test_org_event_defaults_and_deleted():
-    ev = e.decode_org_event(e.encode(e.make_org_event("updated", "org1")), "updated")
+    ev = lifecycle.decode_org_event(e.encode(lifecycle.make_org_event("updated", "org1")), "updated")
     assert (ev.name, ev.org_type, ev.metadata) == ("org1", "civilian", None)
-    raw = e.encode({**e.make_org_event("deleted", "org1"), "data": {"org_id": "org1"}})
-    ev = e.decode_org_event(raw, "deleted")
+    raw = e.encode({**lifecycle.make_org_event("deleted", "org1"), "data": {"org_id": "org1"}})
+    ev = lifecycle.decode_org_event(raw, "deleted")
     assert (ev.org_id, ev.name, ev.org_type) == ("org1", None, None)
 
 
@@ -769,30 +772,30 @@ def test_org_event_defaults_and_deleted():
     ],
 )
 def test_decode_org_event_rejects(kind, mutate, match):
-    env = e.make_org_event(kind, "org1", "Org One")
+    env = lifecycle.make_org_event(kind, "org1", "Org One")
     mutate(env["data"])
     with pytest.raises(EnvelopeError, match=match):
-        e.decode_org_event(e.encode(env), kind)
+        lifecycle.decode_org_event(e.encode(env), kind)
 
 
 def test_decode_org_event_rejects_type_mismatch_bad_token_and_kind():
-    env = e.make_org_event("created", "org1", "Org One")
+    env = lifecycle.make_org_event("created", "org1", "Org One")
     with pytest.raises(EnvelopeError, match="subject/body mismatch"):
-        e.decode_org_event(e.encode(env), "updated")
+        lifecycle.decode_org_event(e.encode(env), "updated")
     env["data"]["org_id"] = "org 1"
     with pytest.raises(SubjectError):
-        e.decode_org_event(e.encode(env), "created")
+        lifecycle.decode_org_event(e.encode(env), "created")
     with pytest.raises(EnvelopeError):
-        e.decode_org_event(e.encode(env), "status")
+        lifecycle.decode_org_event(e.encode(env), "status")
 
 
 def test_make_org_event_validates():
     with pytest.raises(EnvelopeError):
-        e.make_org_event("created", "org1", org_type="pirate")
+        lifecycle.make_org_event("created", "org1", org_type="pirate")
     with pytest.raises(EnvelopeError):
-        e.make_org_event("moved", "org1")
+        lifecycle.make_org_event("moved", "org1")
     with pytest.raises(SubjectError):
-        e.make_org_event("created", "org.1")
+        lifecycle.make_org_event("created", "org.1")
 
 
 # --------------------------------------------------------------------------- device events
@@ -801,18 +804,18 @@ DEV_SUBJ = EventSubject(ORG, ENT, "bootsequence")
 
 
 def test_device_event_round_trip():
-    env = e.make_device_event(ORG, ENT, "bootsequence", firmware="4.5.1", timestamp=1795766400.0)
-    ev = e.decode_device_event(e.encode(env), DEV_SUBJ)
+    env = events.make_device_event(ORG, ENT, "bootsequence", firmware="4.5.1", timestamp=1795766400.0)
+    ev = events.decode_device_event(e.encode(env), DEV_SUBJ)
     assert (ev.event_type, ev.org_id, ev.entity_id) == ("bootsequence", ORG, ENT)
     assert ev.timestamp == "2026-11-27T08:00:00.000000Z"
     assert ev.data["firmware"] == "4.5.1" and len(ev.data["event_uid"]) == 32
 
 
 def test_device_event_is_generic():
-    ev = e.decode_device_event(b'{"reason": "low battery", "timestamp": "not a time"}', DEV_SUBJ)
+    ev = events.decode_device_event(b'{"reason": "low battery", "timestamp": "not a time"}', DEV_SUBJ)
     assert ev.timestamp is None
     assert ev.data == {"reason": "low battery", "timestamp": "not a time"}
-    assert e.decode_device_event(b"{}", DEV_SUBJ).data == {}
+    assert events.decode_device_event(b"{}", DEV_SUBJ).data == {}
 
 
 @pytest.mark.parametrize(
@@ -827,9 +830,9 @@ def test_device_event_is_generic():
 )
 def test_decode_device_event_rejects(raw, match):
     with pytest.raises(EnvelopeError, match=match):
-        e.decode_device_event(raw, DEV_SUBJ)
+        events.decode_device_event(raw, DEV_SUBJ)
 
 
 def test_make_device_event_rejects_bad_tokens():
     with pytest.raises(SubjectError):
-        e.make_device_event(ORG, ENT, "boot.sequence")
+        events.make_device_event(ORG, ENT, "boot.sequence")

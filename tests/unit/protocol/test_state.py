@@ -8,7 +8,8 @@ import json
 import pytest
 
 from overwatch_lab.protocol import mavlink, state
-from overwatch_lab.protocol.envelopes import Detection, parse_timestamp
+from overwatch_lab.protocol.envelopes import parse_timestamp
+from overwatch_lab.protocol.events import Detection
 
 ORG, ENT = "org-galaxy", "gc35-e4b"
 NOW = "2026-11-27T09:00:00.000000Z"

@@ -252,7 +252,7 @@ def test_frames_list_devices_and_faults():
 
 
 def test_a_scenario_can_be_written_in_python():
-    from simulators.scenario import Area, BehaviourSpec, FleetSpec, OrgSpec
+    from simulators.scenario_specs import Area, BehaviourSpec, FleetSpec, OrgSpec
 
     sc = Scenario(
         name="py",

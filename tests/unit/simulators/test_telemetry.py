@@ -8,12 +8,9 @@ import math
 
 import pytest
 
-from overwatch_lab.protocol.envelopes import (
-    decode_device_event,
-    decode_entity_event,
-    decode_org_event,
-    decode_telemetry,
-)
+from overwatch_lab.protocol.envelopes import decode_telemetry
+from overwatch_lab.protocol.events import decode_device_event
+from overwatch_lab.protocol.lifecycle import decode_entity_event, decode_org_event
 from overwatch_lab.protocol.mavlink import mode_name, project
 from overwatch_lab.protocol.subjects import (
     parse_entity_subject,

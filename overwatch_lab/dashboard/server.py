@@ -1,0 +1,324 @@
+"""Serving the dashboard: an in-process Panel server, and a source that follows a lab by folder.
+
+- :func:`serve` (the CLI's ``dashboard`` command) runs a Panel server on a thread of this
+  process and returns a :class:`DashboardServer` with ``.port``, ``.url`` and ``.stop()``.
+- :class:`AttachedLab` is the FleetSource of ``panel serve overwatch_lab/dashboard/app.py``:
+  it attaches to the lab running in :func:`default_data_dir` and re-attaches when it restarts.
+
+Each browser session gets its own :class:`~overwatch_lab.dashboard.app.Dashboard`; its
+periodic refresh stops when the session is destroyed and when :meth:`DashboardServer.stop` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import panel as pn
+
+from overwatch_lab.dashboard.app import TITLE, Dashboard
+from overwatch_lab.dashboard.datastore import FleetSource
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+class AttachedLab:
+    """A FleetSource that attaches to the lab running in ``data_dir`` and follows its restarts.
+
+    Each call checks ``<data_dir>/lab.json``: while it is unchanged the same attached Lab is used;
+    when it changed (the lab restarted) the old attachment is closed and a new one made; when it
+    is gone (the lab stopped) the call raises ConfigError, which the DataStore shows.
+    Thread-safe: one instance serves every session of a ``panel serve`` process.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._lab: Any = None
+        self._stamp: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"<AttachedLab data_dir={str(self.data_dir)!r}>"
+
+    def lab(self) -> Any:
+        """Return the attached Lab, attaching (again) when ``lab.json`` changed."""
+        from overwatch_lab.errors import ConfigError
+        from overwatch_lab.lab import LAB_JSON, Lab, LabState
+
+        try:
+            stamp: bytes | None = (self.data_dir / LAB_JSON).read_bytes()
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if self._lab is not None and stamp == self._stamp and self._lab.state is LabState.RUNNING:
+                return self._lab
+            self._close_locked()
+            if stamp is None:
+                raise ConfigError(
+                    f"no running lab in {self.data_dir} ({LAB_JSON} not found); start one with `overwatch-lab up`"
+                )
+            self._lab = Lab.attach(self.data_dir, timeout=self.timeout)
+            self._stamp = stamp
+            log.info("dashboard attached to the lab in %s", self.data_dir)
+            return self._lab
+
+    def close(self) -> None:
+        """Close the attachment (the lab itself keeps running)."""
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        lab, self._lab, self._stamp = self._lab, None, None
+        if lab is not None:
+            with contextlib.suppress(Exception):
+                lab.down(timeout=self.timeout)
+
+    def states(self) -> pd.DataFrame:
+        """See ``Lab.states``."""
+        return self.lab().states()
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """See ``Lab.stats``."""
+        return self.lab().stats()
+
+    def telemetry_frame(self, **filters: Any) -> pd.DataFrame:
+        """See ``Lab.telemetry_frame``."""
+        return self.lab().telemetry_frame(**filters)
+
+    def quarantine_frame(self) -> pd.DataFrame:
+        """See ``Lab.quarantine_frame``."""
+        return self.lab().quarantine_frame()
+
+
+def default_data_dir() -> Path:
+    """``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data`` (as ``LabConfig``)."""
+    return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data")).expanduser().resolve()
+
+
+# ---------------------------------------------------------------------------------------------- server
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+class DashboardServer:
+    """A Panel server running the dashboard on a thread of this process.
+
+    Build it with :func:`serve`. ``port`` and ``url`` are known once it is returned;
+    ``stop()`` stops every session's refresh, the server and its thread.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[], Any],
+        *,
+        port: int,
+        address: str,
+        show: bool,
+        websocket_origin: list[str] | None,
+        title: str,
+        server_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._app = app
+        self._options = dict(server_options or {})
+        self.address = address
+        self.port = port
+        self._show = show
+        self._origins = websocket_origin
+        self._title = title
+        self._dashboards: weakref.WeakSet[Dashboard] = weakref.WeakSet()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._server: Any = None
+        self._io_loop: Any = None
+        self._server_id = uuid.uuid4().hex
+        self._thread = threading.Thread(target=self._run, name=f"overwatch-dashboard:{port}", daemon=True)
+
+    def __repr__(self) -> str:
+        return f"<DashboardServer {self.url} {'running' if self.running else 'stopped'}>"
+
+    @property
+    def url(self) -> str:
+        """The page's URL."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def running(self) -> bool:
+        """True while the server thread runs."""
+        return self._thread.is_alive()
+
+    @property
+    def dashboards(self) -> list[Dashboard]:
+        """The Dashboard of every browser session not yet garbage-collected (stopped ones included)."""
+        return list(self._dashboards)
+
+    def _make_session(self) -> Any:
+        dashboard = self._app()
+        if isinstance(dashboard, Dashboard):
+            self._dashboards.add(dashboard)
+            dashboard.start()
+            return dashboard.template()
+        return dashboard
+
+    def start(self, timeout: float = 15.0) -> DashboardServer:
+        """Start the server thread and return once it accepts connections."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(
+                f"dashboard server on {self.address}:{self.port} not ready within {timeout:.0f} s"
+            )
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        from panel.io.server import get_server
+        from tornado.ioloop import IOLoop
+
+        io_loop = IOLoop(make_current=False)
+        asyncio.set_event_loop(io_loop.asyncio_loop)
+        origins = self._origins or [f"{self.address}:{self.port}", f"localhost:{self.port}"]
+        try:
+            self._server = get_server(
+                self._make_session,
+                port=self.port,
+                address=self.address,
+                websocket_origin=origins,
+                loop=io_loop,
+                show=self._show,
+                start=False,
+                title=self._title,
+                verbose=False,
+                server_id=self._server_id,
+                **self._options,
+            )
+            self._server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            io_loop.close(all_fds=True)
+            return
+        self._io_loop = io_loop
+        log.info("dashboard serving at %s", self.url)
+        self._ready.set()
+        try:
+            io_loop.start()
+        finally:
+            io_loop.close(all_fds=True)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every session's refresh, then the server and its thread (idempotent)."""
+        for dashboard in list(self._dashboards):
+            dashboard.stop()
+        io_loop = self._io_loop
+        if io_loop is None or not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            try:
+                await self._destroy_sessions()
+            except Exception:  # shutting down regardless; say why the sessions were not closed
+                log.exception("could not destroy the dashboard's sessions cleanly")
+            finally:
+                try:
+                    self._server.stop()
+                finally:
+                    io_loop.stop()
+
+        io_loop.add_callback(shutdown)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("dashboard server thread did not stop within %.1f s", timeout)
+        # Panel keeps every server it built in a module-level registry; drop ours.
+        with contextlib.suppress(Exception):
+            pn.state._servers.pop(self._server_id, None)
+
+    async def _destroy_sessions(self) -> None:
+        """Destroy every session as Bokeh does for an expired one, so its hooks run.
+
+        Bokeh's ``Server.stop`` leaves sessions alive; Panel then keeps each page template's
+        busy indicator in a process-wide list, and the next busy change anywhere in the process
+        (a notebook's callback) would write into a document whose server is gone. Uses Bokeh
+        internals (``_clients``, ``_applications``, ``_cleanup_sessions``), guarded by the caller.
+        """
+        tornado_app = self._server._tornado
+        for connection in list(tornado_app._clients):
+            connection.detach_session()
+        for context in list(tornado_app._applications.values()):
+            for session in list(context.sessions):
+                session.request_expiration()
+            await context._cleanup_sessions(0)
+
+    def __enter__(self) -> DashboardServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    source: FleetSource,
+    *,
+    port: int = 0,
+    address: str = "127.0.0.1",
+    show: bool = False,
+    period_s: float = 1.0,
+    tile_url: str | None = None,
+    title: str = TITLE,
+    websocket_origin: list[str] | None = None,
+    **server_options: Any,
+) -> DashboardServer:
+    """Serve the dashboard for ``source`` from this process, on a thread, and return the running server.
+
+    Args:
+        source: a Lab or any FleetSource (shared by every browser session).
+        port: TCP port; 0 picks a free one (read it back from ``.port``).
+        address: interface to listen on (loopback by default).
+        show: open a browser tab.
+        period_s: seconds between refreshes, per session.
+        tile_url: optional local XYZ tile URL for the map.
+        title: page title.
+        websocket_origin: hosts allowed to open the page's websocket (default: the address
+            and localhost at this port); needed when serving on 0.0.0.0.
+        **server_options: passed to ``panel.io.server.get_server`` (e.g.
+            ``unused_session_lifetime_milliseconds``: how long a closed tab's session lingers
+            before it is destroyed and its refresh stops; Bokeh's default is 15 s).
+
+    Returns:
+        A :class:`DashboardServer` (``.port``, ``.url``, ``.stop()``; also a context manager).
+    """
+
+    def app() -> Dashboard:
+        return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title)
+
+    attempts = 1 if port else 3  # a picked port can be taken before the server binds it
+    for attempt in range(attempts):
+        server = DashboardServer(
+            app,
+            port=port or _free_port(address),
+            address=address,
+            show=show,
+            websocket_origin=websocket_origin,
+            title=title,
+            server_options=server_options,
+        )
+        try:
+            return server.start()
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
