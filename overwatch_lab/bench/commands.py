@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overwatch_lab.bench.plot import stage_latency_figure, write_html
 from overwatch_lab.config import LabConfig
 from overwatch_lab.lab import Lab
 from overwatch_lab.protocol.commands import make_command
@@ -194,6 +195,13 @@ def run(
     path = out_dir / f"commands-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
     result["json_path"] = str(path)
+    title = (
+        f"commands: {commands} to {devices} devices, {result['throughput_cmd_s']:.0f} cmd/s "
+        f"(raw request/reply ceiling {ceiling['concurrent_rate']:.0f} req/s)"
+    )
+    result["plot_path"] = str(
+        write_html(stage_latency_figure(result["stages"], title), path.with_suffix(".html"), title)
+    )
     return result
 
 
@@ -265,6 +273,7 @@ def report(r: dict[str, Any]) -> str:
         f"  device process: {r['devices_stats']['executed']} executed, {r['devices_stats']['duplicates']} "
         f"duplicate deliveries, {r['devices_stats']['acks_sent']} acks",
         f"  JSON: {r['json_path']}",
+        f"  plot: {r['plot_path']}",
     ]
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import nats
 
+from overwatch_lab.bench.plot import write_html
 from overwatch_lab.config import LabConfig, MiB
 from overwatch_lab.lab import Lab
 from overwatch_lab.protocol.subjects import STREAM_TELEMETRY, TELEMETRY_ALL
@@ -176,9 +177,7 @@ def run(
 
 def _plot(result: dict[str, Any], path: Path) -> Path:
     """Write an offline HTML plot (inline BokehJS) of messages ingested over time."""
-    from bokeh.embed import file_html
     from bokeh.plotting import figure
-    from bokeh.resources import INLINE
 
     xs = [p[0] for p in result["progress"]]
     ys = [p[1] for p in result["progress"]]
@@ -191,8 +190,7 @@ def _plot(result: dict[str, Any], path: Path) -> Path:
         height=420,
     )
     fig.line(xs, ys, line_width=2)
-    path.write_text(file_html(fig, INLINE, "overwatch-lab ingest benchmark"))
-    return path
+    return write_html(fig, path, "overwatch-lab ingest benchmark")
 
 
 def report(result: dict[str, Any]) -> str:
