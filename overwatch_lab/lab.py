@@ -119,8 +119,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
     """
 
     def __init__(self, config: LabConfig | None = None, **overrides: Any) -> None:
-        base = config or LabConfig(**{k: overrides.pop(k) for k in list(overrides) if k == "data_dir"})
-        self.config = base.replace(**overrides) if overrides else base
+        if config is None:
+            self.config = LabConfig(**overrides)
+        else:
+            self.config = config.replace(**overrides) if overrides else config
         self.state = LabState.NEW
         self.failure: BaseException | None = None
         self._owner = True
