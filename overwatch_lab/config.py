@@ -119,6 +119,7 @@ class LabConfig:
     sync_interval: str = "2m"
     stale_after_s: float = 5.0
     sync_period_s: float = 2.0
+    stats_period_s: float = 1.0
     fetch_batch: int = 5000
     fetch_timeout_s: float = 0.5
     max_ack_pending: int = 50_000

@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -48,7 +49,7 @@ from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import BrokerExited, ConfigError, LabStateError
 from overwatch_lab.kvstate import EntityKV
-from overwatch_lab.lab_observe import ObserveHelpers
+from overwatch_lab.lab_observe import STATS_KEY, ObserveHelpers, stats_kv
 from overwatch_lab.lab_wire import WireHelpers
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
@@ -420,6 +421,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(f.sync.run(ready), name="synchronizer"))
+        tasks.append(tg.create_task(self._publish_stats(await stats_kv(f.js)), name="stats-publisher"))
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(f.deliverer.run(ready), name=f"worker:{f.deliverer.name}"))
@@ -427,6 +429,20 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             for r in readies:
                 await r.wait()
         return tasks
+
+    async def _publish_stats(self, kv: KeyValue) -> None:
+        """Publish the counters for attached labs and dashboards until the lab stops."""
+        assert self._stop_requested is not None
+        while not self._stop_requested.is_set():
+            try:
+                await kv.put(STATS_KEY, json.dumps(self._local_stats(), default=str).encode())
+            except (nats.errors.Error, TimeoutError) as exc:  # best effort: counters are not data
+                log.debug("stats publish failed: %r", exc)
+            try:
+                async with asyncio.timeout(self.config.stats_period_s):
+                    await self._stop_requested.wait()
+            except TimeoutError:
+                pass
 
     async def _watch_broker(self, server: NatsServer) -> None:
         code = await server.wait_exited()

@@ -8,19 +8,55 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import nats.js.errors as js_errors
 import pandas as pd
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
 
 from overwatch_lab.errors import LabStateError
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.store import queries
+
+STATS_BUCKET = "OVERWATCH_LAB_STATS"
+STATS_KEY = "owner"
+
+
+async def stats_kv(js: JetStreamContext) -> KeyValue:
+    """The (memory, history 1) bucket where an owner lab publishes its counters; created if absent."""
+    try:
+        return await js.key_value(STATS_BUCKET)
+    except js_errors.BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=STATS_BUCKET, history=1, storage=StorageType.MEMORY)
+        )
+
+
+async def read_published_stats(js: JetStreamContext) -> dict[str, dict[str, Any]]:
+    """The counters the owner lab published last ({} before the first publication)."""
+    try:
+        entry = await (await js.key_value(STATS_BUCKET)).get(STATS_KEY)
+    except js_errors.NotFoundError:  # no bucket or no key yet
+        return {}
+    return json.loads(entry.value) if entry.value else {}
 
 
 class ObserveHelpers:
     """Counters and frames (see the module docstring)."""
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's."""
+        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's.
+
+        An attached lab reads the owner's counters, which the owner publishes every
+        ``stats_period_s`` to the ``OVERWATCH_LAB_STATS`` KV bucket (empty until the first).
+        """
         f = self._require()
+        if not self._owner:
+            return self.call(read_published_stats(f.js))
+        return self._local_stats()
+
+    def _local_stats(self) -> dict[str, dict[str, Any]]:
+        f = self._booted()  # also while starting: the stats publisher runs from boot
         out: dict[str, dict[str, Any]] = {loop.worker.name: loop.worker.stats.snapshot() for loop in f.loops}
         if f.sync is not None:
             out["synchronizer"] = f.sync.stats.snapshot()

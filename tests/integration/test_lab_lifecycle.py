@@ -204,3 +204,20 @@ def test_sigkilled_cli_leaves_no_nats_server(tmp_path):
     )
     with pytest.raises(Exception, match="not running"):
         Lab.attach(data_dir)
+
+
+def test_an_attached_lab_sees_the_owners_counters(lab_factory):
+    lab = lab_factory(stats_period_s=0.1)
+    lab.register_org(ORG)
+    lab.register_entity(ORG, "s1", "sensor_platform")
+    lab.publish_telemetry(ORG, "s1", "HEARTBEAT", {"type": 2, "base_mode": 0, "custom_mode": 0})
+    lab.wait_for(lambda: lab.stats()["telemetry-worker"]["acked"] == 1, what="owner counted it")
+    attached = Lab.attach(lab.config.data_dir)
+    try:
+        stats = attached.wait_for(
+            lambda: (st := attached.stats()).get("telemetry-worker", {}).get("acked") == 1 and st,
+            what="published counters",
+        )
+        assert stats["entity-worker"]["acked"] >= 1 and "synchronizer" in stats
+    finally:
+        attached.down()

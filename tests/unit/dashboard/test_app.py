@@ -15,7 +15,7 @@ import pytest
 
 from overwatch_lab.dashboard import AttachedLab, Dashboard, build_app, serve
 from overwatch_lab.errors import ConfigError
-from tests.unit.dashboard.helpers import FLEET, fly, register_fleet
+from tests.unit.dashboard.helpers import FLEET, fly, register_fleet, wait_until
 
 
 def _get_status(url: str) -> int:
@@ -98,7 +98,8 @@ def test_attached_lab_follows_restarts(lab_factory, tmp_path):
     with pytest.raises(ConfigError):
         source.stats()
     second = lab_factory(data_dir=data_dir)  # same folder, new broker port and token
-    assert "telemetry-worker" not in source.stats()  # an attached lab has no workers of its own
+    # an attached lab shows the owner's counters, which the new owner publishes from its boot
+    wait_until(lambda: "telemetry-worker" in source.stats(), what="the new owner's published counters")
     assert source.lab() is not attached and sorted(source.states()["entity_id"]) == sorted(
         e for _, e, _, _ in FLEET
     )
