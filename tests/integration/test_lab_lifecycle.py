@@ -221,3 +221,29 @@ def test_an_attached_lab_sees_the_owners_counters(lab_factory):
         assert stats["entity-worker"]["acked"] >= 1 and "synchronizer" in stats
     finally:
         attached.down()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_kernel_leaves_no_nats_server(tmp_path):
+    """A notebook kernel holding a Lab is SIGKILLed (kernel restart): its broker dies with it."""
+    data_dir = tmp_path / "kernel"
+    code = (
+        "import sys, time\n"
+        "from overwatch_lab import Lab\n"
+        f"lab = Lab.up(data_dir={str(data_dir)!r})\n"
+        "print('up', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        assert len(nats_server_pids(str(data_dir))) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        wait_until(
+            lambda: nats_server_pids(str(data_dir)) == [], 10, "nats-server gone after the kernel died"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
