@@ -29,6 +29,8 @@ def _lab_config(a: argparse.Namespace) -> LabConfig:
             kwargs[name] = value
     if a.stale_after is not None:
         kwargs["stale_after_s"] = a.stale_after
+    if getattr(a, "history_max_age", None) is not None:
+        kwargs["history_max_age_s"] = a.history_max_age
     return LabConfig(**kwargs)
 
 
@@ -205,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-creds", help="credentials file")
     up.add_argument("--db-url", help="libSQL file path or server URL (default <data-dir>/overwatch.db)")
     up.add_argument("--stale-after", type=float, help="seconds of silence before is_live=false (default 5)")
+    up.add_argument(
+        "--history-max-age",
+        type=float,
+        help="prune telemetry history older than this many seconds (default: keep)",
+    )
     up.add_argument(
         "--sync-interval", help="embedded broker fsync policy: 'always' or a duration (default 2m)"
     )

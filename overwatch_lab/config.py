@@ -89,6 +89,8 @@ class LabConfig:
         sync_interval: nats-server JetStream fsync policy for the embedded broker
             (``"2m"`` default, ``"always"`` for power-loss durability; see module docstring).
         stale_after_s: an entity silent this long is marked ``is_live: false``.
+        history_max_age_s: telemetry history older than this (by message time) is pruned by
+            the synchronizer; ``None`` (default) keeps everything.
         sync_period_s: period of the KV <-> libSQL synchronizer pass.
         fetch_batch: messages asked per pull; max_ack_pending: per durable consumer.
         quarantine_after: a message failing on this delivery goes to quarantine.
@@ -120,6 +122,7 @@ class LabConfig:
     stale_after_s: float = 5.0
     sync_period_s: float = 2.0
     stats_period_s: float = 1.0
+    history_max_age_s: float | None = None
     fetch_batch: int = 5000
     fetch_timeout_s: float = 0.5
     max_ack_pending: int = 50_000
@@ -150,6 +153,8 @@ class LabConfig:
             object.__setattr__(self, "nats_creds", Path(self.nats_creds).expanduser())
         if self.stale_after_s <= 0:
             raise ConfigError(f"stale_after_s must be > 0, got {self.stale_after_s}")
+        if self.history_max_age_s is not None and self.history_max_age_s <= 0:
+            raise ConfigError(f"history_max_age_s must be > 0 or None, got {self.history_max_age_s}")
         if self.sync_period_s <= 0:
             raise ConfigError(f"sync_period_s must be > 0, got {self.sync_period_s}")
         if self.fetch_batch < 1:

@@ -7,7 +7,8 @@ One pass (at boot, then every ``sync_period_s``):
 - a document whose entity has no row any more is removed;
 - a live entity silent for longer than ``stale_after_s`` is marked ``is_live: false``;
 - the live fields (position, heading, velocity, last_seen, is_live) are written back to the
-  ``entities`` row so SQL readers see them.
+  ``entities`` row so SQL readers see them;
+- with ``history_max_age_s`` set, telemetry history older than that is pruned (bounded per pass).
 
 Each action is counted in :class:`SyncStats`. Every KV write is a compare-and-set, so a pass
 racing with the workers never drops their fields.
@@ -41,6 +42,7 @@ class SyncStats:
     removed: int = 0
     marked_stale: int = 0
     written_back: int = 0
+    history_pruned: int = 0
     failed_passes: int = 0
     last_pass_at: float | None = None
     last_pass_s: float = 0.0
@@ -155,6 +157,9 @@ class Synchronizer:
             st.written_back += await self.store.write_back_live(updates)
             for u in updates:
                 self._written[u["entity_id"]] = {k: v for k, v in u.items() if k != "entity_id"}
+
+        if self.config.history_max_age_s is not None:
+            st.history_pruned += await self.store.prune_telemetry(now_ts - self.config.history_max_age_s)
 
         st.passes += 1
         st.last_pass_at = time.time()

@@ -311,6 +311,9 @@ class _BulkInsert:
 
 
 # None keeps the column; last_seen only moves forward (canonical timestamps sort as time).
+_PRUNE_TELEMETRY = (
+    "DELETE FROM telemetry WHERE id IN (SELECT id FROM telemetry WHERE ts < ? ORDER BY ts LIMIT ?)"
+)
 _WRITE_BACK = """
 UPDATE entities SET
     latitude = COALESCE(?1, latitude),
@@ -633,6 +636,14 @@ class Store:
             return 0
         params = [_live_params(r) for r in rows]
         return await self._submit(f"write back {len(rows)} live rows", self._write_many, _WRITE_BACK, params)
+
+    async def prune_telemetry(self, before_ts: float, *, limit: int = 50_000) -> int:
+        """Delete up to ``limit`` history rows older than ``before_ts`` (epoch s); return how many.
+
+        Bounded per call so one pass never holds the single writer for long; the synchronizer
+        calls it every pass until the backlog is gone.
+        """
+        return await self._submit("prune telemetry", self._write, _PRUNE_TELEMETRY, (before_ts, limit))
 
     # ------------------------------------------------------------------ reads
     async def counts(self) -> dict[str, int]:

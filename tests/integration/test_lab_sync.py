@@ -84,3 +84,17 @@ def test_silent_entity_goes_stale_and_live_fields_reach_sql(fleet):
     # and it recovers with the next message
     lab.publish_telemetry(ORG, "e1", "HEARTBEAT", {"type": 2, "base_mode": 128, "custom_mode": 5})
     lab.wait_for(lambda: lab.state_of("e1")["is_live"] is True, what="live again")
+
+
+def test_history_older_than_the_retention_is_pruned(lab_factory):
+    lab = lab_factory(history_max_age_s=60.0, sync_period_s=0.2)
+    lab.register_org(ORG)
+    lab.register_entity(ORG, "h1", "sensor_platform")
+    now = time.time()
+    old = lab.publish_telemetry(ORG, "h1", "VFR_HUD", {"groundspeed": 1.0}, timestamp=now - 3600)
+    new = lab.publish_telemetry(ORG, "h1", "VFR_HUD", {"groundspeed": 2.0}, timestamp=now)
+    lab.wait_for(lambda: lab.stats()["synchronizer"]["history_pruned"] >= 1, timeout=10, what="pruned")
+    uids = lab.wait_for(lambda: (u := set(lab.telemetry_frame(entity_id="h1")["message_uid"])) and new in u and u,
+                        what="the recent row")  # fmt: skip
+    assert old not in uids
+    assert lab.state_of("h1")["vfr"]["groundspeed"] == 2.0  # live state is not history: untouched
