@@ -58,7 +58,7 @@ from overwatch_lab.runtime import LoopThread
 from overwatch_lab.simulation import Simulation, start_simulation
 from overwatch_lab.store.database import Store
 from overwatch_lab.sync import Synchronizer
-from overwatch_lab.workers.base import ConsumerLoop, QuarantineLog, Worker
+from overwatch_lab.workers.base import ConsumerLoop, Worker
 from overwatch_lab.workers.entity import EntityWorker, OrganizationWorker
 from overwatch_lab.workers.event import EventWorker
 from overwatch_lab.workers.telemetry import TelemetryWorker
@@ -103,7 +103,6 @@ class _Fabric:
     registry: Registry = field(default_factory=Registry)
     loops: list[ConsumerLoop] = field(default_factory=list)
     sync: Synchronizer | None = None
-    quarantine_log: QuarantineLog = field(default_factory=QuarantineLog)
     telemetry: TelemetryWorker | None = None
     commands: CommandLedger | None = None
     deliverer: Deliverer | None = None
@@ -385,32 +384,26 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             return tasks
         assert f.store is not None
         tel = TelemetryWorker(f.store, f.ekv, f.registry)
-        org_worker = OrganizationWorker(f.store, f.ekv, f.registry, tel.forget)
-        org_loop = ConsumerLoop(org_worker, f.nc, f.js, self.config, f.quarantine_log)
-        orgs_settled = partial(_consumer_idle, f.js, s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION)
-        ent_worker = EntityWorker(f.store, f.ekv, f.registry, tel.forget)
-        ent_loop = ConsumerLoop(ent_worker, f.nc, f.js, self.config, f.quarantine_log)
-        workers: list[Worker] = [tel, EventWorker(f.store, f.ekv, f.registry)]
-        f.loops = [org_loop, ent_loop] + [
-            ConsumerLoop(w, f.nc, f.js, self.config, f.quarantine_log) for w in workers
-        ]
-        f.registry.add_settled_check(orgs_settled)
-        f.registry.add_settled_check(partial(_consumer_idle, f.js, s.STREAM_ENTITIES, s.CONSUMER_ENTITY))
         f.telemetry = tel
         f.command_kv = await open_command_kv(f.js)
         f.commands = CommandLedger(f.store, f.nc, self.config)
         await f.commands.load()  # open commands of an earlier run: delivery resumes where it stopped
-        cmd_loop = ConsumerLoop(
-            CommandWorker(f.commands, f.registry, f.nc, self.config),
-            f.nc,
-            f.js,
-            self.config,
-            f.quarantine_log,
-        )
         ack_worker = CommandAckWorker(f.commands)
-        ack_loop = ConsumerLoop(ack_worker, f.nc, f.js, self.config, f.quarantine_log)
+        workers: list[Worker] = [
+            OrganizationWorker(f.store, f.ekv, f.registry, tel.forget),
+            EntityWorker(f.store, f.ekv, f.registry, tel.forget),
+            tel,
+            EventWorker(f.store, f.ekv, f.registry),
+            CommandWorker(f.commands, f.registry, f.nc, self.config),
+            ack_worker,
+        ]
+        f.loops = [ConsumerLoop(w, f.nc, f.js, self.config) for w in workers]
+        for stream, durable in (
+            (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION),
+            (s.STREAM_ENTITIES, s.CONSUMER_ENTITY),
+        ):
+            f.registry.add_settled_check(partial(_consumer_idle, f.js, stream, durable))
         f.deliverer = Deliverer(f.commands, f.nc, self.config, acks_pending=ack_worker.busy)
-        f.loops += [cmd_loop, ack_loop]
         f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
         await f.sync.run_pass()  # boot pass: every entity row gets a document before workers run
         readies = []

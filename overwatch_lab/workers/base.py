@@ -24,8 +24,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import nats.errors
@@ -115,25 +114,14 @@ class Worker(ABC):
         self.stats.ignored += n
 
 
-@dataclass(slots=True)
-class QuarantineLog:
-    """The most recent quarantine records this process wrote (the stream holds them all)."""
-
-    records: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
-
-
 class ConsumerLoop:
     """Pull-consume one durable consumer and settle every message through its worker."""
 
-    def __init__(
-        self, worker: Worker, nc: NATS, js: JetStreamContext, config: LabConfig, quarantine_log: QuarantineLog
-    ) -> None:
+    def __init__(self, worker: Worker, nc: NATS, js: JetStreamContext, config: LabConfig) -> None:
         self.worker = worker
         self.nc = nc
         self.js = js
         self.config = config
-        self.quarantine_log = quarantine_log
-        self.caught_up = False  # True once a fetch found the consumer empty
         self._stopping = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -188,7 +176,6 @@ class ConsumerLoop:
             await asyncio.sleep(0.2)
             return []
         if not msgs:
-            self.caught_up = True
             w.stats.lag = 0
         return msgs
 
@@ -214,9 +201,7 @@ class ConsumerLoop:
         st.peak_batch_size = max(st.peak_batch_size, len(msgs))
         st.last_batch_at = time.time()
         st.busy_s += time.perf_counter() - started
-        pending = msgs[-1].metadata.num_pending
-        st.lag = pending
-        self.caught_up = pending == 0 and len(msgs) < self.config.fetch_batch
+        st.lag = msgs[-1].metadata.num_pending
 
     async def _settle(self, msg: Msg, result: Result) -> None:
         st = self.worker.stats
@@ -264,5 +249,4 @@ class ConsumerLoop:
             log.error("%s could not quarantine %s seq %s: %r", w.name, msg.subject, seq, exc)
             return False
         log.warning("%s quarantined %s (seq %s): %s", w.name, msg.subject, seq, reason)
-        self.quarantine_log.records.append(record)
         return True

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.protocol import commands as c
 from overwatch_lab.protocol.commands import CommandStatus as S
 from overwatch_lab.protocol.envelopes import encode
+from tests.integration.conftest import wait_for
 from tests.integration.test_commands import FAST, ORG, Devices, FakeDevice
 
 ENTITIES = ("uav-0", "uav-1", "uav-2")
@@ -96,7 +96,9 @@ def test_graceful_restart_mid_delivery(tmp_path, broker):
     devices.call(_set(release))
     devices.online("uav-1")
     sent["uav-2"] += publish_while_down(devices, "uav-2", 5)
-    devices.call(_until(lambda: devices.links["uav-0"].stats.acks_sent == 4 * 5))  # RECEIVED…SUCCEEDED
+    devices.call(
+        wait_for(lambda: devices.links["uav-0"].stats.acks_sent == 4 * 5, 10.0)
+    )  # RECEIVED…SUCCEEDED
 
     lab2 = Lab.up(config(tmp_path, server))
     try:
@@ -177,10 +179,3 @@ def test_a_device_reconnecting_after_the_lab_restarts_gets_pending_commands(tmp_
 
 async def _set(event: asyncio.Event) -> None:
     event.set()
-
-
-async def _until(predicate: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
