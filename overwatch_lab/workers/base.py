@@ -8,6 +8,8 @@ the rest the same way for everyone:
   (WIRE.md: the 3rd) so that a message that keeps failing is never redelivered forever.
 - ``POISON``: the message can never succeed (invalid envelope, unknown entity, subject/body
   mismatch): quarantined at once.
+- ``HOLD``: not the message's fault (the database is full, read-only or unreachable; a
+  registration it depends on is still in flight): never quarantined, retried later.
 
 Quarantine = a record on ``constellation.quarantine.{worker}`` (published and acknowledged by
 JetStream, with ``Nats-Msg-Id: quarantine-{stream}-{seq}``), then TERM. If the quarantine publish
@@ -46,6 +48,7 @@ class Outcome(enum.Enum):
     ACK = "ack"
     RETRY = "retry"
     POISON = "poison"
+    HOLD = "hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,11 @@ def retry(reason: str) -> Result:
 def poison(reason: str) -> Result:
     """A message that can never succeed: quarantine at once."""
     return Result(Outcome.POISON, reason)
+
+
+def hold(reason: str) -> Result:
+    """Not the message's fault (infrastructure, or a dependency in flight): retry, never quarantine."""
+    return Result(Outcome.HOLD, reason)
 
 
 @dataclass(slots=True)
@@ -210,6 +218,10 @@ class ConsumerLoop:
             st.acked += 1
             return
         st.last_error = result.reason
+        if result.outcome is Outcome.HOLD:
+            await msg.nak(delay=self.config.retry_delay_s)
+            st.retried += 1
+            return
         if result.outcome is Outcome.RETRY and msg.metadata.num_delivered < self.config.quarantine_after:
             await msg.nak(delay=self.config.retry_delay_s)
             st.retried += 1
