@@ -192,6 +192,15 @@ def cmd_bench_commands(a: argparse.Namespace) -> int:
     return 0 if result["not_succeeded"] == 0 else 1
 
 
+def cmd_bench_durability(a: argparse.Namespace) -> int:
+    """Run the durability trial and print its figures."""
+    from overwatch_lab.bench import durability
+
+    result = durability.run(fault=a.fault, messages=a.messages, entities=a.entities, out_dir=Path(a.out))
+    print(durability.report(result))
+    return 0 if result["lost"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="overwatch-lab", description=__doc__)
@@ -275,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--out", default="bench-results")
     cb.add_argument("--sync-interval", default="2m")
     cb.set_defaults(func=cmd_bench_commands)
+    du = bench_sub.add_parser(
+        "durability", help="PubAck'd vs stored across a lab or broker kill, with a retrying publisher"
+    )
+    du.add_argument("--fault", choices=("sigkill", "sigterm", "broker-kill"), default="sigkill")
+    du.add_argument("--messages", type=int, default=100_000)
+    du.add_argument("--entities", type=int, default=100)
+    du.add_argument("--out", default="bench-results")
+    du.set_defaults(func=cmd_bench_durability)
     return p
 
 
