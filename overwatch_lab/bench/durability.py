@@ -113,6 +113,9 @@ class _Publisher:
         self.acked: set[int] = set()
         self.attempts = 0
         self.rereads = 0
+        self.give_up_after_s = 6 * reread
+        self.gave_up = False
+        self.reconnected_elsewhere = 0
         self.nc: Any = None
 
     async def _connect(self) -> None:
@@ -156,19 +159,26 @@ class _Publisher:
                     last_ok = time.monotonic()
                 else:
                     await asyncio.sleep(0.2)
-                    if time.monotonic() - last_ok > self.reread_after_s:
+                    silent = time.monotonic() - last_ok
+                    if silent > self.give_up_after_s:
+                        _log(f"  publisher: nothing acknowledged for {silent:.0f} s; giving up")
+                        self.gave_up = True
+                        break
+                    if silent > self.reread_after_s * (self.rereads + 1):
                         await self._reread()
-                        last_ok = time.monotonic()
+            if self.gave_up:
+                break
             pending = [i for i in pending if i not in self.acked]
         await self.nc.close()
 
     async def _reread(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             info = json.loads((self.data_dir / "lab.json").read_text())
+            self.rereads += 1
             if (info["nats_url"], info.get("nats_token")) != (self.url, self.token):
                 _log(f"  publisher: nothing acknowledged for {self.reread_after_s:g} s; "
                      f"lab.json now says {info['nats_url']}: reconnecting there")  # fmt: skip
-                self.rereads += 1
+                self.reconnected_elsewhere += 1
                 self.url, self.token = info["nats_url"], info.get("nats_token")
                 with contextlib.suppress(Exception):
                     await self.nc.close()
@@ -279,9 +289,12 @@ def run(*, fault: str, messages: int, entities: int, out_dir: Path, data_dir: Pa
         fault_log = asyncio.run(publish_through_the_fault())
         current = restarted[-1]
         info_now = json.loads((data_dir / "lab.json").read_text())
-        _log("  all acknowledged; waiting for the lab to consume everything")
-        caught = asyncio.run(_caught_up(info_now["nats_url"], info_now.get("nats_token"), 120))
-        kv_ok, kv_n = _kv_newest(data_dir, items, pub.acked)
+        caught: dict[str, Any] = {"quarantine_records": 0}
+        kv_ok = kv_n = 0
+        if not pub.gave_up:
+            _log("  all acknowledged; waiting for the lab to consume everything")
+            caught = asyncio.run(_caught_up(info_now["nats_url"], info_now.get("nats_token"), 120))
+            kv_ok, kv_n = _kv_newest(data_dir, items, pub.acked)
         current.close()
         uids = [msg_id for _, _, msg_id in items]
         n_stored, dup, stored = _stored(data_dir / "overwatch.db", uids)
@@ -303,7 +316,8 @@ def run(*, fault: str, messages: int, entities: int, out_dir: Path, data_dir: Pa
             "kv_entities": kv_n,
             "url_and_token_kept": (info_now["nats_url"], info_now.get("nats_token"))
             == (pub.first_url, pub.first_token),
-            "publisher_reread_lab_json": pub.rereads,
+            "publisher_moved_to_new_url": pub.reconnected_elsewhere,
+            "publisher_gave_up": pub.gave_up,
             "restarts": len(restarted) - 1,
             **fault_log,
             **caught,
@@ -347,7 +361,7 @@ def _fire(fault: str, restarted: list[_UpProcess], data_dir: Path) -> dict[str, 
 def report(r: dict[str, Any]) -> str:
     """A short human-readable table of one trial."""
     keys = ("sent", "pubacked", "stored", "quarantined", "lost", "duplicated", "kv_newest_ok", "kv_entities",
-            "url_and_token_kept", "publisher_reread_lab_json", "restarts", "elapsed_s")  # fmt: skip
+            "url_and_token_kept", "publisher_moved_to_new_url", "publisher_gave_up", "restarts", "elapsed_s")  # fmt: skip
     lines = [f"durability / {r['fault']}: {r['messages']:,} messages, {r['entities']} entities"]
     lines += [f"  {k:<26} {r[k]}" for k in keys]
     return "\n".join(lines)
