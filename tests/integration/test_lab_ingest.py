@@ -127,7 +127,8 @@ def pid_alive(pid: int) -> bool:
 
 def test_org_entity_and_telemetry_published_back_to_back_are_all_applied(lab):
     """A device that registers its org, itself and streams at once loses nothing to the race
-    between the three streams: a miss is final only once the lifecycle consumers are idle."""
+    between the three streams: a miss is final only once the lifecycle consumers have caught up
+    past the message (see test_lab_registration.py for the same under load)."""
     org_ev = lifecycle.make_org_event("created", "org-race", "Race")
     lab.publish(s.organization_subject("created"), org_ev, msg_id=org_ev["id"])
     for k in range(5):
