@@ -79,7 +79,9 @@ def test_late_messages_are_stored_marked_and_duplicates_once_while_kv_keeps_the_
     same_time = lab.publish_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": 7.0}, timestamp=t0)
     # Resent copies without Nats-Msg-Id (the stream's dedup cannot catch them): stored once.
     for uid, speed, ts in ((newest, 5.0, t0), (older, 9.0, t0 - 1)):
-        env = envelopes.make_telemetry(ORG, EID, "VFR_HUD", {"groundspeed": speed}, timestamp=ts, message_uid=uid)
+        env = envelopes.make_telemetry(
+            ORG, EID, "VFR_HUD", {"groundspeed": speed}, timestamp=ts, message_uid=uid
+        )
         lab.publish(s.telemetry_subject(ORG, EID), env)
     lab.wait_for(lambda: lab.stats()["telemetry-worker"]["acked"] >= 5, what="5 acked")
     frame = lab.telemetry_frame(entity_id=EID).set_index("message_uid")
