@@ -95,6 +95,10 @@ class LabConfig:
         fetch_batch: messages asked per pull; max_ack_pending: per durable consumer.
         quarantine_after: a message failing on this delivery goes to quarantine.
         retry_delay_s: NAK delay for a transient failure.
+        registration_grace_s: a message naming an unknown entity (or an entity event naming an
+            unknown organisation) is final only once the lifecycle consumers have acknowledged
+            every event stored up to this long after it (an event published just before the
+            message may be stored just after it: each stream stores on its own); held until then.
         streams: stream limits by stream name (WIRE.md defaults).
         command_default_ttl_s / command_max_ttl_s: a command's time to be acknowledged by its
             device when it names none / the most it may ask (the commands stream keeps 15 min).
@@ -130,6 +134,7 @@ class LabConfig:
     max_deliver: int = 5
     quarantine_after: int = 3
     retry_delay_s: float = 0.5
+    registration_grace_s: float = 0.5
     kv_history: int = 10
     kv_cas_attempts: int = 5
     ready_timeout_s: float = 10.0
@@ -169,6 +174,8 @@ class LabConfig:
             raise ConfigError(
                 f"quarantine_after ({self.quarantine_after}) must be in 1..max_deliver ({self.max_deliver})"
             )
+        if self.registration_grace_s < 0:
+            raise ConfigError(f"registration_grace_s must be >= 0, got {self.registration_grace_s}")
         if self.sync_interval != "always" and not _is_duration(self.sync_interval):
             raise ConfigError(
                 f"sync_interval must be 'always' or a duration like '2m', got {self.sync_interval!r}"

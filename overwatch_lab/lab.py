@@ -61,6 +61,7 @@ from overwatch_lab.sync import Synchronizer
 from overwatch_lab.workers.base import ConsumerLoop, Worker
 from overwatch_lab.workers.entity import EntityWorker, OrganizationWorker
 from overwatch_lab.workers.event import EventWorker
+from overwatch_lab.workers.progress import consumer_progress
 from overwatch_lab.workers.telemetry import TelemetryWorker
 
 if TYPE_CHECKING:
@@ -371,7 +372,12 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             log.info("provisioned commands: %s", await provision_commands(js, cfg))
         kv = await open_kv(js)
         fabric = _Fabric(
-            nc=nc, js=js, ekv=EntityKV(kv, attempts=cfg.kv_cas_attempts), store=store, server=server
+            nc=nc,
+            js=js,
+            ekv=EntityKV(kv, attempts=cfg.kv_cas_attempts),
+            store=store,
+            server=server,
+            registry=Registry(grace_s=cfg.registration_grace_s),
         )
         if store is not None:
             orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
@@ -402,7 +408,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION),
             (s.STREAM_ENTITIES, s.CONSUMER_ENTITY),
         ):
-            f.registry.add_settled_check(partial(_consumer_idle, f.js, stream, durable))
+            f.registry.add_progress_source(stream, partial(consumer_progress, f.js, stream, durable))
         f.deliverer = Deliverer(f.commands, f.nc, self.config, acks_pending=ack_worker.busy)
         f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
         await f.sync.run_pass()  # boot pass: every entity row gets a document before workers run
@@ -515,12 +521,6 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             return sim
 
         return self.call(go(), timeout=60)
-
-
-async def _consumer_idle(js: JetStreamContext, stream: str, durable: str) -> bool:
-    """True when a durable consumer has nothing undelivered and nothing unacknowledged right now."""
-    info = await js.consumer_info(stream, durable)
-    return not info.num_pending and not info.num_ack_pending
 
 
 def _pid_alive(pid: int) -> bool:

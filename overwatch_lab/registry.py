@@ -8,36 +8,60 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from overwatch_lab.workers.progress import ConsumerProgress
+
+ProgressSource = Callable[[], Awaitable[ConsumerProgress]]
+"""Reads the progress of one lifecycle consumer from the server (``workers.progress``)."""
+
 
 class Registry:
-    """Entity and organisation ids known to the lab.
+    """Entity and organisation ids known to the lab, and how far their consumers have got.
 
-    :meth:`settled` tells whether a miss is final: while the entity or organisation consumer
-    still has undelivered or unacknowledged events, an unknown id may be registered a moment
-    later, so a worker treats the miss as transient (retry) rather than poison. It asks the
-    server (consumer info), so it is only called on a miss; a worker reuses one answer within
-    a batch (see ``workers.common.MissCheck``), never across batches: an answer computed
-    before a batch was fetched could predate the registration its messages depend on.
+    A miss (an id the registry does not know) is final only once the event that would register
+    the id cannot still be in flight: every lifecycle event stored before the message, plus
+    ``grace_s``, has been acknowledged. The grace covers events published just before the
+    message but stored just after it (each stream stores on its own). :meth:`progress` asks the
+    server, so it is only called on a miss; a worker reuses one answer within a batch (see
+    ``workers.common.MissCheck``), never across batches: an answer computed before a batch was
+    fetched could predate the registration its messages depend on.
+
+    Args:
+        grace_s: how much later than a message its registration may be stored (seconds; a
+            lab passes ``LabConfig.registration_grace_s``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, grace_s: float = 0.0) -> None:
         self.entities: dict[str, str] = {}  # entity_id -> org_id
         self.orgs: dict[str, str] = {}  # org_id -> name
-        self._settled_checks: list[Callable[[], Awaitable[bool]]] = []
+        self.grace_s = grace_s
+        self._sources: dict[str, ProgressSource] = {}
 
     def load(self, orgs: dict[str, str], entities: dict[str, str]) -> None:
         """Replace the contents (boot)."""
         self.orgs = dict(orgs)
         self.entities = dict(entities)
 
-    def add_settled_check(self, check: Callable[[], Awaitable[bool]]) -> None:
-        """Register a coroutine function that returns True when a lifecycle consumer is caught up."""
-        self._settled_checks.append(check)
+    def add_progress_source(self, stream: str, source: ProgressSource) -> None:
+        """Register how to read the progress of the lifecycle consumer of ``stream``."""
+        self._sources[stream] = source
+
+    async def progress(self, stream: str) -> ConsumerProgress | None:
+        """Read the progress of the consumer of ``stream``; None when none is registered.
+
+        Raises:
+            BrokerError: the server did not answer.
+        """
+        source = self._sources.get(stream)
+        return None if source is None else await source()
 
     async def settled(self) -> bool:
-        """True when every lifecycle consumer is caught up now, so a miss is final."""
-        for check in self._settled_checks:
-            if not await check():
+        """True when every lifecycle consumer is idle now (nothing pending or unacknowledged).
+
+        Raises:
+            BrokerError: the server did not answer.
+        """
+        for source in self._sources.values():
+            if not (await source()).idle:
                 return False
         return True
 

@@ -479,6 +479,10 @@ class Store:
         with self._transaction() as conn:
             return bulk.run(conn, rows)
 
+    def _insert_groups(self, bulk: _BulkInsert, groups: Sequence[Sequence[Sequence[Any]]]) -> list[int]:
+        with self._transaction() as conn:
+            return [bulk.run(conn, rows) if rows else 0 for rows in groups]
+
     def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self._transaction() as conn:
             return int(conn.executemany(sql, rows).rowcount)
@@ -607,6 +611,20 @@ class Store:
             return 0
         return await self._submit(
             f"insert {len(rows)} telemetry rows", self._insert, self._telemetry_insert, rows
+        )
+
+    async def insert_telemetry_groups(self, *groups: Sequence[Sequence[Any]]) -> list[int]:
+        """Insert several groups of telemetry rows in one transaction; return how many of each were new.
+
+        Same rows and dedup as :meth:`insert_telemetry`; the groups are inserted in order, so a
+        ``message_uid`` in two groups is stored (and counted) once, in the first. The telemetry
+        worker passes the applied and the late rows of a batch, to count the late ones stored.
+        """
+        n = sum(map(len, groups))
+        if not n:
+            return [0] * len(groups)
+        return await self._submit(
+            f"insert {n} telemetry rows", self._insert_groups, self._telemetry_insert, groups
         )
 
     async def insert_device_events(self, rows: Sequence[Sequence[Any]]) -> int:

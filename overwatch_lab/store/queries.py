@@ -140,8 +140,9 @@ def telemetry_frame(
 
     Returns:
         One row per message: a tz-aware UTC ``time`` column first, then the table's columns
-        (``ts`` epoch seconds, projected columns, ``armed`` as nullable boolean, ``data`` as
-        raw JSON text).
+        (``ts`` epoch seconds, ``ingested_at`` when the lab stored it, projected columns,
+        ``armed`` as nullable boolean, ``data`` as raw JSON text, ``late`` True for a message
+        that was not newer than the live state when it arrived, so it is history only).
     """
     sql, params = _history_query(
         "telemetry",
@@ -157,6 +158,7 @@ def telemetry_frame(
     for column in ("system_id", "component_id"):
         frame[column] = frame[column].astype("Int64")
     frame["armed"] = frame["armed"].astype("boolean")
+    frame["late"] = frame["late"].astype(bool)
     return frame
 
 

@@ -13,8 +13,9 @@ Tables (version 1), with Overwatch's columns and allowed values (WIRE.md, OVERWA
   JSON columns (``components``, ``aliases``, ``tags``, ``metadata``, ``video_config``) hold
   JSON text. The live columns (position, heading, velocity, ``is_live``, ``last_seen``) are
   written back from the KV state by the synchronizer.
-- ``telemetry``: history, one row per applied telemetry message, unique on ``message_uid`` so
-  a redelivery never duplicates a row. No foreign key: history outlives a deleted entity.
+- ``telemetry``: history, one row per distinct telemetry message, unique on ``message_uid`` so
+  a redelivery never duplicates a row. ``ingested_at`` is when the lab stored it (epoch s).
+  No foreign key: history outlives a deleted entity.
 - ``device_events``: one row per device event (bootsequence, shutdown, ...).
 
 Version 2 (commands, issue 4):
@@ -26,6 +27,13 @@ Version 2 (commands, issue 4):
   ``status`` is enforced (OR IGNORE would skip a bad row silently).
 - ``command_events``: every status change (and every ignored late or duplicate ack, with
   ``applied = 0``), time-stamped by whoever caused it (``source``: lab, device, operator).
+
+Version 3 (issue 12, "lose nothing"):
+
+- ``telemetry.late``: 1 when the message was not newer than the live state of its entity and
+  message_type when it was stored (a late, reordered or resent message: kept in history, not
+  applied to KV), else 0. Rows written before version 3 were all applied, so they get 0.
+  No CHECK (see the history-table rule below): the worker only writes 0 or 1.
 
 The CHECK constraints are literal SQL: a migration must not change when a Python constant does.
 ``tests/unit/store/test_schema.py`` checks they agree with :mod:`overwatch_lab.protocol.entities`.
@@ -140,8 +148,9 @@ TELEMETRY_INSERT_COLUMNS: tuple[str, ...] = (
     "component_id",
     *TELEMETRY_PROJECTED_COLUMNS,
     "data",
+    "late",
 )
-"""Column order of one row tuple handed to ``Store.insert_telemetry``."""
+"""Column order of one row tuple handed to ``Store.insert_telemetry`` (``late`` added by version 3)."""
 
 DEVICE_EVENT_INSERT_COLUMNS: tuple[str, ...] = (
     "event_uid",
@@ -311,7 +320,13 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    3,
+    "telemetry.late: history keeps late messages and marks them",
+    ("ALTER TABLE telemetry ADD COLUMN late INTEGER NOT NULL DEFAULT 0",),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 """Every migration, in version order (1, 2, ...)."""
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

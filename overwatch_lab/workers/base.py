@@ -83,7 +83,10 @@ class WorkerStats:
 
     handled: int = 0  # messages settled (any outcome)
     acked: int = 0
-    ignored: int = 0  # acked without effect (stale or duplicate)
+    ignored: int = (
+        0  # acked without changing live state (late or duplicate; telemetry still stores late rows)
+    )
+    late: int = 0  # late messages stored in history (not newer than live state), counted once per message_uid
     retried: int = 0  # NAKed for redelivery
     quarantined: int = 0
     kv_writes: int = 0  # compare-and-set writes of entity documents (coalesced per entity per batch)
@@ -118,7 +121,7 @@ class Worker(ABC):
         """
 
     def ignored(self, n: int = 1) -> None:
-        """Count messages acknowledged without effect (stale or duplicate)."""
+        """Count messages acknowledged without changing live state (late or duplicate)."""
         self.stats.ignored += n
 
 

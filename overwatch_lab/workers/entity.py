@@ -2,8 +2,17 @@
 
 Order per event: commit the row, update the registry (so telemetry for a new entity is accepted
 at once), then merge the static fields into the KV document with compare-and-set, never touching
-telemetry-owned fields. Events are applied one at a time, in stream order, because a created and
-an updated event for one entity must not be reordered.
+telemetry-owned fields; the event is acknowledged after that, so an acknowledged event is always
+in the registry (the unknown-id rule of ``workers.common`` relies on it). Events are applied one
+at a time, in stream order, because a created and an updated event for one entity must not be
+reordered: once an event of an entity (or org) is not applied, the later ones of the same id in
+the batch are held behind it.
+
+An entity event naming an organisation not registered yet is held while the organisation
+consumer has not caught up past it (the org and entity streams store independently, so an org
+event published just before its entity event can be stored just after it), and quarantined as
+"unknown organization" once it has. A status event for an entity not created yet is final once
+every earlier entity event is acknowledged.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -30,7 +40,7 @@ from overwatch_lab.protocol.subjects import (
 )
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
+from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
 from overwatch_lab.workers.common import MissCheck, guarded
 
 log = logging.getLogger(__name__)
@@ -51,26 +61,51 @@ async def sync_static(ekv: EntityKV, row: dict, org_name: str | None) -> None:
     await ekv.mutate(eid, merge)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """What an in-order worker knows about the batch it is applying."""
+
+    miss: MissCheck
+    acked: list[int] = field(default_factory=list)  # stream sequences applied so far (ACK)
+    blocked: set[str] = field(default_factory=set)  # ids with an earlier event not applied
+
+
 class _InOrderWorker(Worker):
     """Applies lifecycle events one at a time, in stream order (a created must precede its updated)."""
+
+    registry: Registry
 
     @abstractmethod
     def decode(self, msg: Msg) -> Any:
         """Decode and validate one message (raises ProtocolError)."""
 
     @abstractmethod
-    async def _apply(self, ev: Any) -> Result:
+    def key(self, ev: Any) -> str:
+        """The id whose events must stay in order (entity_id, org_id)."""
+
+    @abstractmethod
+    async def _apply(self, ev: Any, msg: Msg, batch: _Batch) -> Result:
         """Apply one decoded event; returns its settlement."""
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
         results = []
+        batch = _Batch(MissCheck(self.registry))
         for msg in msgs:
             try:
                 ev = self.decode(msg)
             except ProtocolError as exc:
                 results.append(poison(str(exc)))
                 continue
-            results.append(await guarded(self._apply(ev)))
+            key = self.key(ev)
+            if key in batch.blocked:
+                result = hold(f"an earlier event of {key!r} in this batch is not applied yet")
+            else:
+                result = await guarded(self._apply(ev, msg, batch))
+            if result.outcome is Outcome.ACK:
+                batch.acked.append(msg.metadata.sequence.stream)
+            elif result.outcome is not Outcome.POISON:
+                batch.blocked.add(key)
+            results.append(result)
         return results
 
 
@@ -88,7 +123,10 @@ class OrganizationWorker(_InOrderWorker):
     def decode(self, msg: Msg) -> OrgEvent:
         return decode_org_event(msg.data, parse_organization_subject(msg.subject))
 
-    async def _apply(self, ev: OrgEvent) -> Result:
+    def key(self, ev: OrgEvent) -> str:
+        return ev.org_id
+
+    async def _apply(self, ev: OrgEvent, msg: Msg, batch: _Batch) -> Result:
         now = now_timestamp()
         if ev.kind == "deleted":
             await self.store.delete_organization(ev.org_id)
@@ -130,15 +168,13 @@ class EntityWorker(_InOrderWorker):
     def decode(self, msg: Msg) -> EntityEvent:
         return decode_entity_event(msg.data, parse_entity_subject(msg.subject))
 
-    async def _apply(self, ev: EntityEvent) -> Result:
+    def key(self, ev: EntityEvent) -> str:
+        return ev.entity_id
+
+    async def _apply(self, ev: EntityEvent, msg: Msg, batch: _Batch) -> Result:
         reg = self.registry
         if ev.org_id not in reg.orgs:
-            reason = f"unknown organization {ev.org_id!r}: publish constellation.organizations.created first"
-            # Always transient (quarantined on the configured delivery, ~1 s later): the org and
-            # entity streams are stored independently, so a device's org event published just
-            # before its entity event can be stored just after it; an idle org consumer does
-            # not prove the org will never come.
-            return retry(reason)
+            return await batch.miss.unknown_org(ev.org_id, msg)
         owner = reg.org_of(ev.entity_id)
         if owner is not None and owner != ev.org_id:
             return poison(f"entity {ev.entity_id!r} already belongs to org {owner!r}, not {ev.org_id!r}")
@@ -153,7 +189,7 @@ class EntityWorker(_InOrderWorker):
             return ACK
         if ev.kind == "status":
             if owner is None:
-                return await MissCheck(reg).unknown_entity(ev.entity_id)
+                return await batch.miss.unknown_entity_in_stream(ev.entity_id, msg, batch.acked)
             assert ev.status is not None
             await self.store.set_entity_status(ev.entity_id, ev.status, now)
         else:

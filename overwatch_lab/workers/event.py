@@ -1,8 +1,15 @@
 """Event worker: ISR detections merged into the entity document; device events recorded.
 
 Detections go into ``detections.tracked_objects`` (one compare-and-set write per entity per
-batch). ``bootsequence`` marks the entity live, ``shutdown`` marks it not live; every device
-event (these and any other ``event_type``) is kept as a row in ``device_events``.
+batch); a detection not newer than its track's ``last_seen`` (late, reordered, resent) leaves
+the track as it is and is counted ``ignored``. Detections have no history table. ``bootsequence``
+marks the entity live, ``shutdown`` marks it not live; every device event (these and any other
+``event_type``), whatever its order, is kept as one row in ``device_events``, unique on its
+``event_uid`` (so a resent event is stored once).
+
+A failed row insert holds the device events of the batch; a failed KV read or write holds that
+entity's messages (infrastructure, never quarantined). A message naming an unregistered entity is
+settled by :class:`~overwatch_lab.workers.common.MissCheck`.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from overwatch_lab.protocol.events import Detection, DeviceEvent, decode_detecti
 from overwatch_lab.protocol.subjects import CONSUMER_EVENT, STREAM_EVENTS, parse_event_subject
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
-from overwatch_lab.workers.common import MissCheck, fresh_doc
+from overwatch_lab.workers.base import ACK, Result, Worker, hold, poison
+from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,7 @@ class EventWorker(Worker):
                 continue
             org = self.registry.org_of(subj.entity_id)
             if org is None:
-                results[i] = await miss.unknown_entity(subj.entity_id)
+                results[i] = await miss.unknown_entity(subj.entity_id, msg)
                 continue
             if org != subj.org_id:
                 results[i] = poison(f"entity {subj.entity_id!r} belongs to org {org!r}, not {subj.org_id!r}")
@@ -116,7 +123,7 @@ class EventWorker(Worker):
                 await self.store.insert_device_events(rows)
             except DatabaseError as exc:
                 for i in row_index:
-                    results[i] = retry(f"device event insert failed: {exc}")
+                    results[i] = hold(f"device event insert failed: {exc}")
                 failed = set(row_index)
                 for group in per_entity.values():
                     keep = [
@@ -132,28 +139,36 @@ class EventWorker(Worker):
             if isinstance(res, asyncio.CancelledError):
                 raise res
             if isinstance(res, BaseException):
+                failed = kv_failure(eid, res)
                 for i in per_entity[eid].indices:
-                    results[i] = retry(f"KV write of {eid!r} failed: {res!r}")
+                    results[i] = failed
+            else:
+                self.ignored(res)
         return results
 
-    async def _write(self, eid: str, group: _EntityEvents) -> None:
+    async def _write(self, eid: str, group: _EntityEvents) -> int:
+        """Merge the group into the entity's document; return how many detections were not newer."""
         current = await self.ekv.read(eid)
         fresh = await fresh_doc(self.store, eid) if current[1] is None else None
+        stale = 0
 
         def merge(doc: Doc | None) -> Doc | None:
+            nonlocal stale
             if doc is None:
                 if fresh is None:
                     raise LookupError(f"document of {eid!r} was deleted while being written")
                 doc = fresh
             changed = fresh is not None and doc is fresh
+            stale = 0  # a CAS conflict re-runs the merge on the re-read document
             for item in group.items:
                 if isinstance(item, Detection):
                     if state.merge_detection(doc, item):
                         changed = True
                     else:
-                        self.ignored()
+                        stale += 1
                 elif _apply_device_event(doc, item, item.timestamp or now_timestamp()):
                     changed = True
             return doc if changed else None
 
         await self.ekv.mutate(eid, merge, current=current)
+        return stale

@@ -1,9 +1,22 @@
-"""Telemetry worker: v1 envelopes → projected entity state in KV + one history row per message.
+"""Telemetry worker: v1 envelopes → one history row per distinct message + projected state in KV.
 
-Per batch: decode and validate every message, drop stale/duplicate ones per (entity,
-message_type), insert the history rows in one transaction, then coalesce what remains into one
-compare-and-set write per entity (concurrently across entities). A message is acknowledged only
-after both are durable.
+Per batch: decode and validate every message, then :func:`plan_batch` sorts each one by its
+(entity, message_type) cursor: a message newer than the live state is applied to KV; one that
+is not (late, reordered, resent: WIRE.md "live state and history differ on order") is history
+only, its row marked ``late``. Every decoded message gets its row, whatever its order; rows are
+unique on ``message_uid``, so a duplicate is stored once. The rows of the whole batch are
+inserted in one transaction, then what was applied is coalesced into one compare-and-set write
+per entity (concurrently across entities). A message is acknowledged only after its row (and,
+when applied, its KV write) is durable.
+
+Failures hold (retry, never quarantine: the infrastructure failed, not the message): a failed
+history insert holds every decoded message of the batch, so none is acknowledged because a
+newer one of the same failed batch moved a cursor; a failed KV read or write holds that
+entity's messages. A message naming an unregistered entity is settled by
+:class:`~overwatch_lab.workers.common.MissCheck` (held while its registration may be in flight).
+
+Counters (``WorkerStats``): ``ignored`` = acknowledged without changing live state (late or
+duplicate), ``late`` = late rows stored.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +34,8 @@ from nats.aio.msg import Msg
 from overwatch_lab.errors import DatabaseError, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
-from overwatch_lab.protocol.envelopes import decode_telemetry, now_timestamp
-from overwatch_lab.protocol.mavlink import HISTORY_COLUMNS, history_values, project
+from overwatch_lab.protocol.envelopes import Telemetry, decode_telemetry, now_timestamp
+from overwatch_lab.protocol.mavlink import HISTORY_COLUMNS, Projection, history_values, project
 from overwatch_lab.protocol.subjects import (
     CONSUMER_TELEMETRY,
     STREAM_TELEMETRY,
@@ -29,15 +43,24 @@ from overwatch_lab.protocol.subjects import (
 )
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
-from overwatch_lab.workers.common import MissCheck, fresh_doc
+from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison
+from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure
 
 log = logging.getLogger(__name__)
 
+Decoded = tuple[int, Telemetry, Projection]
+"""A decoded message: its index in the batch, its envelope and its projection."""
+
 
 @dataclass(slots=True)
-class _EntityBatch:
-    """What one batch changes in one entity's document."""
+class EntityBatch:
+    """What one batch changes in one entity's document.
+
+    Attributes:
+        indices: every message of the entity in the batch (held together if its write fails).
+        sets / cursors / last_seen / system_id / component_id: the merge of the applied
+            messages (see ``protocol.state.merge_telemetry``); no cursor = nothing to write.
+    """
 
     indices: list[int] = field(default_factory=list)
     sets: dict[tuple[str, ...], Any] = field(default_factory=dict)
@@ -45,6 +68,82 @@ class _EntityBatch:
     last_seen: str = ""
     system_id: int = 0
     component_id: int = 0
+
+
+@dataclass(slots=True)
+class Plan:
+    """How one batch is stored and applied.
+
+    Attributes:
+        entities: entity_id → what the batch changes in its document.
+        rows: history rows of the applied messages (``late`` = 0), in batch order.
+        late_rows: history rows of the messages not newer than the live state (``late`` = 1).
+        late: batch indices of those messages.
+        fields_skipped: invalid fields skipped by the projections of the applied messages.
+    """
+
+    entities: dict[str, EntityBatch] = field(default_factory=dict)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    late_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    late: list[int] = field(default_factory=list)
+    fields_skipped: int = 0
+
+
+def history_row(t: Telemetry, proj: Projection, ingested_at: float, *, late: bool) -> tuple[Any, ...]:
+    """The ``telemetry`` row of one message, in ``TELEMETRY_INSERT_COLUMNS`` order."""
+    hv = history_values(proj)
+    return (
+        t.message_uid,
+        t.org_id,
+        t.entity_id,
+        t.message_type,
+        t.timestamp,
+        t.ts,
+        ingested_at,
+        t.system_id,
+        t.component_id,
+        *[hv.get(c) for c in HISTORY_COLUMNS],
+        json.dumps(t.data, separators=(",", ":")),
+        int(late),
+    )
+
+
+def plan_batch(
+    decoded: Sequence[Decoded], cursor_of: Callable[[str, str], str | None], ingested_at: float
+) -> Plan:
+    """Sort a batch's decoded messages into applied and late, and build their history rows.
+
+    Pure. A message is applied when its timestamp is newer than the cursor of its (entity,
+    message_type): the live state's (``cursor_of(entity_id, message_type)``), moved forward by
+    the batch's earlier applied messages. Any other message is late: stored, not applied.
+
+    Args:
+        decoded: the batch's valid messages, in stream order.
+        cursor_of: the live-state cursor (timestamp of the last applied message) or None.
+        ingested_at: the ``ingested_at`` of every row (epoch seconds).
+    """
+    plan = Plan()
+    for i, t, proj in decoded:
+        eb = plan.entities.get(t.entity_id)
+        if eb is None:
+            eb = plan.entities[t.entity_id] = EntityBatch()
+        eb.indices.append(i)
+        cursor = eb.cursors.get(t.message_type)
+        last = cursor[1] if cursor else cursor_of(t.entity_id, t.message_type)
+        if last is not None and t.timestamp <= last:
+            plan.late.append(i)
+            plan.late_rows.append(history_row(t, proj, ingested_at, late=True))
+            continue
+        eb.sets.update(proj.sets)
+        eb.cursors[t.message_type] = (t.message_uid, t.timestamp)
+        if t.timestamp > eb.last_seen:
+            eb.last_seen = t.timestamp
+        eb.system_id, eb.component_id = t.system_id, t.component_id
+        if proj.skipped:
+            plan.fields_skipped += len(proj.skipped)
+            log.debug("%s skipped %s", t.message_uid, proj.skipped)
+        plan.rows.append(history_row(t, proj, ingested_at, late=False))
+    return plan
 
 
 class TelemetryWorker(Worker):
@@ -65,13 +164,13 @@ class TelemetryWorker(Worker):
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
         results: list[Result] = [ACK] * len(msgs)
         miss = MissCheck(self.registry)
-        decoded = []
+        decoded: list[Decoded] = []
         for i, msg in enumerate(msgs):
             try:
                 t = decode_telemetry(msg.data, parse_telemetry_subject(msg.subject))
                 org = self.registry.org_of(t.entity_id)
                 if org is None:
-                    results[i] = await miss.unknown_entity(t.entity_id)
+                    results[i] = await miss.unknown_entity(t.entity_id, msg)
                     continue
                 if org != t.org_id:
                     results[i] = poison(f"entity {t.entity_id!r} belongs to org {org!r}, not {t.org_id!r}")
@@ -84,78 +183,64 @@ class TelemetryWorker(Worker):
 
         missing = {t.entity_id for _, t, _ in decoded if t.entity_id not in self._cache}
         if missing:
-            await self._load(missing)
+            unreadable = await self._load(missing)
+            if unreadable:  # no cursor to compare with: hold the entity's messages, no row
+                kept = []
+                for item in decoded:
+                    exc = unreadable.get(item[1].entity_id)
+                    if exc is None:
+                        kept.append(item)
+                    else:
+                        results[item[0]] = hold(f"KV read of {item[1].entity_id!r} failed: {exc!r}")
+                decoded = kept
 
-        batches: dict[str, _EntityBatch] = {}
-        rows: list[tuple[Any, ...]] = []
-        now = time.time()
-        for i, t, proj in decoded:
-            eid = t.entity_id
-            eb = batches.get(eid)
-            if eb is None:
-                eb = batches[eid] = _EntityBatch()
-            cursor = eb.cursors.get(t.message_type)
-            last = cursor[1] if cursor else state.cursor_of(self._cache[eid][1] or {}, t.message_type)
-            if last is not None and t.timestamp <= last:
-                self.ignored()
-                continue
-            eb.indices.append(i)
-            eb.sets.update(proj.sets)
-            eb.cursors[t.message_type] = (t.message_uid, t.timestamp)
-            if t.timestamp > eb.last_seen:
-                eb.last_seen = t.timestamp
-            eb.system_id, eb.component_id = t.system_id, t.component_id
-            if proj.skipped:
-                self.fields_skipped += len(proj.skipped)
-                log.debug("%s skipped %s", t.message_uid, proj.skipped)
-            hv = history_values(proj)
-            rows.append(
-                (
-                    t.message_uid,
-                    t.org_id,
-                    eid,
-                    t.message_type,
-                    t.timestamp,
-                    t.ts,
-                    now,
-                    t.system_id,
-                    t.component_id,
-                    *[hv.get(c) for c in HISTORY_COLUMNS],
-                    json.dumps(t.data, separators=(",", ":")),
-                )
-            )
+        def cursor_of(entity_id: str, message_type: str) -> str | None:
+            return state.cursor_of(self._cache[entity_id][1] or {}, message_type)
 
-        # History first, KV second: the KV cursor is what makes a redelivered message "stale",
-        # so it may only move once the history row is committed. A KV failure after a commit is
-        # harmless: the retry re-applies the state and the row insert is ignored (same uid).
-        if rows:
+        plan = plan_batch(decoded, cursor_of, time.time())
+        # History first, KV second: the KV cursor is what makes a message late, so it may only
+        # move once the rows are committed. A KV failure after a commit is harmless: the retry
+        # re-applies the state and the row insert is ignored (same uid).
+        if decoded:
             try:
-                await self.store.insert_telemetry(rows)
+                _, new_late = await self.store.insert_telemetry_groups(plan.rows, plan.late_rows)
             except DatabaseError as exc:
                 reason = f"history insert failed: {exc}"
-                for eb in batches.values():
-                    for i in eb.indices:
-                        results[i] = retry(reason)
+                for i, _, _ in decoded:
+                    results[i] = hold(reason)
                 return results
-        eids = list(batches)
+            self.stats.late += new_late
+        self.fields_skipped += plan.fields_skipped
+        eids = [eid for eid, eb in plan.entities.items() if eb.cursors]
         kv_results = await asyncio.gather(
-            *(self._write(eid, batches[eid]) for eid in eids), return_exceptions=True
+            *(self._write(eid, plan.entities[eid]) for eid in eids), return_exceptions=True
         )
         for eid, res in zip(eids, kv_results, strict=True):
             if isinstance(res, BaseException):
                 if isinstance(res, asyncio.CancelledError):
                     raise res
                 self._cache.pop(eid, None)
-                for i in batches[eid].indices:
-                    results[i] = retry(f"KV write of {eid!r} failed: {res!r}")
+                failed = kv_failure(eid, res)
+                for i in plan.entities[eid].indices:
+                    results[i] = failed
+        self.ignored(sum(1 for i in plan.late if results[i].outcome is Outcome.ACK))
         return results
 
-    async def _load(self, entity_ids: set[str]) -> None:
-        loaded = await asyncio.gather(*(self.ekv.read(e) for e in entity_ids))
-        for eid, cur in zip(entity_ids, loaded, strict=True):
-            self._cache[eid] = cur
+    async def _load(self, entity_ids: set[str]) -> dict[str, BaseException]:
+        """Cache the documents of ``entity_ids``; return the ones whose read failed."""
+        ids = list(entity_ids)
+        loaded = await asyncio.gather(*(self.ekv.read(e) for e in ids), return_exceptions=True)
+        failed: dict[str, BaseException] = {}
+        for eid, cur in zip(ids, loaded, strict=True):
+            if isinstance(cur, asyncio.CancelledError):
+                raise cur
+            if isinstance(cur, BaseException):
+                failed[eid] = cur
+            else:
+                self._cache[eid] = cur
+        return failed
 
-    async def _write(self, eid: str, eb: _EntityBatch) -> None:
+    async def _write(self, eid: str, eb: EntityBatch) -> None:
         current = self._cache.get(eid)
         fresh: Doc | None = None
         if current is None or current[1] is None:

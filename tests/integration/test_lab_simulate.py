@@ -133,6 +133,10 @@ def ignored(lab) -> int:
     return lab.stats()["telemetry-worker"]["ignored"]
 
 
+def late_rows(lab, eid) -> int:
+    return int(lab.telemetry_frame(entity_id=eid)["late"].sum())
+
+
 def _gps_fix(lab, eid):
     return lab.state_of(eid)["position"]["global"]["fix_type"]
 
@@ -167,15 +171,22 @@ def test_fault_kind_is_visible_through_the_lab(sim_lab, kind):
     )  # fmt: skip
     volts0 = lab.state_of(eid)["power"]["voltage"]
     ignored0 = ignored(lab)
+    seen0 = lab.state_of(eid)["last_seen"]
     sim.inject(kind, 6.0, eid, **params)
     if kind == "battery_sag":  # the pack sags under load: voltage drops below where it was
         lab.wait_for(
             lambda: (lab.state_of(eid)["power"]["voltage"] or volts0) < volts0, timeout=15, what="sag"
         )
-    elif during is None:  # delayed, skewed, duplicated or reordered messages: acked and ignored as stale
-        lab.wait_for(lambda: ignored(lab) > ignored0, timeout=15, what="stale messages ignored")
-        last_seen = lab.state_of(eid)["last_seen"]
-        assert lab.state_of(eid)["last_seen"] >= last_seen  # never moves backwards
+    elif kind == "duplicate":  # resent copies (same message_uid, no dedup header): stored once
+        lab.wait_for(lambda: ignored(lab) > ignored0, timeout=15, what="copies left live state alone")
+        frame = lab.telemetry_frame(entity_id=eid)
+        assert frame["message_uid"].is_unique and not frame["late"].any()
+        assert lab.stats()["telemetry-worker"]["late"] == 0
+    elif during is None:  # delayed, skewed or reordered: stored and marked late, KV keeps the newest
+        lab.wait_for(lambda: late_rows(lab, eid) > 0, timeout=15, what="late messages stored")
+        lab.wait_for(lambda: ignored(lab) > ignored0, timeout=15, what="late messages left live state alone")
+        assert lab.stats()["telemetry-worker"]["late"] >= late_rows(lab, eid)
+        assert lab.state_of(eid)["last_seen"] >= seen0  # never moves backwards
     else:
         lab.wait_for(lambda: during(lab, eid), timeout=15, what=f"{kind} visible in state")
     if after is not None:

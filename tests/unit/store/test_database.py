@@ -87,6 +87,7 @@ def telemetry_row(i: int, entity_id: str = "e1", message_type: str = "GLOBAL_POS
         latitude=32.0 + i * 1e-4,
         longitude=-96.0,
         data=f'{{"i":{i}}}',
+        late=0,
     )
     row.update(values)
     return tuple(row.values())
@@ -284,7 +285,7 @@ async def test_deleting_an_org_cascades_but_keeps_history(store):
 
 async def test_insert_telemetry_dedups_on_message_uid(store):
     assert len(telemetry_row(0)) == len(TELEMETRY_INSERT_COLUMNS)
-    first = [telemetry_row(i) for i in range(100)]  # 2 packed statements of 34 rows + 32 single rows
+    first = [telemetry_row(i) for i in range(100)]  # 3 packed statements of 33 rows + 1 single row
     assert await store.insert_telemetry(first) == 100
     again = [telemetry_row(i) for i in range(50, 150)]
     assert await store.insert_telemetry(again) == 50
@@ -299,10 +300,21 @@ async def test_insert_telemetry_dedups_on_message_uid(store):
     assert [tuple(r.values()) for r in stored] == [telemetry_row(0), telemetry_row(67), telemetry_row(99)]
 
 
+async def test_insert_telemetry_groups_counts_each_group_and_a_uid_once(store):
+    applied = [telemetry_row(i) for i in range(40)]
+    late = [telemetry_row(i, late=1) for i in range(100, 110)] + [telemetry_row(3, late=1)]  # uid-e1-3 twice
+    assert await store.insert_telemetry_groups(applied, late) == [40, 10]
+    assert await store.insert_telemetry_groups(applied[:5], late) == [0, 0]  # a redelivered batch
+    assert await store.insert_telemetry_groups([], []) == [0, 0]
+    rows = await store.execute_read("SELECT message_uid, late FROM telemetry WHERE message_uid = 'uid-e1-3'")
+    assert rows == [{"message_uid": "uid-e1-3", "late": 0}]  # the first group's row wins
+    assert (await store.counts())["telemetry"] == 50
+
+
 async def test_insert_telemetry_rejects_a_short_row_and_inserts_nothing(store):
     rows = [telemetry_row(i) for i in range(40)]
     rows[5] = rows[5][:-1]
-    with pytest.raises(DatabaseError, match=r"telemetry rows must have 29 values.*\[28, 29\]"):
+    with pytest.raises(DatabaseError, match=r"telemetry rows must have 30 values.*\[29, 30\]"):
         await store.insert_telemetry(rows)
     assert (await store.counts())["telemetry"] == 0
 
@@ -464,7 +476,8 @@ async def test_frames_do_not_wait_for_an_open_write_transaction(store):
 
 async def test_telemetry_frame_filters_and_types(store):
     rows = [telemetry_row(i, "e1") for i in range(10)]
-    rows += [telemetry_row(i, "e2", "HEARTBEAT", armed=i % 2, mode="GUIDED", latitude=None) for i in range(5)]
+    rows += [telemetry_row(i, "e2", "HEARTBEAT", armed=i % 2, mode="GUIDED", latitude=None, late=int(i == 4))
+             for i in range(5)]  # fmt: skip
     await store.insert_telemetry(rows)
     loc = store.location
 
@@ -480,6 +493,7 @@ async def test_telemetry_frame_filters_and_types(store):
     assert str(hb["armed"].dtype) == "boolean" and hb["armed"].tolist() == [False, True, False, True, False]
     assert str(hb["latitude"].dtype) == "float64" and hb["latitude"].isna().all()
     assert str(hb["system_id"].dtype) == "Int64"
+    assert hb["late"].dtype == bool and hb["late"].tolist() == [False, False, False, False, True]
 
     assert len(queries.telemetry_frame(loc, message_type="GLOBAL_POSITION_INT", org_id="org-a")) == 10
     window = queries.telemetry_frame(loc, entity_id="e1", since=T0 + 2, until=format_timestamp(T0 + 5))

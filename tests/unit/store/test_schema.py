@@ -127,6 +127,20 @@ def test_a_failing_migration_rolls_back_and_keeps_the_version(conn):
     assert not conn.in_transaction
 
 
+def test_version_3_adds_late_to_existing_history_as_not_late(conn):
+    v2 = tuple(m for m in schema.MIGRATIONS if m.version <= 2)
+    assert schema.migrate(conn, v2) == 2
+    old_columns = [c for c in schema.TELEMETRY_INSERT_COLUMNS if c != "late"]
+    conn.execute(
+        f"INSERT INTO telemetry ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})",
+        ("u-old", "org-a", "e1", "HEARTBEAT", NOW, 1.0, 2.0, 1, 1, *([None] * 19), "{}"),
+    )
+    assert schema.migrate(conn) == 3
+    assert conn.execute("SELECT message_uid, late FROM telemetry").fetchall() == [("u-old", 0)]
+    late = next(r for r in conn.execute("PRAGMA table_info(telemetry)") if r[1] == "late")
+    assert late[3] == 1 and late[4] == "0"  # NOT NULL DEFAULT 0
+
+
 def test_local_pragmas(conn):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -194,7 +208,7 @@ def test_deleting_an_org_cascades_to_its_entities_only(migrated):
 
 
 def test_telemetry_message_uid_is_unique_and_device_event_uid_nullable(migrated):
-    row = ("u1", "org-a", "e1", "HEARTBEAT", NOW, 1.0, 2.0, 1, 1, *([None] * 19), "{}")
+    row = ("u1", "org-a", "e1", "HEARTBEAT", NOW, 1.0, 2.0, 1, 1, *([None] * 19), "{}", 0)
     sql = (
         f"INSERT OR IGNORE INTO telemetry ({', '.join(schema.TELEMETRY_INSERT_COLUMNS)}) "
         f"VALUES ({', '.join('?' * len(row))})"
