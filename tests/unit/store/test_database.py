@@ -425,9 +425,10 @@ async def test_a_large_insert_does_not_block_the_event_loop(store):
         stop.set()
         await beat
     assert inserted == 200_000
-    # A blocking insert would show one gap as long as the insert itself (about a second).
+    # A blocking insert would show one gap as long as the insert itself; on a busy machine the
+    # heartbeat also waits for a core, so compare with the insert's own duration, not a constant.
     assert len(gaps) >= 20, (len(gaps), took)
-    assert max(gaps) < 0.25, f"max gap {max(gaps):.3f} s during a {took:.2f} s insert"
+    assert max(gaps) < max(0.25, took / 2), f"max gap {max(gaps):.3f} s during a {took:.2f} s insert"
 
 
 # --------------------------------------------------------------------------- frames
