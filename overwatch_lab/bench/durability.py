@@ -208,18 +208,19 @@ async def _caught_up(url: str, token: str | None, wait_s: float) -> dict[str, An
         await nc.close()
 
 
-def _stored(db: Path, uids: list[str]) -> tuple[int, int, set[str]]:
+def _stored(db: Path, uids: list[str]) -> tuple[int, int, int, set[str]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         rows = conn.execute("SELECT message_uid, COUNT(*) FROM telemetry WHERE org_id = ? GROUP BY message_uid",
                             (ORG,)).fetchall()  # fmt: skip
+        late = conn.execute("SELECT COUNT(*) FROM telemetry WHERE org_id = ? AND late", (ORG,)).fetchone()[0]
     finally:
         conn.close()
     counts = dict(rows)
     wanted = set(uids)
     stored = {u for u in counts if u in wanted}
     dup = sum(c - 1 for u, c in counts.items() if u in wanted and c > 1)
-    return len(stored), dup, stored
+    return len(stored), dup, late, stored
 
 
 def _kv_newest(data_dir: Path, items: list[tuple[str, bytes, str]], acked: set[int]) -> tuple[int, int]:
@@ -297,7 +298,7 @@ def run(*, fault: str, messages: int, entities: int, out_dir: Path, data_dir: Pa
             kv_ok, kv_n = _kv_newest(data_dir, items, pub.acked)
         current.close()
         uids = [msg_id for _, _, msg_id in items]
-        n_stored, dup, stored = _stored(data_dir / "overwatch.db", uids)
+        n_stored, dup, late, stored = _stored(data_dir / "overwatch.db", uids)
         acked_uids = {items[i][2] for i in pub.acked}
         quarantined = caught["quarantine_records"]
         lost = len(acked_uids - stored) - min(quarantined, len(acked_uids - stored))
@@ -312,6 +313,7 @@ def run(*, fault: str, messages: int, entities: int, out_dir: Path, data_dir: Pa
             "quarantined": quarantined,
             "lost": lost,
             "duplicated": dup,
+            "stored_late": late,
             "kv_newest_ok": kv_ok,
             "kv_entities": kv_n,
             "url_and_token_kept": (info_now["nats_url"], info_now.get("nats_token"))
@@ -360,7 +362,7 @@ def _fire(fault: str, restarted: list[_UpProcess], data_dir: Path) -> dict[str, 
 
 def report(r: dict[str, Any]) -> str:
     """A short human-readable table of one trial."""
-    keys = ("sent", "pubacked", "stored", "quarantined", "lost", "duplicated", "kv_newest_ok", "kv_entities",
+    keys = ("sent", "pubacked", "stored", "quarantined", "lost", "duplicated", "stored_late", "kv_newest_ok", "kv_entities",
             "url_and_token_kept", "publisher_moved_to_new_url", "publisher_gave_up", "restarts", "elapsed_s")  # fmt: skip
     lines = [f"durability / {r['fault']}: {r['messages']:,} messages, {r['entities']} entities"]
     lines += [f"  {k:<26} {r[k]}" for k in keys]
