@@ -29,8 +29,10 @@ from typing import Any, TextIO
 
 from overwatch_lab.errors import BrokerError, ConfigError, OverwatchError, ScenarioError
 from overwatch_lab.protocol.envelopes import format_timestamp, parse_timestamp
-from simulators.runner import REGISTER_TIMEOUT_S, now_epoch_ms
-from simulators.scenario import Scenario, load_scenario
+from simulators.catalog import load_scenario
+from simulators.dry_run import telemetry_hash
+from simulators.registration import REGISTER_TIMEOUT_S, now_epoch_ms
+from simulators.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,7 @@ def _dry_run(sc: Scenario, duration: float, start: float | None, out: TextIO) ->
 
     t0 = time.perf_counter()
     model = FleetModel(sc, start_epoch_s=start)
-    digest = sc.telemetry_hash(duration, start_epoch_s=model.clock.start_epoch_s)
+    digest = telemetry_hash(sc, duration, start_epoch_s=model.clock.start_epoch_s)
     n = sum(1 for _ in model.run_dry(duration))
     wall = time.perf_counter() - t0
     report = {

@@ -1,6 +1,6 @@
 """Named scenarios, one module each: ``scenario(**overrides) -> Scenario``.
 
-Load one by name with :func:`simulators.scenario.load_scenario` (``"small_isr_patrol"`` or
+Load one by name with :func:`simulators.catalog.load_scenario` (``"small_isr_patrol"`` or
 ``"small-isr-patrol"``). Each module opens with a docstring and its constants (with units), so
 it doubles as an example of writing a scenario in Python.
 """
