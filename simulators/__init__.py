@@ -19,7 +19,7 @@ Layout::
     scenario_specs.py the parts of a scenario (Area, FleetSpec, ...)
     scenario_fields.py field checks naming the field path   scenario_parse.py  plain data -> parts
     scenario.py       Scenario (YAML/TOML/Python): the validated whole, to_dict()
-    catalog.py        load_scenario(): a named scenario, or a file
+    catalog.py        load_scenario(), list_scenarios(), describe_action()
     fleet_layout.py   one seed -> every device: formations, random streams, first behaviours
     model.py          FleetModel: devices stepped in ticks -> Emission (subject, bytes, Nats-Msg-Id)
     dry_run.py        telemetry_hash(): the determinism check, no NATS
@@ -60,13 +60,13 @@ In worker processes (large fleets; same handle surface, ``command`` is async)::
     handle = await run_scenario_processes(scenario, url, token=token, processes=2)
 
 From the shell: ``overwatch-lab sim SCENARIO [--lab DATA_DIR | --nats-url URL] [--token T]
-[--speed X] [--seed N] [--duration S] [--processes N]``; the lab's CLI hooks
+[--speed X] [--seed N] [--duration S] [--processes N]`` (``--list`` names the scenarios); the lab's CLI hooks
 :func:`simulators.cli.add_arguments` and :func:`simulators.cli.run` into its ``sim`` subcommand.
 """
 
 from __future__ import annotations
 
-from simulators.catalog import load_scenario
+from simulators.catalog import describe_action, list_scenarios, load_scenario
 from simulators.clock import SimClock
 from simulators.devices.command_handler import CommandResult
 from simulators.dry_run import telemetry_hash
@@ -87,6 +87,8 @@ __all__ = [
     "RunHandle",
     "Scenario",
     "SimClock",
+    "describe_action",
+    "list_scenarios",
     "load_scenario",
     "run_scenario",
     "run_scenario_processes",

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from overwatch_lab.errors import ConfigError
-from simulators.catalog import load_scenario
+from simulators.catalog import list_scenarios, load_scenario
 from simulators.cli import build_parser, main, resolve_nats
 from simulators.dry_run import telemetry_hash
 
@@ -43,6 +43,20 @@ def test_dry_run_start_changes_the_hash(capsys):
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_list_names_every_scenario_with_its_line(capsys):
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(list_scenarios())
+    assert all(
+        description in line for line, description in zip(lines, list_scenarios().values(), strict=True)
+    )
+
+
+def test_no_scenario_exits_2_pointing_at_list(capsys):
+    assert main(["--dry-run"]) == 2
+    assert "give a SCENARIO" in capsys.readouterr().err
 
 
 def test_no_running_lab_exits_2(tmp_path, capsys):
