@@ -1,23 +1,35 @@
 """Simulated device fleets that talk to a lab only over NATS, exactly as real devices would.
 
 Seeded, whole-fleet deterministic runs with faults: the same scenario, seed and start time
-produce the same bytes on the wire on every run, at any speed (``Scenario.telemetry_hash``).
+produce the same bytes on the wire on every run, at any speed (:func:`telemetry_hash`).
 
 Layout::
 
-    clock.py       SimClock: simulated time, paced by a rate (0 manual, 1 real time, >1 faster)
-    kinematics.py  pure geometry and motion helpers       battery.py  pure LiPo pack model
-    behaviours.py  hold, goto, route, orbit, patrol, rtl, land (guidance only)
-    devices/       one module per kind: limits (SPEC) and model; base.py has the shared model
-    commands.py    command envelope -> Intent (the device side of the command seam)
-    telemetry.py   MAVLink message bodies in raw units; DEFAULT_RATES_HZ
-    faults.py      Fault, the link model, malformed variants, timeline_frame()
-    scenario.py    Scenario (YAML/TOML/Python), validation naming the field, load_scenario()
-    model.py       FleetModel: devices stepped in ticks -> Emission (subject, bytes, Nats-Msg-Id)
-    runner.py      run_scenario(): registration + real-time pacing + core publish; RunHandle
-    multiproc.py   run_scenario_processes(): the fleet split over worker processes
-    fleets/        named scenarios: small_isr_patrol (default), area_search, load_1000
-    cli.py         ``overwatch-lab sim`` (main(argv))       bench.py  ``python -m simulators.bench``
+    clock.py          SimClock: simulated time, paced by a rate (0 manual, 1 real time, >1 faster)
+    kinematics.py     pure geometry and motion helpers      battery.py  pure LiPo pack model
+    behaviours.py     hold, goto, route, orbit, patrol, rtl, land (guidance only)
+    devices/          one module per kind: limits (SPEC) and model; base.py the shared device,
+                      spec.py KindSpec, gps.py the GPS receiver, command_handler.py what a
+                      device does with a command (the lab's action vocabulary, at most once)
+    telemetry.py      MAVLink message bodies in raw units; DEFAULT_RATES_HZ
+    message_schedule.py  which telemetry messages are due at each tick
+    faults.py         Fault, FaultKind, DEFAULT_PARAMS, timeline_frame()
+    link.py           the radio link: link-level faults on a device's messages
+    malformed.py      the ways a malformed message is broken        emission.py  Emission
+    scenario_specs.py the parts of a scenario (Area, FleetSpec, ...)
+    scenario_fields.py field checks naming the field path   scenario_parse.py  plain data -> parts
+    scenario.py       Scenario (YAML/TOML/Python): the validated whole, to_dict()
+    catalog.py        load_scenario(), list_scenarios(), describe_action()
+    fleet_layout.py   one seed -> every device: formations, random streams, first behaviours
+    model.py          FleetModel: devices stepped in ticks -> Emission (subject, bytes, Nats-Msg-Id)
+    dry_run.py        telemetry_hash(): the determinism check, no NATS
+    registration.py   publish_all() and register(): a fleet's registration with a lab
+    runner.py         run_scenario(): real-time pacing + core publish; RunHandle
+    multiproc.py      run_scenario_processes(): the fleet split over worker processes
+    process_worker.py one worker process and the pipe protocol
+    command_link.py   a device's command endpoint on the wire (receive, ack, at most once)
+    fleets/           named scenarios: small_isr_patrol (default), area_search, load_1000
+    cli.py            ``overwatch-lab sim`` (main(argv))     bench.py  ``python -m simulators.bench``
 
 The seam to the lab
 -------------------
@@ -48,19 +60,22 @@ In worker processes (large fleets; same handle surface, ``command`` is async)::
     handle = await run_scenario_processes(scenario, url, token=token, processes=2)
 
 From the shell: ``overwatch-lab sim SCENARIO [--lab DATA_DIR | --nats-url URL] [--token T]
-[--speed X] [--seed N] [--duration S] [--processes N]``; the lab's CLI hooks
+[--speed X] [--seed N] [--duration S] [--processes N]`` (``--list`` names the scenarios); the lab's CLI hooks
 :func:`simulators.cli.add_arguments` and :func:`simulators.cli.run` into its ``sim`` subcommand.
 """
 
 from __future__ import annotations
 
+from simulators.catalog import describe_action, list_scenarios, load_scenario
 from simulators.clock import SimClock
-from simulators.commands import CommandResult
-from simulators.faults import Emission, Fault, FaultKind, timeline_frame
+from simulators.devices.command_handler import CommandResult
+from simulators.dry_run import telemetry_hash
+from simulators.emission import Emission
+from simulators.faults import Fault, FaultKind, timeline_frame
 from simulators.model import FleetModel
 from simulators.multiproc import ProcessRunHandle, run_scenario_processes
 from simulators.runner import RunHandle, run_scenario
-from simulators.scenario import Scenario, load_scenario
+from simulators.scenario import Scenario
 
 __all__ = [
     "CommandResult",
@@ -72,8 +87,11 @@ __all__ = [
     "RunHandle",
     "Scenario",
     "SimClock",
+    "describe_action",
+    "list_scenarios",
     "load_scenario",
     "run_scenario",
     "run_scenario_processes",
+    "telemetry_hash",
     "timeline_frame",
 ]

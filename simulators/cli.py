@@ -6,6 +6,7 @@
     overwatch-lab sim my-fleet.yaml --nats-url nats://127.0.0.1:4222 --token s3cret
     overwatch-lab sim load-1000 --lab ./overwatch-data --processes 2
     overwatch-lab sim small-isr-patrol --dry-run --duration 60      # no NATS: counts and hash
+    overwatch-lab sim --list                                        # the named scenarios
 
 SCENARIO is a named scenario (``simulators.fleets``) or a ``.yaml``/``.toml`` file. Without
 ``--lab`` or ``--nats-url`` the lab in ``$OVERWATCH_LAB_DATA_DIR`` (default ``./overwatch-data``)
@@ -29,8 +30,10 @@ from typing import Any, TextIO
 
 from overwatch_lab.errors import BrokerError, ConfigError, OverwatchError, ScenarioError
 from overwatch_lab.protocol.envelopes import format_timestamp, parse_timestamp
-from simulators.runner import REGISTER_TIMEOUT_S, now_epoch_ms
-from simulators.scenario import Scenario, load_scenario
+from simulators.catalog import list_scenarios, load_scenario
+from simulators.dry_run import telemetry_hash
+from simulators.registration import REGISTER_TIMEOUT_S, now_epoch_ms
+from simulators.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,12 @@ def build_parser(prog: str = "overwatch-lab sim") -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``sim`` arguments to ``p`` (for hooking into ``overwatch_lab.cli``)."""
     p.add_argument(
-        "scenario", metavar="SCENARIO", help="scenario name (e.g. small-isr-patrol) or .yaml/.toml file"
+        "scenario",
+        metavar="SCENARIO",
+        nargs="?",
+        help="scenario name (e.g. small-isr-patrol; see --list) or .yaml/.toml file",
     )
+    p.add_argument("--list", action="store_true", help="list the named scenarios and exit")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--lab", metavar="DATA_DIR", type=Path, help="data dir of a running lab (reads lab.json)"
@@ -154,12 +161,19 @@ class ProgressLine:
         self.stream.flush()
 
 
+def format_scenario_list() -> str:
+    """Return the named scenarios, one per line: name and description (what ``sim --list`` prints)."""
+    named = list_scenarios()
+    width = max(map(len, named))
+    return "".join(f"{name:<{width}}  {description}\n" for name, description in named.items())
+
+
 def _dry_run(sc: Scenario, duration: float, start: float | None, out: TextIO) -> int:
     from simulators.model import FleetModel
 
     t0 = time.perf_counter()
     model = FleetModel(sc, start_epoch_s=start)
-    digest = sc.telemetry_hash(duration, start_epoch_s=model.clock.start_epoch_s)
+    digest = telemetry_hash(sc, duration, start_epoch_s=model.clock.start_epoch_s)
     n = sum(1 for _ in model.run_dry(duration))
     wall = time.perf_counter() - t0
     report = {
@@ -244,7 +258,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the ``sim`` subcommand from parsed arguments (see :func:`add_arguments`)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.list:
+        sys.stdout.write(format_scenario_list())
+        return 0
     try:
+        if args.scenario is None:
+            raise ScenarioError("give a SCENARIO (a name or a .yaml/.toml file); --list shows the named ones")
         sc = load_scenario(args.scenario)
         if args.seed is not None:
             sc = sc.replace(seed=args.seed)

@@ -17,11 +17,12 @@ ack, and resends everything open after a restart) only re-sends the latest ack. 
 cancels a command not yet delivered (it is then never executed) or still executing (its
 ``execute`` task is cancelled and CANCELLED is acked).
 
-The hook gets the simulator's high-level spelling, ``{"command_id", "command_type": <action>,
-"params": {...}}`` (see :func:`simulators.commands.parse_command`), so a simulated device is
-attached with ``CommandLink(nc, org, entity, device.handle_command)``; it returns an object with
-``accepted`` and ``reason`` (:class:`simulators.commands.CommandResult`). A runner attaches one
-link per device and stops them all at the end::
+The hook gets the delivery's action and params, ``{"command_id", "command_type": <action>,
+"params": {...}}``: the lab's vocabulary, which a simulated device reads with
+:func:`simulators.devices.command_handler.parse_command`. So a simulated device is attached with
+``CommandLink(nc, org, entity, device.handle_command)``; the hook returns an object with
+``accepted`` and ``reason`` (:class:`simulators.devices.command_handler.CommandResult`). A runner
+attaches one link per device and stops them all at the end::
 
     links = [CommandLink(nc, org, d.entity_id, lambda c, eid=d.entity_id: handle.command(eid, c))
              for d in devices]

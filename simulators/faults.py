@@ -24,30 +24,31 @@ duplicate      each message is sent twice with probability ``probability``; the 
 out_of_order   each message is held back by ``hold_s`` with probability ``probability``, so
                later messages overtake it
 malformed      each message is replaced by a broken one with probability ``probability``
-               (variants in :data:`MALFORMED_VARIANTS`; the lab must quarantine every one)
+               (variants in :data:`simulators.malformed.MALFORMED_VARIANTS`; the lab must
+               quarantine every one)
 ============== ================================================================================
 
-:class:`Link` applies the link-level faults to a device's outgoing messages, drawing from the
-device's own random generator, so a seeded run is reproducible. :func:`timeline_frame` gives
-the fault timeline as a pandas DataFrame (one row per fault and affected device).
+:class:`simulators.link.Link` applies the link-level faults to a device's outgoing messages;
+the fleet model (:mod:`simulators.model`) applies the others to the device.
+:func:`timeline_frame` gives the fault timeline as a pandas DataFrame (one row per fault and
+affected device).
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
 import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from overwatch_lab.errors import ScenarioError
-from overwatch_lab.protocol.envelopes import encode, format_timestamp
+from overwatch_lab.protocol.envelopes import format_timestamp
+from simulators.malformed import MALFORMED_VARIANTS
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 
@@ -68,20 +69,6 @@ class FaultKind(enum.StrEnum):
     MALFORMED = "malformed"
 
 
-MALFORMED_VARIANTS: tuple[str, ...] = (
-    "truncated",
-    "not_json",
-    "trailing_data",
-    "bad_schema_version",
-    "unknown_field",
-    "missing_field",
-    "identity_mismatch",
-    "bad_timestamp",
-    "bad_message_uid",
-    "unknown_message_type",
-)
-"""Ways a malformed message is broken; every one breaks WIRE.md (the last one fails projection)."""
-
 DEFAULT_PARAMS: MappingProxyType[FaultKind, MappingProxyType[str, Any]] = MappingProxyType(
     {
         FaultKind.LINK_LOSS: MappingProxyType({}),
@@ -101,26 +88,6 @@ DEFAULT_PARAMS: MappingProxyType[FaultKind, MappingProxyType[str, Any]] = Mappin
 """Parameters each kind accepts, with their defaults (seconds, ratios, probabilities)."""
 
 _FLOAT_PARAMS = {"delay_s", "jitter_s", "resistance_factor", "drain_s", "offset_s", "probability", "hold_s"}
-
-
-class Emission(NamedTuple):
-    """One message a device puts on the wire (or would, in a dry run).
-
-    Attributes:
-        subject: the NATS subject.
-        payload: the exact bytes.
-        msg_id: the ``Nats-Msg-Id`` header value, or None for no header.
-        kind: ``telemetry``, ``entity``, ``org`` or ``event``.
-        message_type: the MAVLink message name for telemetry (else the event type).
-        entity_id: the sending device ("" for an org event).
-    """
-
-    subject: str
-    payload: bytes
-    msg_id: str | None
-    kind: str
-    message_type: str
-    entity_id: str
 
 
 def _fail(path: str, problem: str) -> ScenarioError:
@@ -255,187 +222,22 @@ class Fault:
             "source": self.source,
         }
 
+    @classmethod
+    def from_description(cls, d: Mapping[str, Any]) -> Fault:
+        """Rebuild a fault from :meth:`describe` (e.g. after a trip through a pipe), validated again.
 
-# ---------------------------------------------------------------------------------------------
-# Malformed messages
-
-
-def malformed(variant: str, envelope: dict[str, Any], payload: bytes) -> bytes:
-    """Return a broken version of a telemetry message (``envelope`` is not modified).
-
-    Raises:
-        ValueError: unknown variant.
-    """
-    if variant == "truncated":
-        return payload[: max(1, len(payload) // 2)]
-    if variant == "not_json":
-        return b"\xff\xfe\x00 garbage from a noisy link"
-    if variant == "trailing_data":
-        return payload + b' {"again":1}'
-    env = dict(envelope)
-    if variant == "bad_schema_version":
-        env["schema_version"] = "0.9.0"
-    elif variant == "unknown_field":
-        env["debug_blob"] = "x"
-    elif variant == "missing_field":
-        del env["timestamp"]
-    elif variant == "identity_mismatch":
-        env["entity_id"] = f"{env['entity_id']}-imposter"[:128]
-    elif variant == "bad_timestamp":
-        env["timestamp"] = "0001-01-01T00:00:00Z"
-    elif variant == "bad_message_uid":
-        env["message_uid"] = "bad uid.with*wildcards"
-    elif variant == "unknown_message_type":
-        env["message_type"] = "SIM_GARBAGE"
-        env["message_id"] = 65000
-    else:
-        raise ValueError(f"unknown malformed variant {variant!r}")
-    return encode(env)
-
-
-# ---------------------------------------------------------------------------------------------
-# The link: link-level faults on one device's outgoing messages
-
-
-@dataclass(frozen=True, slots=True)
-class LinkEffects:
-    """The link-level faults active on one device at one moment."""
-
-    silent: bool = False
-    skew_s: float = 0.0
-    delay: tuple[float, float] | None = None  # (delay_s, jitter_s)
-    duplicate: tuple[float, bool] | None = None  # (probability, dedup_header)
-    out_of_order: tuple[float, float] | None = None  # (probability, hold_s)
-    malformed: tuple[float, str | None] | None = None  # (probability, variant)
-
-    @property
-    def clean(self) -> bool:
-        """True when nothing alters the messages."""
-        return (
-            not self.silent
-            and self.delay is None
-            and self.duplicate is None
-            and (self.out_of_order is None and self.malformed is None)
-        )
-
-
-def link_effects(active: Iterable[Fault]) -> LinkEffects:
-    """Combine the active faults of one device into :class:`LinkEffects` (first of each kind wins)."""
-    silent = False
-    skew = 0.0
-    delay = duplicate = out_of_order = bad = None
-    for f in active:
-        p = f.params
-        if f.kind in (FaultKind.LINK_LOSS, FaultKind.REBOOT):
-            silent = True
-        elif f.kind is FaultKind.CLOCK_SKEW:
-            skew += p["offset_s"]
-        elif f.kind is FaultKind.TELEMETRY_DELAY and delay is None:
-            delay = (p["delay_s"], p["jitter_s"])
-        elif f.kind is FaultKind.DUPLICATE and duplicate is None:
-            duplicate = (p["probability"], p["dedup_header"])
-        elif f.kind is FaultKind.OUT_OF_ORDER and out_of_order is None:
-            out_of_order = (p["probability"], p["hold_s"])
-        elif f.kind is FaultKind.MALFORMED and bad is None:
-            bad = (p["probability"], p["variant"])
-    return LinkEffects(silent, skew, delay, duplicate, out_of_order, bad)
-
-
-NO_EFFECTS = LinkEffects()
-
-
-@dataclass(slots=True)
-class LinkStats:
-    """What the link did to one device's messages."""
-
-    dropped: int = 0
-    duplicated: int = 0
-    delayed: int = 0
-    reordered: int = 0
-    malformed: int = 0
-
-
-class Link:
-    """A device's radio link: applies malformed/duplicate/delay/out-of-order/silence to its messages.
-
-    Messages held back (delay, out-of-order) wait in a heap keyed by release time and leave in
-    that order; a message released while the link is silent is lost.
-
-    Args:
-        rng: the device's random generator (the only source of randomness here).
-    """
-
-    __slots__ = ("_held", "_order", "rng", "stats")
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self._held: list[tuple[float, int, Emission]] = []
-        self._order = 0
-        self.stats = LinkStats()
-
-    @property
-    def held(self) -> int:
-        """Messages waiting to be released."""
-        return len(self._held)
-
-    def corrupt(self, fx: LinkEffects, envelope: dict[str, Any], em: Emission) -> Emission:
-        """Replace ``em`` by a malformed message when the malformed fault draws it."""
-        if fx.malformed is None:
-            return em
-        prob, variant = fx.malformed
-        if self.rng.random() >= prob:
-            return em
-        if variant is None:
-            variant = MALFORMED_VARIANTS[int(self.rng.integers(len(MALFORMED_VARIANTS)))]
-        self.stats.malformed += 1
-        return em._replace(payload=malformed(variant, envelope, em.payload))
-
-    def send(self, fx: LinkEffects, items: list[Emission], t_s: float) -> list[Emission]:
-        """Pass this tick's messages through the link; return those that go out now, in order.
-
-        Args:
-            fx: the active link effects.
-            items: the messages the device produced this tick.
-            t_s: scenario seconds now.
+        Raises:
+            ScenarioError: the description is not a valid fault.
         """
-        if fx is NO_EFFECTS and not self._held:
-            return items
-        rng = self.rng
-        out: list[Emission] = []
-        for em in items:
-            copies = [em]
-            if fx.duplicate is not None and rng.random() < fx.duplicate[0]:
-                self.stats.duplicated += 1
-                copies.append(em if fx.duplicate[1] else em._replace(msg_id=None))
-            for c in copies:
-                hold = 0.0
-                if fx.delay is not None:
-                    hold = fx.delay[0] + (fx.delay[1] * float(rng.random()) if fx.delay[1] > 0 else 0.0)
-                    self.stats.delayed += 1
-                if fx.out_of_order is not None and rng.random() < fx.out_of_order[0]:
-                    hold += fx.out_of_order[1]
-                    self.stats.reordered += 1
-                if hold > 0.0:
-                    self._order += 1
-                    heapq.heappush(self._held, (t_s + hold, self._order, c))
-                else:
-                    out.append(c)
-        if self._held:
-            released: list[Emission] = []
-            while self._held and self._held[0][0] <= t_s + 1e-9:
-                released.append(heapq.heappop(self._held)[2])
-            out = released + out
-        if fx.silent:
-            self.stats.dropped += len(out)
-            return []
-        return out
-
-    def clear(self) -> int:
-        """Drop every held message (the device rebooted); return how many."""
-        n = len(self._held)
-        self._held.clear()
-        self.stats.dropped += n
-        return n
+        return cls.make(
+            d["kind"],
+            d["start_s"],
+            d["duration_s"],
+            d["targets"],
+            params=d["params"],
+            fault_id=d["fault_id"],
+            source=d["source"],
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 :class:`FleetModel` owns the scenario clock (manual: it advances one tick per :meth:`step`),
 builds every device from the scenario and its seed, applies the fault timeline and timeline
-commands, and turns each device's due telemetry into wire-ready :class:`~simulators.faults.Emission`
+commands, and turns each device's due telemetry into wire-ready :class:`~simulators.emission.Emission`
 values (subject, exact bytes, ``Nats-Msg-Id``). It does no I/O: the runner publishes the
 emissions, a dry run hashes them. Pacing against the wall clock is the runner's business, so
 the emissions depend only on the scenario, its seed and the start time.
 
-Random streams: ``SeedSequence(seed)`` spawns a layout stream (random formations) and one
-stream per device, in fleet order. A model built for a slice of the devices (process mode)
-builds them all and keeps its slice, so each device behaves exactly as in a single process.
+The devices come from :func:`simulators.fleet_layout.build_devices` (one seed, every device).
+A model built for a slice of the devices (process mode) builds them all and keeps its slice,
+so each device behaves exactly as in a single process.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from overwatch_lab.errors import ScenarioError
 from overwatch_lab.protocol.envelopes import encode, format_timestamp, make_telemetry
@@ -34,23 +32,15 @@ from overwatch_lab.protocol.subjects import (
     telemetry_subject,
 )
 from simulators import behaviours as bh
-from simulators import kinematics as k
 from simulators.clock import SimClock
-from simulators.commands import CommandResult
-from simulators.devices import KINDS, Device, make_device
-from simulators.devices.base import MessageSchedule
-from simulators.faults import (
-    NO_EFFECTS,
-    Emission,
-    Fault,
-    FaultKind,
-    Link,
-    LinkEffects,
-    link_effects,
-    timeline_frame,
-)
+from simulators.devices import Device
+from simulators.devices.command_handler import CommandResult
+from simulators.emission import Emission
+from simulators.faults import Fault, FaultKind, timeline_frame
+from simulators.fleet_layout import build_devices
+from simulators.link import NO_EFFECTS, Link, LinkEffects, link_effects
+from simulators.message_schedule import MessageSchedule
 from simulators.scenario import DEFAULT_START_EPOCH_S, Scenario, merged_rates
-from simulators.scenario_specs import FleetSpec
 from simulators.telemetry import BUILDERS
 
 if TYPE_CHECKING:
@@ -76,115 +66,6 @@ def run_tag(start_epoch_s: float) -> str:
         out = _B36[r] + out
         if n == 0:
             return out
-
-
-def formation_offsets(
-    formation: str, n: int, spacing_m: float, heading_deg: float, rng: np.random.Generator
-) -> list[tuple[float, float]]:
-    """Return (north_m, east_m) offsets of ``n`` devices from the anchor, oriented along the heading."""
-    pts: list[tuple[float, float]] = []  # (along, across)
-    if formation == "grid":
-        cols = math.ceil(math.sqrt(n))
-        rows = math.ceil(n / cols)
-        for i in range(n):
-            r, c = divmod(i, cols)
-            pts.append((-(r - (rows - 1) / 2.0) * spacing_m, (c - (cols - 1) / 2.0) * spacing_m))
-    elif formation == "line":
-        pts = [(0.0, (i - (n - 1) / 2.0) * spacing_m) for i in range(n)]
-    elif formation == "column":
-        pts = [(-(i - (n - 1) / 2.0) * spacing_m, 0.0) for i in range(n)]
-    elif formation == "circle":
-        radius = max(spacing_m, spacing_m * n / (2.0 * math.pi)) if n > 1 else 0.0
-        pts = [
-            (radius * math.cos(2 * math.pi * i / n), radius * math.sin(2 * math.pi * i / n)) for i in range(n)
-        ]
-    elif formation == "random":
-        radius = spacing_m * math.sqrt(n)
-        u = rng.random((n, 2))
-        pts = [
-            (
-                radius * math.sqrt(a) * math.cos(2 * math.pi * b),
-                radius * math.sqrt(a) * math.sin(2 * math.pi * b),
-            )
-            for a, b in u.tolist()
-        ]
-    else:
-        raise ScenarioError(f"formation {formation!r} is unknown")
-    h = math.radians(heading_deg)
-    ch, sh = math.cos(h), math.sin(h)
-    return [(a * ch - c * sh, a * sh + c * ch) for a, c in pts]
-
-
-def _strip(
-    box: tuple[float, float, float, float], i: int, n: int, along: str
-) -> tuple[float, float, float, float]:
-    s, w, north, e = box
-    if along == "ns":
-        width = (e - w) / n
-        return s, w + i * width, north, w + (i + 1) * width
-    height = (north - s) / n
-    return s + i * height, w, s + (i + 1) * height, e
-
-
-def build_behaviour(sc: Scenario, fleet: FleetSpec, dev: Device, i: int) -> bh.Behaviour:
-    """Return the initial behaviour of device ``i`` of ``fleet`` (see the scenario docstring)."""
-    spec = fleet.behaviour
-    p = spec.params
-    ground = dev.ground_alt_msl_m
-    if not dev.spec.airborne_kind:
-        alt = ground
-    elif "alt_m" in p:
-        alt = ground + p["alt_m"]
-    elif dev.airborne:
-        alt = dev.alt_msl_m
-    else:
-        alt = ground + dev.spec.default_agl_m
-
-    def wp_alt(a: float | None) -> float:
-        if not dev.spec.airborne_kind:
-            return ground
-        return alt if a is None else ground + a
-
-    speed = p.get("speed_mps")
-    t = spec.type
-    if t == "hold":
-        return bh.Hold(bh.Waypoint(dev.lat, dev.lon, alt))
-    if t == "goto":
-        to = p["to"]
-        return bh.Goto(bh.Waypoint(to[0], to[1], wp_alt(to[2] if len(to) == 3 else None)), speed)
-    if t == "route":
-        if "route" in p:
-            route = sc.routes[p["route"]]
-            raw, loop = route.waypoints, route.loop
-        else:
-            raw, loop = p["waypoints"], False
-        loop = p.get("loop", loop)
-        wps = [bh.Waypoint(lat, lon, wp_alt(a)) for lat, lon, a in raw]
-        r = bh.Route(wps, loop=loop, speed_mps=speed)
-        if p.get("stagger", False):
-            r.index = i % len(wps)
-        return r
-    if t == "orbit":
-        lat, lon = p.get("center", sc.area.center)
-        return bh.Orbit(
-            bh.Waypoint(lat, lon, alt),
-            p.get("radius_m", 100.0),
-            clockwise=p.get("clockwise", True),
-            speed_mps=speed,
-        )
-    if t == "patrol":
-        box = p.get("box", sc.area.box)
-        along = p.get("along", "ns")
-        if p.get("split", True) and fleet.count > 1:
-            box = _strip(box, i, fleet.count, along)
-        return bh.Patrol(
-            *box, alt_msl_m=alt, spacing_m=p.get("spacing_m", 100.0), along_ns=along == "ns", speed_mps=speed
-        )
-    if t == "rtl":
-        return bh.ReturnToLaunch()
-    if t == "land":
-        return bh.Land()
-    return bh.Idle()
 
 
 @dataclass(slots=True)
@@ -226,13 +107,7 @@ class FleetModel:
         self.bytes_sent = 0
         self.command_log: list[tuple[float, str, CommandResult]] = []
         self.started = False
-        root = np.random.SeedSequence(scenario.seed)
-        layout_ss, devices_ss = root.spawn(2)
-        layout = np.random.default_rng(layout_ss)
-        seeds = devices_ss.spawn(scenario.device_count)
-        every: list[Device] = []
-        for fleet in scenario.fleets:
-            every.extend(self._build_fleet(fleet, layout, seeds[len(every) : len(every) + fleet.count]))
+        every = build_devices(scenario, self.clock)
         chosen = range(len(every)) if members is None else sorted(set(members))
         self.all_ids = [d.entity_id for d in every]
         self._slots: list[_Slot] = []
@@ -253,52 +128,6 @@ class FleetModel:
         for f in scenario.faults:
             self.add_fault(f)
         self._commands = collections.deque(e for e in scenario.timeline if e.command is not None)
-
-    def _build_fleet(
-        self, fleet: FleetSpec, layout: np.random.Generator, seeds: list[np.random.SeedSequence]
-    ) -> list[Device]:
-        sc = self.scenario
-        anchor = fleet.at or sc.area.center
-        ground = (
-            fleet.ground_alt_m
-            if fleet.ground_alt_m is not None
-            else (0.0 if fleet.kind == "usv" else sc.area.ground_alt_m)
-        )
-        spec = KINDS[fleet.kind][1]
-        offsets = formation_offsets(fleet.formation, fleet.count, fleet.spacing_m, fleet.heading_deg, layout)
-        flying = fleet.behaviour.type != "idle"
-        if fleet.alt_m is not None:
-            agl = fleet.alt_m
-        else:
-            agl = spec.default_agl_m if (flying and spec.airborne_kind) else 0.0
-        out = []
-        base_index = sum(f.count for f in sc.fleets[: sc.fleets.index(fleet)])
-        for i, (eid, (dn, de), ss) in enumerate(zip(fleet.entity_ids(), offsets, seeds, strict=True)):
-            rng = np.random.default_rng(ss)
-            lo, hi = fleet.battery_pct
-            battery = lo + (hi - lo) * float(rng.random()) if hi > lo else lo
-            lat, lon = k.offset(anchor[0], anchor[1], dn, de)
-            dev = make_device(
-                fleet.kind,
-                entity_id=eid,
-                org_id=fleet.org,
-                clock=self.clock,
-                rng=rng,
-                lat=lat,
-                lon=lon,
-                ground_alt_msl_m=ground,
-                alt_agl_m=agl,
-                heading_deg=fleet.heading_deg,
-                name=f"{fleet.name} #{i + 1}",
-                system_id=(base_index + i) % 254 + 1,
-                battery_pct=battery,
-                armed=flying and spec.moves,
-                cruise_speed_mps=fleet.speed_mps,
-                fleet=fleet.name,
-            )
-            dev.behaviour = build_behaviour(sc, fleet, dev, i)
-            out.append(dev)
-        return out
 
     # ------------------------------------------------------------------ views
     @property

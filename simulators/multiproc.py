@@ -15,11 +15,8 @@ Lifetime: workers are daemonic (they end when the parent exits normally) and ask
 signal when the *thread* that started them exits: start them from a thread that outlives the
 run (the notebook's or the lab's event loop thread).
 
-Control and counts travel over one ``multiprocessing`` pipe per worker (tuples, pickled):
-parent → worker ``("go", start_epoch_s)``, ``("pause",)``, ``("play",)``, ``("speed", x)``,
-``("inject", fault_dict)``, ``("command", req_id, entity_id, command)``, ``("stop",)``;
-worker → parent ``("ready", n)``, ``("stats", dict)``, ``("result", req_id, dict)``,
-``("done", dict)``, ``("error", text)``.
+The worker side, and the pipe protocol between parent and workers, is
+:mod:`simulators.process_worker`.
 """
 
 from __future__ import annotations
@@ -27,20 +24,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from overwatch_lab.errors import BrokerError, LabStateError, ScenarioError
-from simulators.commands import CommandResult
+from simulators.devices.command_handler import CommandResult
 from simulators.faults import Fault, timeline_frame
-from simulators.runner import REGISTER_TIMEOUT_S, Progress, now_epoch_ms
+from simulators.process_worker import worker_main
+from simulators.registration import REGISTER_TIMEOUT_S, now_epoch_ms
+from simulators.runner import Progress
 from simulators.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -48,11 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATS_EVERY_S = 0.5
 READY_TIMEOUT_S = 60.0  # spawn + imports + connect, per worker, on a slow machine
 STOP_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0  # a worker may still be registering its devices (runner.REGISTER_TIMEOUT_S)
-_PR_SET_PDEATHSIG = 1
 _WORKER_KEYS = (
     "devices",
     "sim_time_s",
@@ -64,147 +59,6 @@ _WORKER_KEYS = (
     "max_lag_s",
     "state",
 )
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def worker_main(
-    conn: Connection,
-    scenario_data: dict[str, Any],
-    members: list[int],
-    url: str,
-    token: str | None,
-    speed: float,
-    duration_s: float | None,
-    index: int,
-    parent_pid: int,
-    log_level: int,
-    register_timeout_s: float | None = None,
-) -> None:
-    """Entry point of one worker process (runs its own event loop)."""
-    _die_with_parent(parent_pid)
-    logging.basicConfig(
-        level=log_level, format=f"%(asctime)s sim-worker-{index} %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        asyncio.run(
-            _worker(conn, scenario_data, members, url, token, speed, duration_s, index, register_timeout_s)
-        )
-    except BaseException as exc:  # report anything (even KeyboardInterrupt) to the parent, then exit
-        with contextlib.suppress(OSError, ValueError):
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
-
-
-async def _worker(
-    conn: Connection,
-    scenario_data: dict[str, Any],
-    members: list[int],
-    url: str,
-    token: str | None,
-    speed: float,
-    duration_s: float | None,
-    index: int,
-    register_timeout_s: float | None,
-) -> None:
-    from overwatch_lab.broker.connect import connect
-    from simulators.runner import run_scenario
-
-    scenario = Scenario.from_dict(scenario_data)
-    nc = await connect(url, token=token, name=f"overwatch-lab-sim-{index}")
-    loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=10_000)
-
-    def readable() -> None:
-        try:
-            while conn.poll():
-                inbox.put_nowait(conn.recv())
-        except (EOFError, OSError):  # the parent is gone
-            loop.remove_reader(conn.fileno())
-            inbox.put_nowait(("stop",))
-
-    loop.add_reader(conn.fileno(), readable)
-    try:
-        conn.send(("ready", len(members)))
-        first = await inbox.get()
-        if first[0] != "go":
-            return
-        handle = await run_scenario(
-            scenario,
-            nc,
-            speed=speed,
-            duration_s=duration_s,
-            start_epoch_s=first[1],
-            members=members,
-            register_timeout_s=register_timeout_s,
-        )
-        ended = asyncio.ensure_future(handle.ended.wait())
-        while not handle.done:
-            getter = asyncio.ensure_future(inbox.get())
-            await asyncio.wait({getter, ended}, timeout=STATS_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
-                conn.send(("stats", handle.stats()))
-                continue
-            msg = getter.result()
-            op = msg[0]
-            if op == "stop":
-                break
-            if op == "pause":
-                handle.pause()
-            elif op == "play":
-                handle.play()
-            elif op == "speed":
-                handle.set_speed(msg[1])
-            elif op == "inject":
-                fault = _fault_from(msg[1])
-                handle.model.add_fault(fault)
-            elif op == "command":
-                _, req_id, entity_id, command = msg
-                try:
-                    res = handle.command(entity_id, command)
-                    conn.send(("result", req_id, _result_dict(res)))
-                except KeyError:
-                    conn.send(
-                        ("result", req_id, {"command_id": "", "accepted": False, "reason": "unknown entity"})
-                    )
-        ended.cancel()
-        final = await handle.stop()
-        conn.send(("done", final))
-    finally:
-        loop.remove_reader(conn.fileno())
-        with contextlib.suppress(Exception):
-            await nc.drain()
-
-
-def _fault_from(d: dict[str, Any]) -> Fault:
-    return Fault.make(
-        d["kind"],
-        d["start_s"],
-        d["duration_s"],
-        d["targets"],
-        params=d["params"],
-        fault_id=d["fault_id"],
-        source=d["source"],
-    )
-
-
-def _result_dict(r: CommandResult) -> dict[str, Any]:
-    return {
-        "command_id": r.command_id,
-        "accepted": r.accepted,
-        "reason": r.reason,
-        "behaviour": r.behaviour,
-        "duplicate": r.duplicate,
-    }
 
 
 class ProcessRunHandle:
@@ -374,9 +228,7 @@ class ProcessRunHandle:
         self._conns[i].send(("command", self._req, entity_id, command))
         async with asyncio.timeout(COMMAND_TIMEOUT_S):
             d = await fut
-        return CommandResult(
-            d["command_id"], d["accepted"], d.get("reason", ""), d.get("behaviour"), d.get("duplicate", False)
-        )
+        return CommandResult(**d)
 
     async def stop(self) -> dict[str, Any]:
         """Stop every worker, wait for their final counts, reap the processes; return the totals."""

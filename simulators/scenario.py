@@ -2,7 +2,7 @@
 
 A scenario is plain data (frozen dataclasses). Write it in Python (``Scenario.from_dict`` or
 the constructors; see ``simulators/fleets/``), or load it from YAML or TOML with
-:func:`load_scenario`. Every problem raises :class:`~overwatch_lab.errors.ScenarioError` naming
+:func:`simulators.catalog.load_scenario` (which also finds the named ones). Every problem raises :class:`~overwatch_lab.errors.ScenarioError` naming
 the field path, e.g. ``fleets[1].kind: 'tank' is not one of multirotor, fixed_wing, ...``.
 
 File layout (YAML; TOML uses the same keys with ``[[fleets]]`` and ``[[timeline]]`` tables)::
@@ -35,34 +35,35 @@ File layout (YAML; TOML uses the same keys with ``[[fleets]]`` and ``[[timeline]
     timeline:
       - {at_s: 60, fault: link_loss, duration_s: 20, targets: [isr-001]}
       - {at_s: 90, command: rtl, targets: [isr]}
+      - {at_s: 120, command: goto, targets: [isr-000], params: {lat: 47.61, lon: -122.3, alt_m: 40}}
 
 Altitudes in a scenario (``alt_m``, the third value of a waypoint) are metres above the ground
 at the device's start point. Behaviour types: hold, goto (``to``), route (``route`` name or
 ``waypoints``; ``stagger`` starts device i at waypoint i), orbit (``center``, ``radius_m``,
 ``clockwise``), patrol (``box`` default the area, ``spacing_m``, ``split`` into one strip per
-device, ``along`` ns|ew), rtl, land, idle.
+device, ``along`` ns|ew), rtl, land, idle. Timeline commands are the lab's actions with their
+params (goto, rtl, land, hold, set_mode, arm, disarm, set_speed, follow_route, orbit; see
+:mod:`overwatch_lab.protocol.command_actions`), exactly as the lab would deliver them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from overwatch_lab.errors import ScenarioError
+from simulators import scenario_fields as check
 from simulators.devices import KINDS
 from simulators.faults import Fault, timeline_frame
-from simulators.scenario_parse import _mapping, _parse_fields, _validate
+from simulators.scenario_parse import parse_fields
 from simulators.scenario_specs import Area, FleetSpec, OrgSpec, RouteSpec, TimelineEntry
-from simulators.telemetry import DEFAULT_RATES_HZ
+from simulators.telemetry import BUILDERS, DEFAULT_RATES_HZ
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +104,60 @@ class Scenario:
     description: str = ""
 
     def __post_init__(self) -> None:
-        _validate(self)
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-field checks (run for every scenario, parsed or built in Python)."""
+        if not self.fleets:
+            raise check.fail("fleets", "needs at least one fleet")
+        org_ids = [o.org_id for o in self.orgs]
+        if len(set(org_ids)) != len(org_ids):
+            raise check.fail("orgs", f"org_id values must be unique, got {org_ids}")
+        names: set[str] = set()
+        ids: set[str] = set()
+        for i, f in enumerate(self.fleets):
+            if f.name in names:
+                raise check.fail(f"fleets[{i}].name", f"{f.name!r} is used by another fleet")
+            names.add(f.name)
+            if f.org not in org_ids:
+                raise check.fail(
+                    f"fleets[{i}].org", f"{f.org!r} is not one of the orgs ({', '.join(org_ids)})"
+                )
+            if f.kind not in KINDS:
+                raise check.fail(f"fleets[{i}].kind", f"{f.kind!r} is not one of {', '.join(KINDS)}")
+            fleet_ids = f.entity_ids()
+            for eid in fleet_ids:
+                check.token(eid, f"fleets[{i}].id_prefix (entity id {eid})")
+                if eid in ids:
+                    raise check.fail(
+                        f"fleets[{i}].id_prefix", f"entity id {eid!r} is also made by another fleet"
+                    )
+                ids.add(eid)
+            for eid in f.device_rates:
+                if eid not in fleet_ids:
+                    raise check.fail(f"fleets[{i}].device_rates.{eid}", "is not an entity of this fleet")
+            route = f.behaviour.params.get("route")
+            if route is not None and route not in self.routes:
+                raise check.fail(
+                    f"fleets[{i}].behaviour.route",
+                    f"{route!r} is not one of the routes ({', '.join(self.routes) or 'none'})",
+                )
+            if not KINDS[f.kind][1].moves and f.behaviour.type not in ("hold", "idle"):
+                raise check.fail(
+                    f"fleets[{i}].behaviour.type", f"a {f.kind} cannot move ({f.behaviour.type!r}); use hold"
+                )
+        known = names | ids | set(org_ids) | {"*"}
+        for i, e in enumerate(self.timeline):
+            for j, t in enumerate(e.targets):
+                if t not in known:
+                    raise check.fail(
+                        f"timeline[{i}].targets[{j}]", f"{t!r} matches no fleet, org or entity id"
+                    )
+        for mtype in self.rates:
+            if mtype not in BUILDERS:
+                raise check.fail(
+                    f"rates.{mtype}", f"is not a message the simulator sends ({', '.join(BUILDERS)})"
+                )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -114,7 +168,7 @@ class Scenario:
             ScenarioError: any invalid field; the message starts with the field path.
         """
         try:
-            return Scenario(**_parse_fields(data))
+            return Scenario(**parse_fields(data))
         except ScenarioError as exc:
             if source:
                 raise ScenarioError(f"{source}: {exc}") from None
@@ -131,7 +185,7 @@ class Scenario:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ScenarioError(f"{source}: not valid YAML: {exc}") from None
-        return cls.from_dict(_mapping(data, source or "scenario"), source=source)
+        return cls.from_dict(check.mapping(data, source or "scenario"), source=source)
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "<toml>") -> Scenario:
@@ -196,27 +250,6 @@ class Scenario:
         """Return the scenario's fault timeline (see :func:`simulators.faults.timeline_frame`)."""
         start = start_epoch_s if start_epoch_s is not None else (self.start_epoch_s or DEFAULT_START_EPOCH_S)
         return timeline_frame(self.faults, [(e, f, o) for e, f, o, _ in self.devices()], start)
-
-    def telemetry_hash(self, duration_s: float, *, start_epoch_s: float | None = None) -> str:
-        """Run the scenario without NATS for ``duration_s`` and hash every message it sends.
-
-        The sha256 covers subject, ``Nats-Msg-Id`` and payload of every emission (registration,
-        device events and telemetry, faults included), in emission order. It depends only on
-        the scenario, its seed and the start time (``start_epoch_s``, else the scenario's, else
-        :data:`DEFAULT_START_EPOCH_S`): never on the machine or a speed factor.
-        """
-        from simulators.model import FleetModel
-
-        model = FleetModel(self, start_epoch_s=start_epoch_s)
-        digest = hashlib.sha256()
-        for em in model.run_dry(duration_s):
-            digest.update(em.subject.encode())
-            digest.update(b"\x00")
-            digest.update((em.msg_id or "").encode())
-            digest.update(b"\x00")
-            digest.update(len(em.payload).to_bytes(4, "big"))
-            digest.update(em.payload)
-        return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -300,42 +333,6 @@ def _to_plain(sc: Scenario) -> dict[str, Any]:
     if sc.duration_s is not None:
         out["duration_s"] = sc.duration_s
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading by name or path
-
-
-def load_scenario(ref: str | Path | Scenario) -> Scenario:
-    """Return a scenario from a named fleet module, a YAML/TOML file, or a Scenario (as is).
-
-    Args:
-        ref: a name in ``simulators.fleets`` (e.g. ``small_isr_patrol``; dashes allowed), a
-            ``.yaml``/``.yml``/``.toml`` path, or a :class:`Scenario`.
-
-    Raises:
-        ScenarioError: unknown name, unreadable file, or an invalid scenario.
-    """
-    if isinstance(ref, Scenario):
-        return ref
-    path = Path(ref)
-    if path.suffix.lower() in (".yaml", ".yml", ".toml"):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ScenarioError(f"{path}: cannot read the scenario file ({exc.strerror})") from None
-        if path.suffix.lower() == ".toml":
-            return Scenario.from_toml(text, source=str(path))
-        return Scenario.from_yaml(text, source=str(path))
-    from simulators.fleets import NAMED
-
-    name = str(ref).replace("-", "_")
-    if name not in NAMED:
-        raise ScenarioError(
-            f"unknown scenario {str(ref)!r}: not a .yaml/.toml file nor one of {', '.join(NAMED)}"
-        )
-    module = importlib.import_module(f"simulators.fleets.{name}")
-    return module.scenario()
 
 
 def merged_rates(sc: Scenario, fleet: FleetSpec, entity_id: str) -> dict[str, float]:

@@ -67,8 +67,8 @@ async def _devices_main(url: str, token: str, org: str, entities: list[str]) -> 
     """Run one CommandLink per entity plus a raw request/reply responder each, until stdin closes."""
     import nats
 
+    from simulators import CommandResult
     from simulators.command_link import CommandLink
-    from simulators.commands import CommandResult
 
     nc = await nats.connect(url, token=token or None, pending_size=64 * 1024 * 1024)
     links = [

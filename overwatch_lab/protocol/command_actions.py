@@ -56,6 +56,27 @@ _REQUIRED: Mapping[Action, frozenset[str]] = {
     Action.FOLLOW_ROUTE: frozenset({"waypoints"}),
 }
 
+PARAM_DOCS: Mapping[str, str] = {
+    "lat": "degrees, -90..90 (given with lon)",
+    "lon": "degrees, -180..180 (given with lat)",
+    "alt_m": "metres above home, -500..20000",
+    "alt_msl_m": "metres above mean sea level, -500..20000 (instead of alt_m)",
+    "speed_mps": f"m/s, 0.1..{MAX_SPEED_MPS:g}",
+    "radius_m": f"metres, 1..{MAX_RADIUS_M:g} (default 50)",
+    "clockwise": "true or false (default true)",
+    "loop": "true or false: start again after the last waypoint",
+    "force": "true or false: even when it is unsafe (MAVLink force, 21196)",
+    "waypoints": f"1..{MAX_WAYPOINTS} points, each [lat, lon] or [lat, lon, alt_m]",
+    "mode": "ArduCopter mode name, e.g. LOITER or RTL",
+    "custom_mode": "ArduCopter custom_mode number (instead of mode)",
+}
+"""What each action param means: unit and range (the values :func:`validate_params` accepts)."""
+
+
+def action_params(action: Action) -> tuple[frozenset[str], frozenset[str]]:
+    """Return the (allowed, required) param names of ``action``, as :func:`validate_params` checks them."""
+    return _PARAMS[action], _REQUIRED.get(action, frozenset())
+
 
 def _number(params: Mapping[str, Any], key: str, lo: float, hi: float) -> float:
     v = params[key]

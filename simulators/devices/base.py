@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from simulators import battery as bat
 from simulators import behaviours as bh
 from simulators import kinematics as k
-from simulators.commands import CommandResult, Intent, parse_command
+from simulators.devices.command_handler import CommandHandler, CommandResult
+from simulators.devices.gps import GpsReceiver
+from simulators.devices.spec import KindSpec
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from simulators.clock import SimClock
 
 # MAVLink enums used here (common.xml).
@@ -45,103 +47,8 @@ MAV_VTOL_STATE_FW = 4
 
 AIRBORNE_AGL_M = 0.3  # above this height an aircraft counts as airborne
 TAKEOFF_CLEAR_M = 2.0  # a hover kind climbs this high before it moves sideways
-GPS_DROPOUT_DRIFT_MPS = 0.4  # dead-reckoning drift of the position estimate without GPS
-EXECUTED_MEMORY = 10_000  # command_ids remembered for at-most-once execution
-MOTOR_FAIL_DESCENT_FACTOR = 1.5
-TERMINAL_EVERY_TICKS = 10  # re-solve the battery's voltage/current at least this often  # forced landing descends this much faster than max_descent
-
-
-@dataclass(frozen=True, slots=True)
-class KindSpec:
-    """Limits and constants of one device kind.
-
-    Attributes:
-        kind: short kind name used in scenarios (``multirotor``, ``fixed_wing`` ...).
-        entity_type: the WIRE.md entity_type.
-        mav_type: HEARTBEAT ``type`` (MAV_TYPE).
-        airborne_kind: an aircraft (has altitude dynamics); ground kinds keep to the ground.
-        can_hover: can stop in the air (multirotor, VTOL) or on the ground (ground kinds).
-        moves: False for a fixed sensor platform.
-        cruise_speed_mps / max_speed_mps: default and top ground speed.
-        min_speed_mps: minimum airspeed while airborne (fixed wing stall margin), else 0.
-        accel_mps2: horizontal acceleration and braking.
-        max_climb_mps / max_descent_mps: vertical speed limits.
-        max_turn_rate_dps: turn rate limit (at low speed for a VTOL).
-        fw_turn_rate_dps: turn rate in wing-borne flight (VTOL above ``transition_speed_mps``).
-        transition_speed_mps: VTOL switches to wing-borne flight above this (0: not a VTOL).
-        max_bank_deg: bank angle limit used for the attitude.
-        loiter_radius_m: radius a fixed wing circles a held point at.
-        acceptance_m: waypoint acceptance radius (a fixed wing also uses 2x its turn radius).
-        default_agl_m: default operating height above ground (0 for ground kinds).
-        battery: the pack.
-        idle_w: avionics power, always drawn.
-        hover_w: propulsion power airborne at zero speed (hovering), or 0.
-        cruise_w: extra propulsion power at cruise speed.
-        speed_exponent: propulsion grows with (speed / cruise) ** this.
-        climb_w_per_mps: extra power per m/s of climb.
-        max_w: propulsion power at 100 % throttle.
-        failsafe_rtl_pct / failsafe_land_pct: battery failsafe thresholds (-1 disables).
-    """
-
-    kind: str
-    entity_type: str
-    mav_type: int
-    airborne_kind: bool
-    can_hover: bool
-    moves: bool
-    cruise_speed_mps: float
-    max_speed_mps: float
-    min_speed_mps: float
-    accel_mps2: float
-    max_climb_mps: float
-    max_descent_mps: float
-    max_turn_rate_dps: float
-    fw_turn_rate_dps: float
-    transition_speed_mps: float
-    max_bank_deg: float
-    loiter_radius_m: float
-    acceptance_m: float
-    default_agl_m: float
-    battery: bat.BatterySpec
-    idle_w: float
-    hover_w: float
-    cruise_w: float
-    speed_exponent: float
-    climb_w_per_mps: float
-    max_w: float
-    failsafe_rtl_pct: int = 20
-    failsafe_land_pct: int = 8
-
-
-@dataclass(slots=True)
-class MessageSchedule:
-    """When a device sends each telemetry message: ``slots[tick % period]`` lists the types due."""
-
-    period: int
-    slots: list[tuple[str, ...]] = field(default_factory=list)
-
-    @classmethod
-    def build(cls, rates_hz: dict[str, float], tick_hz: float, rng: np.random.Generator) -> MessageSchedule:
-        """Build the schedule: each type every ``round(tick_hz / rate)`` ticks at a random phase.
-
-        The phase spreads a fleet's messages over the ticks instead of sending them all at once.
-        """
-        periods: dict[str, int] = {}
-        for mtype in sorted(rates_hz):
-            rate = rates_hz[mtype]
-            if rate > 0:
-                periods[mtype] = max(1, round(tick_hz / rate))
-        period = math.lcm(*periods.values()) if periods else 1
-        slots: list[list[str]] = [[] for _ in range(period)]
-        for mtype, p in periods.items():
-            phase = int(rng.integers(p))
-            for t in range(phase, period, p):
-                slots[t].append(mtype)
-        return cls(period, [tuple(s) for s in slots])
-
-    def due(self, tick: int) -> tuple[str, ...]:
-        """Return the message types due at ``tick``."""
-        return self.slots[tick % self.period]
+MOTOR_FAIL_DESCENT_FACTOR = 1.5  # a forced landing descends this much faster than max_descent
+TERMINAL_EVERY_TICKS = 10  # re-solve the battery's voltage/current at least this often
 
 
 class Device:
@@ -231,14 +138,7 @@ class Device:
         self._terminal_factor = 1.0
         self._failsafe = 0  # 0 none, 1 rtl done, 2 land done
         # GPS
-        self.gps_mode = "ok"  # ok | degraded | dropout
-        self.gps_sats = int(rng.integers(10, 17))
-        self.gps_eph_cm = int(rng.integers(70, 130))
-        self.gps_epv_cm = int(self.gps_eph_cm * 1.6)
-        self.drift_n_m = 0.0
-        self.drift_e_m = 0.0
-        self._drift_dir_rad = 0.0
-        self.last_fix = (lat, lon, self.alt_msl_m)
+        self.gps = GpsReceiver(rng, lat, lon, self.alt_msl_m)
         # boot
         self.boot_epoch_s = clock.now()
         self.boot_count = 1
@@ -250,7 +150,7 @@ class Device:
                 else bh.Idle()
             )
         self.behaviour: bh.Behaviour = behaviour
-        self.executed: collections.OrderedDict[str, CommandResult] = collections.OrderedDict()
+        self.commands = CommandHandler(self)
         self.seq = 0
 
     def __repr__(self) -> str:
@@ -264,6 +164,10 @@ class Device:
     def cruise_speed_mps(self) -> float:
         """Current cruise speed (the kind's default unless changed by ``set_speed``)."""
         return self._cruise if self._cruise is not None else self.spec.cruise_speed_mps
+
+    @cruise_speed_mps.setter
+    def cruise_speed_mps(self, speed_mps: float) -> None:
+        self._cruise = speed_mps
 
     @property
     def alt_agl_m(self) -> float:
@@ -353,7 +257,7 @@ class Device:
             self.armed = False  # down without power: disarm where it came down
             self.behaviour = bh.Idle()
         self._power(dt, self._propulsion_w())
-        self._gps_drift(dt)
+        self.gps.drift(dt)
 
     def _unpowered_guidance(self) -> bh.Guidance:
         if self.spec.airborne_kind and self.airborne and not self.spec.can_hover:
@@ -503,51 +407,23 @@ class Device:
         self.consumed_mah += i * dt / 3.6
         self.energy_hj += self.power_w * dt / 100.0
 
-    def _gps_drift(self, dt: float) -> None:
-        if self.gps_mode == "dropout":
-            step = GPS_DROPOUT_DRIFT_MPS * dt
-            self.drift_n_m += step * math.cos(self._drift_dir_rad)
-            self.drift_e_m += step * math.sin(self._drift_dir_rad)
-
     # ------------------------------------------------------------------ GPS
+    @property
+    def gps_mode(self) -> str:
+        """The GPS receiver's mode: ``ok``, ``degraded`` or ``dropout``."""
+        return self.gps.mode
+
     def set_gps_mode(self, mode: str) -> None:
         """Switch the GPS receiver between ``ok``, ``degraded`` and ``dropout``."""
-        if mode == self.gps_mode:
-            return
-        if mode == "dropout":
-            self._drift_dir_rad = float(self.rng.uniform(0.0, 2.0 * math.pi))
-            self.last_fix = (self.lat, self.lon, self.alt_msl_m)
-        else:
-            self.drift_n_m = self.drift_e_m = 0.0
-        self.gps_mode = mode
+        self.gps.set_mode(mode, self.lat, self.lon, self.alt_msl_m)
 
     def estimated_position(self) -> tuple[float, float]:
         """Return the position the autopilot believes (the truth plus dead-reckoning drift without GPS)."""
-        if self.drift_n_m == 0.0 and self.drift_e_m == 0.0:
-            return self.lat, self.lon
-        return k.offset(self.lat, self.lon, self.drift_n_m, self.drift_e_m)
+        return self.gps.estimate(self.lat, self.lon)
 
     def gps_sample(self) -> tuple[int, float, float, float, int, int, int]:
         """Draw one GPS_RAW_INT reading: (fix_type, lat, lon, alt_msl_m, eph_cm, epv_cm, satellites)."""
-        rng = self.rng
-        if self.gps_mode == "dropout":
-            lat, lon, alt = self.last_fix
-            return 1, lat, lon, alt, 65535, 65535, int(rng.integers(0, 4))
-        if self.gps_mode == "degraded":
-            sats = int(rng.integers(4, 7))
-            eph = int(rng.integers(300, 1500))
-            noise = eph / 100.0 / 2.0
-        else:
-            self.gps_sats = int(min(18, max(8, self.gps_sats + int(rng.integers(-1, 2)))))
-            self.gps_eph_cm = int(min(150, max(60, self.gps_eph_cm + int(rng.integers(-8, 9)))))
-            sats, eph = self.gps_sats, self.gps_eph_cm
-            noise = eph / 100.0 / 4.0
-        dn, de, du = rng.normal(0.0, noise, 3)
-        lat, lon = k.offset(self.lat, self.lon, float(dn), float(de))
-        alt = self.alt_msl_m + 1.5 * float(du)
-        fix = 2 if self.gps_mode == "degraded" else 3
-        self.last_fix = (lat, lon, alt)
-        return fix, lat, lon, alt, eph, int(eph * 1.6), sats
+        return self.gps.sample(self.lat, self.lon, self.alt_msl_m)
 
     # ------------------------------------------------------------------ boot
     def reboot(self) -> None:
@@ -560,121 +436,14 @@ class Device:
         return max(0, round((self.clock.now() - self.boot_epoch_s) * 1000.0)) & 0xFFFFFFFF
 
     # ------------------------------------------------------------------ commands
-    def handle_command(self, command: dict[str, Any]) -> CommandResult:
-        """Execute a command at most once per ``command_id``; map it onto a behaviour.
+    def handle_command(self, command: Mapping[str, Any]) -> CommandResult:
+        """Execute a command at most once per ``command_id`` (see :class:`CommandHandler`)."""
+        return self.commands.handle(command)
 
-        A ``command_id`` seen before is not executed again: the earlier result is returned with
-        ``duplicate=True``. Unknown types and commands the device cannot do now are rejected
-        (``accepted=False`` and a reason) and remembered too.
-
-        Args:
-            command: the command envelope (see :func:`simulators.commands.parse_command`).
-        """
-        command_id = str(command.get("command_id") or "")
-        if command_id and command_id in self.executed:
-            first = self.executed[command_id]
-            return CommandResult(command_id, first.accepted, first.reason, first.behaviour, duplicate=True)
-        try:
-            intent = parse_command(command)
-            reason = self._apply_intent(intent)
-        except ValueError as exc:
-            reason = str(exc)
-        result = CommandResult(
-            command_id, reason == "", reason, self.behaviour.name if reason == "" else None
-        )
-        if command_id:
-            self.executed[command_id] = result
-            while len(self.executed) > EXECUTED_MEMORY:
-                self.executed.popitem(last=False)
-        return result
-
-    def _alt_msl(self, intent: Intent) -> float:
-        if intent.alt_msl_m is not None:
-            return intent.alt_msl_m
-        if intent.alt_rel_m is not None:
-            return self.home.alt_msl_m + intent.alt_rel_m
-        if not self.spec.airborne_kind:
-            return self.ground_alt_msl_m
-        if self.airborne:
-            return self.alt_msl_m
-        return self.home.alt_msl_m + self.spec.default_agl_m
-
-    def _apply_intent(self, intent: Intent) -> str:
-        """Apply a parsed command; return "" when accepted, else the reason for the rejection."""
-        kind = intent.kind
-        moving = kind in ("goto", "route", "orbit", "patrol", "hold", "rtl", "land", "set_speed")
-        if not self.spec.moves and moving:
-            return f"{self.spec.kind} cannot move ({kind} rejected)"
-        if kind == "arm":
-            if self.motor_failed:
-                return "motor failure: cannot arm"
-            if self.battery_pct <= max(self.spec.failsafe_land_pct, 0):
-                return f"battery at {self.battery_pct} %: cannot arm"
-            self.armed = True
-            return ""
-        if kind == "disarm":
-            if self.airborne and not intent.force:
-                return "airborne: disarm refused (send force=true to cut the motors)"
-            self.armed = False
-            self.behaviour = bh.Idle()
-            return ""
-        if kind == "set_speed":
-            if intent.speed_mps is None or not 0 < intent.speed_mps <= self.spec.max_speed_mps:
-                return f"speed must be in (0, {self.spec.max_speed_mps}] m/s, got {intent.speed_mps}"
-            if intent.speed_mps < self.spec.min_speed_mps:
-                return f"speed {intent.speed_mps} m/s is below the minimum {self.spec.min_speed_mps} m/s"
-            self._cruise = intent.speed_mps
-            return ""
-        if self.motor_failed and kind != "land":
-            return f"motor failure: {kind} rejected"
-        if not self.armed and kind != "land":
-            return f"not armed: arm before {kind}"
-        alt = self._alt_msl(intent)
-        if kind == "goto":
-            assert intent.lat is not None and intent.lon is not None
-            self.behaviour = bh.Goto(bh.Waypoint(intent.lat, intent.lon, alt), intent.speed_mps)
-        elif kind == "hold":
-            lat = intent.lat if intent.lat is not None else self.lat
-            lon = intent.lon if intent.lon is not None else self.lon
-            self.behaviour = bh.Hold(bh.Waypoint(lat, lon, alt))
-        elif kind == "route":
-            wps = [bh.Waypoint(lat, lon, self._wp_alt(a)) for lat, lon, a in intent.waypoints]
-            self.behaviour = bh.Route(wps, loop=intent.loop, speed_mps=intent.speed_mps)
-        elif kind == "orbit":
-            lat = intent.lat if intent.lat is not None else self.lat
-            lon = intent.lon if intent.lon is not None else self.lon
-            self.behaviour = bh.Orbit(
-                bh.Waypoint(lat, lon, alt),
-                intent.radius_m,
-                clockwise=intent.clockwise,
-                speed_mps=intent.speed_mps,
-            )
-        elif kind == "patrol":
-            assert intent.box is not None
-            s, w, n, e = intent.box
-            self.behaviour = bh.Patrol(
-                s, w, n, e, alt_msl_m=alt, spacing_m=intent.spacing_m, speed_mps=intent.speed_mps
-            )
-        elif kind == "rtl":
-            self.behaviour = bh.ReturnToLaunch()
-        elif kind == "land":
-            lat = intent.lat if intent.lat is not None else self.lat
-            lon = intent.lon if intent.lon is not None else self.lon
-            if not self.spec.airborne_kind:
-                self.behaviour = bh.Hold(bh.Waypoint(lat, lon, self.ground_alt_msl_m))
-            elif self.airborne:
-                point = bh.Waypoint(lat, lon, self.ground_alt_msl_m) if intent.lat is not None else None
-                self.behaviour = bh.Land(point)
-        else:  # pragma: no cover - parse_command only returns known kinds
-            return f"unsupported command {kind!r}"
-        return ""
-
-    def _wp_alt(self, alt_rel_m: float | None) -> float:
-        if not self.spec.airborne_kind:
-            return self.ground_alt_msl_m
-        if alt_rel_m is None:
-            return self.alt_msl_m if self.airborne else self.home.alt_msl_m + self.spec.default_agl_m
-        return self.home.alt_msl_m + alt_rel_m
+    @property
+    def executed(self) -> collections.OrderedDict[str, CommandResult]:
+        """What this device did with each ``command_id`` it remembers, oldest first."""
+        return self.commands.executed
 
     # ------------------------------------------------------------------ registration
     def entity_record(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from simulators.battery import BatterySpec
-from simulators.devices.base import Device, KindSpec
+from simulators.devices.base import Device
+from simulators.devices.spec import KindSpec
 
 AOA_RAD = 0.04  # angle of attack in level cruise
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from simulators.battery import BatterySpec
-from simulators.devices.base import Device, KindSpec
+from simulators.devices.base import Device
+from simulators.devices.spec import KindSpec
 
 SPEC = KindSpec(
     kind="sensor",

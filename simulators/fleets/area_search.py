@@ -12,23 +12,21 @@ from typing import Any
 
 from simulators.scenario import Scenario
 
-NAME = "area-search"
-SEED = 11
-EXTRA_RATES_HZ = {
-    "EXTENDED_SYS_STATE": 0.5
-}  # Hz: landed/VTOL state for the dashboards, on top of the defaults
+NAME = "area-search"  # scenario name (load_scenario accepts it)
+SEED = 11  # the one seed every random stream derives from
+EXTRA_RATES_HZ = {"EXTENDED_SYS_STATE": 0.5}  # Hz, on top of the defaults: landed/VTOL state
 DURATION_S = 1800.0  # s
 BOX = (47.590, -122.380, 47.617, -122.327)  # south, west, north, east (deg): about 4 x 3 km
 WATER_NORTH = 47.597  # deg: the USVs search south of this latitude
 GROUND_ALT_M = 40.0  # m above mean sea level
-DRONES = 12
+DRONES = 12  # multirotors sweeping the land in strips
 DRONE_ALT_M = 50.0  # m above ground
 DRONE_LANE_M = 60.0  # m between sweep lines (camera swath)
-VTOLS = 2
+VTOLS = 2  # VTOLs sweeping the whole box at height
 VTOL_ALT_M = 120.0  # m above ground
-VTOL_LANE_M = 250.0  # m
-USVS = 3
-USV_LANE_M = 150.0  # m
+VTOL_LANE_M = 250.0  # m between VTOL sweep lines
+USVS = 3  # boats searching the water
+USV_LANE_M = 150.0  # m between boat sweep lines
 MOTOR_FAILURE_AT_S = 400.0  # s
 BATTERY_SAG_AT_S = 600.0  # s
 BATTERY_SAG_FOR_S = 300.0  # s

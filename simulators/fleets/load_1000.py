@@ -11,22 +11,22 @@ from typing import Any
 
 from simulators.scenario import Scenario
 
-NAME = "load-1000"
-SEED = 1000
+NAME = "load-1000"  # scenario name (load_scenario accepts it)
+SEED = 1000  # the one seed every random stream derives from
 DURATION_S = 300.0  # s
 CENTER = (34.05, -118.25)  # lat, lon (deg)
 AREA_SIZE_M = 20_000.0  # m, square side
 GROUND_ALT_M = 90.0  # m above mean sea level
-MULTIROTORS = 600
-FIXED_WINGS = 200
-GROUND_VEHICLES = 100
-USVS = 50
-SENSORS = 50
+MULTIROTORS = 600  # devices, orbiting in groups
+FIXED_WINGS = 200  # devices, on wide orbits
+GROUND_VEHICLES = 100  # devices, patrolling
+USVS = 50  # devices, patrolling
+SENSORS = 50  # devices, fixed masts
 GROUPS = 4  # one organisation per group; each gets a quarter of every kind
 ORBIT_RADIUS_M = 300.0  # m, multirotor orbits
 FW_ORBIT_RADIUS_M = 1500.0  # m, fixed-wing orbits
 SPACING_M = 40.0  # m between devices in a formation
-MESSAGES_PER_DEVICE_S = 20.5  # default rates: 1 + 5 + 10 + 2 + 1 + 0.5 + 1
+MESSAGES_PER_DEVICE_S = 20.5  # messages/s at the default rates: 1 + 5 + 10 + 2 + 1 + 0.5 + 1
 
 
 def data() -> dict[str, Any]:

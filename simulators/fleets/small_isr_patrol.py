@@ -12,11 +12,9 @@ from typing import Any
 
 from simulators.scenario import Scenario
 
-NAME = "small-isr-patrol"
-SEED = 7
-EXTRA_RATES_HZ = {
-    "EXTENDED_SYS_STATE": 0.5
-}  # Hz: landed/VTOL state for the dashboards, on top of the defaults
+NAME = "small-isr-patrol"  # scenario name (load_scenario accepts it)
+SEED = 7  # the one seed every random stream derives from
+EXTRA_RATES_HZ = {"EXTENDED_SYS_STATE": 0.5}  # Hz, on top of the defaults: landed/VTOL state
 DURATION_S = 600.0  # s
 CENTER = (32.9488, -96.8013)  # lat, lon (deg)
 AREA_SIZE_M = 2000.0  # m, square side

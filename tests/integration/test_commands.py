@@ -23,8 +23,8 @@ from overwatch_lab.protocol import commands as c
 from overwatch_lab.protocol.commands import CommandStatus as S
 from overwatch_lab.protocol.envelopes import encode
 from overwatch_lab.runtime import LoopThread
+from simulators import CommandResult
 from simulators.command_link import CommandLink
-from simulators.commands import CommandResult
 
 ORG = "org-c"
 FAST = {"command_retry_initial_s": 0.1, "command_retry_max_s": 0.3, "command_expiry_grace_s": 0.1}

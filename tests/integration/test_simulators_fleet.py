@@ -20,9 +20,11 @@ import pytest
 from overwatch_lab.config import LabConfig
 from overwatch_lab.protocol.envelopes import decode_telemetry, parse_timestamp
 from overwatch_lab.protocol.subjects import parse_telemetry_subject
+from simulators.catalog import load_scenario
+from simulators.dry_run import telemetry_hash
 from simulators.model import FleetModel
 from simulators.runner import run_scenario
-from simulators.scenario import Scenario, load_scenario
+from simulators.scenario import Scenario
 from tests.integration.conftest import wait_for
 
 START = 1_790_000_000.0
@@ -110,7 +112,7 @@ async def test_a_small_fleet_registers_and_streams_into_jetstream(broker):
 
 async def test_the_wire_bytes_equal_the_dry_run_hash_at_any_speed(broker):
     sc = fleet(timeline=[{"at_s": 2, "fault": "malformed", "duration_s": 2, "targets": ["quad-001"]}])
-    expected = sc.telemetry_hash(4.0, start_epoch_s=START)
+    expected = telemetry_hash(sc, 4.0, start_epoch_s=START)
     digests = []
     for speed in (8.0, 40.0, 0.0):
         cap = Capture()

@@ -8,15 +8,16 @@ import json
 import pytest
 
 from overwatch_lab.errors import ConfigError
+from simulators.catalog import list_scenarios, load_scenario
 from simulators.cli import build_parser, main, resolve_nats
-from simulators.scenario import load_scenario
+from simulators.dry_run import telemetry_hash
 
 
 def test_dry_run_prints_counts_and_the_content_hash(capsys):
     assert main(["small-isr-patrol", "--dry-run", "--duration", "5", "--seed", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     sc = load_scenario("small-isr-patrol").replace(seed=3)
-    assert out["sha256"] == sc.telemetry_hash(5.0)
+    assert out["sha256"] == telemetry_hash(sc, 5.0)
     assert out["devices"] == sc.device_count and out["seed"] == 3
     assert out["messages"] == sum(out["by_type"].values())
 
@@ -27,7 +28,7 @@ def test_dry_run_start_changes_the_hash(capsys):
     main(["small-isr-patrol", "--dry-run", "--duration", "2", "--start", "1809129600"])
     b = json.loads(capsys.readouterr().out)
     assert a["start"] == b["start"] == "2027-05-01T00:00:00.000000Z"
-    assert a["sha256"] == b["sha256"] != load_scenario("small-isr-patrol").telemetry_hash(2.0)
+    assert a["sha256"] == b["sha256"] != telemetry_hash(load_scenario("small-isr-patrol"), 2.0)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,20 @@ def test_dry_run_start_changes_the_hash(capsys):
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_list_names_every_scenario_with_its_line(capsys):
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(list_scenarios())
+    assert all(
+        description in line for line, description in zip(lines, list_scenarios().values(), strict=True)
+    )
+
+
+def test_no_scenario_exits_2_pointing_at_list(capsys):
+    assert main(["--dry-run"]) == 2
+    assert "give a SCENARIO" in capsys.readouterr().err
 
 
 def test_no_running_lab_exits_2(tmp_path, capsys):

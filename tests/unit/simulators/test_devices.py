@@ -196,7 +196,7 @@ def test_multirotor_takes_off_vertically_after_arm_and_goto(rig):
     assert d.handle_command({"command_id": "a", "command_type": "arm"}).accepted
     tlat, tlon = k.offset(LAT0, LON0, 100.0, 0.0)
     assert d.handle_command(
-        {"command_id": "g", "command_type": "goto", "lat": tlat, "lon": tlon, "alt": 30}
+        {"command_id": "g", "command_type": "goto", "params": {"lat": tlat, "lon": tlon, "alt_m": 30}}
     ).accepted
     moved_low = []
     r.run(60.0, lambda dev: moved_low.append(dev.speed_mps) if dev.alt_agl_m < 1.5 else None)
@@ -209,7 +209,9 @@ def test_fixed_wing_takes_off_with_a_ground_roll(rig):
     r = rig("fixed_wing")
     d = r.dev
     d.handle_command({"command_id": "a", "command_type": "arm"})
-    d.handle_command({"command_id": "g", "command_type": "goto", "lat": LAT0 + 0.02, "lon": LON0, "alt": 100})
+    d.handle_command(
+        {"command_id": "g", "command_type": "goto", "params": {"lat": LAT0 + 0.02, "lon": LON0, "alt_m": 100}}
+    )
     r.run_until(lambda dev: dev.airborne, 60.0)
     assert d.speed_mps >= KINDS["fixed_wing"][1].min_speed_mps
 
@@ -229,7 +231,9 @@ def test_vtol_switches_between_hover_and_wing_borne_flight(rig):
 def test_sensor_platform_never_moves(rig):
     r = rig("sensor")
     d = r.dev
-    res = d.handle_command({"command_id": "g", "command_type": "goto", "lat": LAT0 + 0.01, "lon": LON0})
+    res = d.handle_command(
+        {"command_id": "g", "command_type": "goto", "params": {"lat": LAT0 + 0.01, "lon": LON0}}
+    )
     assert not res.accepted and "cannot move" in res.reason
     r.run(30.0)
     assert (d.lat, d.lon, d.speed_mps) == (LAT0, LON0, 0.0)

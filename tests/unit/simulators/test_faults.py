@@ -12,7 +12,8 @@ from overwatch_lab.errors import ProtocolError, ScenarioError
 from overwatch_lab.protocol.envelopes import decode_telemetry, parse_timestamp
 from overwatch_lab.protocol.mavlink import project
 from overwatch_lab.protocol.subjects import parse_telemetry_subject
-from simulators.faults import MALFORMED_VARIANTS, TIMELINE_COLUMNS, Fault, FaultKind, malformed
+from simulators.faults import TIMELINE_COLUMNS, Fault, FaultKind
+from simulators.malformed import MALFORMED_VARIANTS, malformed
 from simulators.model import FleetModel
 from simulators.scenario import Scenario
 
@@ -317,3 +318,10 @@ def test_fault_defaults_and_activity():
     assert f.params["probability"] == 1.0 and f.params["dedup_header"] is True
     assert f.active(10) and f.active(14.9) and not f.active(15) and not f.active(9.9)
     assert f.matches("a", "f", "o") and f.matches("z", "fleet-x", "o") and not f.matches("z", "f", "o")
+
+
+def test_a_fault_survives_a_trip_through_its_description():
+    f = Fault.make("out_of_order", 3, 7, ["uav", "org-x"], params={"hold_s": 2}, fault_id="f1", source="live")
+    assert Fault.from_description(f.describe()) == f
+    with pytest.raises(ScenarioError, match=r"fault.params.hold_s: must be >= 0"):
+        Fault.from_description(f.describe() | {"params": {"hold_s": -1}})

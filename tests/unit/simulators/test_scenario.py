@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from overwatch_lab.errors import ScenarioError
+from simulators.catalog import load_scenario
+from simulators.dry_run import telemetry_hash
 from simulators.fleets import NAMED
-from simulators.scenario import Scenario, load_scenario
+from simulators.scenario import Scenario
 
 YAML = """
 name: harbour-watch
@@ -219,6 +221,21 @@ def test_fault_parameter_values_are_checked():
         Scenario.from_dict(d)
 
 
+def test_timeline_commands_speak_the_labs_vocabulary():
+    route = {"waypoints": [[47.605, -122.34, 30], [47.61, -122.33]], "loop": True, "speed_mps": 6}
+    entry = {"at_s": 90, "command": "follow_route", "targets": ["quad-000"], "params": route}
+    sc = Scenario.from_dict(_set(_base(), ["timeline", 1], entry))
+    command = sc.timeline[1].command
+    assert command["command_type"] == "follow_route" and command["params"] == route
+    assert Scenario.from_dict(sc.to_dict()).timeline == sc.timeline
+    for name in ("route", "patrol"):  # the simulator's old words are not the lab's
+        with pytest.raises(ScenarioError, match=rf"timeline\[1\].command: '{name}' is not one of goto, rtl"):
+            Scenario.from_dict(_set(_base(), ["timeline", 1], entry | {"command": name}))
+    bad = entry | {"command": "goto", "params": {"lat": 47.6, "lon": -122.3, "alt": 40}}
+    with pytest.raises(ScenarioError, match=r"timeline\[1\].params: goto does not take alt"):
+        Scenario.from_dict(_set(_base(), ["timeline", 1], bad))
+
+
 def test_duplicate_entity_ids_across_fleets_are_rejected():
     d = _set(_base(), ["fleets", 1, "id_prefix"], "quad")
     d["fleets"][1]["count"] = 3
@@ -266,6 +283,6 @@ def test_a_scenario_can_be_written_in_python():
         ),
     )
     assert [d[0] for d in sc.devices()] == ["uav-000", "uav-001"]
-    assert sc.telemetry_hash(2.0) == Scenario.from_dict(sc.to_dict()).telemetry_hash(2.0)
+    assert telemetry_hash(sc, 2.0) == telemetry_hash(Scenario.from_dict(sc.to_dict()), 2.0)
     with pytest.raises(ScenarioError, match=r"fleets\[0\].org: 'red' is not one of the orgs"):
         sc.replace(fleets=(FleetSpec("uav", "red", "multirotor"),))
