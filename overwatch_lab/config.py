@@ -95,6 +95,13 @@ class LabConfig:
         fetch_batch: messages asked per pull; max_ack_pending: per durable consumer.
         quarantine_after: a message failing on this delivery goes to quarantine.
         retry_delay_s: NAK delay for a transient failure.
+        ack_wait_s: the consumers' ack wait; a worker holding messages (below) tells the server
+            it is still working on them every ``ack_wait_s / 3``, so they are never redelivered.
+        hold_backoff_initial_s / hold_backoff_max_s: while a worker holds messages for an
+            infrastructure fault (database full, read-only, locked or unreachable) it retries
+            them after a delay that starts at ``hold_backoff_initial_s``, doubles per failed
+            attempt up to ``hold_backoff_max_s``, and is jittered down by up to half.
+        hold_reminder_s: while a hold lasts, a warning is logged again this often.
         streams: stream limits by stream name (WIRE.md defaults).
         command_default_ttl_s / command_max_ttl_s: a command's time to be acknowledged by its
             device when it names none / the most it may ask (the commands stream keeps 15 min).
@@ -130,6 +137,9 @@ class LabConfig:
     max_deliver: int = 5
     quarantine_after: int = 3
     retry_delay_s: float = 0.5
+    hold_backoff_initial_s: float = 0.1
+    hold_backoff_max_s: float = 5.0
+    hold_reminder_s: float = 30.0
     kv_history: int = 10
     kv_cas_attempts: int = 5
     ready_timeout_s: float = 10.0
@@ -169,6 +179,15 @@ class LabConfig:
             raise ConfigError(
                 f"quarantine_after ({self.quarantine_after}) must be in 1..max_deliver ({self.max_deliver})"
             )
+        if self.ack_wait_s <= 0:
+            raise ConfigError(f"ack_wait_s must be > 0, got {self.ack_wait_s}")
+        if not 0 < self.hold_backoff_initial_s <= self.hold_backoff_max_s:
+            raise ConfigError(
+                "hold backoff needs 0 < hold_backoff_initial_s <= hold_backoff_max_s, got "
+                f"{self.hold_backoff_initial_s}, {self.hold_backoff_max_s}"
+            )
+        if self.hold_reminder_s <= 0:
+            raise ConfigError(f"hold_reminder_s must be > 0, got {self.hold_reminder_s}")
         if self.sync_interval != "always" and not _is_duration(self.sync_interval):
             raise ConfigError(
                 f"sync_interval must be 'always' or a duration like '2m', got {self.sync_interval!r}"

@@ -5,21 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable
 
+from overwatch_lab.errors import DatabaseUnavailable
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import now_timestamp
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import Result, poison, retry
+from overwatch_lab.workers.base import Result, hold, poison, retry
 
 log = logging.getLogger(__name__)
 
 
 async def guarded(step: Awaitable[Result]) -> Result:
-    """Await one message's step; an unexpected failure retries that message only."""
+    """Await one message's step: an infrastructure fault of the database holds that message, any
+    other unexpected failure retries it only."""
     try:
         return await step
-    except Exception as exc:  # DB or KV outage, a conflict storm, a bug: retried, then quarantined
+    except DatabaseUnavailable as exc:  # disk full, read-only, locked, unreachable: not its fault
+        return hold(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a KV outage, a conflict storm, a bug: retried, then quarantined
         log.warning("step failed: %r", exc)
         return retry(f"{type(exc).__name__}: {exc}")
 

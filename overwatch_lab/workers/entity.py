@@ -30,7 +30,7 @@ from overwatch_lab.protocol.subjects import (
 )
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
+from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
 from overwatch_lab.workers.common import MissCheck, guarded
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,21 @@ class _InOrderWorker(Worker):
         """Apply one decoded event; returns its settlement."""
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
-        results = []
+        results: list[Result] = []
+        held: Result | None = None
         for msg in msgs:
             try:
                 ev = self.decode(msg)
             except ProtocolError as exc:
                 results.append(poison(str(exc)))
                 continue
-            results.append(await guarded(self._apply(ev)))
+            if held is not None:  # behind a held event: applying it first would reorder them
+                results.append(held)
+                continue
+            result = await guarded(self._apply(ev))
+            if result.outcome is Outcome.HOLD:
+                held = hold(f"behind a held event: {result.reason}")
+            results.append(result)
         return results
 
 

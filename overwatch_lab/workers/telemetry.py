@@ -17,7 +17,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import DatabaseError, ProtocolError
+from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import decode_telemetry, now_timestamp
@@ -29,7 +29,7 @@ from overwatch_lab.protocol.subjects import (
 )
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
+from overwatch_lab.workers.base import ACK, Result, Worker, hold, poison, retry
 from overwatch_lab.workers.common import MissCheck, fresh_doc
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,10 @@ class TelemetryWorker(Worker):
                 await self.store.insert_telemetry(rows)
             except DatabaseError as exc:
                 reason = f"history insert failed: {exc}"
+                settle = hold if isinstance(exc, DatabaseUnavailable) else retry
                 for eb in batches.values():
                     for i in eb.indices:
-                        results[i] = retry(reason)
+                        results[i] = settle(reason)
                 return results
         eids = list(batches)
         kv_results = await asyncio.gather(
