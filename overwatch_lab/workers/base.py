@@ -203,8 +203,9 @@ class ConsumerLoop:
             await self._release(self._held + puller.take_buffered())
         finally:
             keep_alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keep_alive
+            await asyncio.wait([keep_alive])  # a cancellation of run() itself still propagates
+            if not keep_alive.cancelled() and keep_alive.exception() is not None:
+                log.error("%s: progress reporting failed: %r", w.name, keep_alive.exception())
             if inflight is not None:
                 inflight.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
