@@ -15,6 +15,9 @@ the rest the same way for everyone:
   joins the held set), waits a bounded, jittered, growing delay and hands the held messages to
   the worker again, until none is held: then it resumes by itself. Never quarantined. The worker's
   stats (``holding``, ``hold_reason``, ``held``, …) and the log raise the alarm (:mod:`.hold`).
+  A *deferred* hold (:func:`defer`: a registration the message depends on is still in flight)
+  is lighter: the message stays unacked and in progress and is handed to the worker again with
+  the next batch, while fetching goes on; no alarm (``deferred`` counts them).
 
 A batch that raises :class:`~overwatch_lab.errors.DatabaseUnavailable` is held whole; any other
 exception retries every message of it. Quarantine = a record on ``constellation.quarantine.{worker}``
@@ -64,10 +67,16 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The settlement of one message, with the reason for anything but ACK."""
+    """The settlement of one message, with the reason for anything but ACK.
+
+    Attributes:
+        blocking: for HOLD only: True (an infrastructure fault) stops fetching until the held
+            messages succeed; False (:func:`defer`) carries the message into the next batch.
+    """
 
     outcome: Outcome
     reason: str | None = None
+    blocking: bool = True
 
 
 ACK = Result(Outcome.ACK)
@@ -84,8 +93,17 @@ def poison(reason: str) -> Result:
 
 
 def hold(reason: str) -> Result:
-    """Not the message's fault (an infrastructure fault): keep it unacked and retry, never quarantine."""
+    """Not the message's fault (an infrastructure fault): keep it unacked and retry, never quarantine.
+
+    The loop stops fetching and raises the hold alarm until the held messages succeed.
+    """
     return Result(Outcome.HOLD, reason)
+
+
+def defer(reason: str) -> Result:
+    """Not yet decidable (a registration it depends on is still in flight): keep it unacked and
+    hand it to the worker again with the next batch; never quarantined, no alarm, fetching goes on."""
+    return Result(Outcome.HOLD, reason, blocking=False)
 
 
 @dataclass(slots=True)
@@ -104,6 +122,7 @@ class WorkerStats:
     held: int = 0  # messages held right now (unacked, kept in progress, retried)
     hold_attempts: int = 0  # attempts at the held messages in the current (or last) hold
     last_hold_s: float | None = None  # duration of the last finished hold
+    deferred: int = 0  # messages waiting for a dependency in flight, carried into the next batch
     kv_writes: int = 0  # compare-and-set writes of entity documents (coalesced per entity per batch)
     batches: int = 0
     last_batch_size: int = 0
@@ -149,7 +168,8 @@ class ConsumerLoop:
         self.js = js
         self.config = config
         self._stopping = asyncio.Event()
-        self._held: list[Msg] = []  # in stream order; unacked, kept in progress
+        self._held: list[Msg] = []  # in stream order; unacked, kept in progress; no fetching
+        self._deferred: list[Msg] = []  # unacked, kept in progress, handled again with the next batch
         self._handling: list[Msg] = []  # the batch the worker is handling now
         self._handling_since = 0.0
         self._backoff = Backoff(config.hold_backoff_initial_s, config.hold_backoff_max_s)
@@ -187,7 +207,7 @@ class ConsumerLoop:
                     if self._stopping.is_set() or await self._wait(self._backoff.next()):
                         break
                     self._alarm.attempt()
-                    self._held = await self._handle(list(self._held))
+                    await self._handle(list(self._held))
                     continue
                 if inflight is None:
                     if self._stopping.is_set():
@@ -195,12 +215,12 @@ class ConsumerLoop:
                     inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
                 msgs = await inflight
                 inflight = None
-                if not msgs:
+                if not msgs and not self._deferred:
                     continue
                 if not self._stopping.is_set():
                     inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
-                self._held = await self._handle(msgs)
-            await self._release(self._held + puller.take_buffered())
+                await self._handle(self._deferred + msgs)
+            await self._release(self._held + self._deferred + puller.take_buffered())
         finally:
             keep_alive.cancel()
             await asyncio.wait([keep_alive])  # a cancellation of run() itself still propagates
@@ -228,7 +248,7 @@ class ConsumerLoop:
         worked on, so ack_wait never expires for them."""
         while True:
             await asyncio.sleep(self.progress_every_s)
-            msgs = self._held + puller.buffered() if self._held else []
+            msgs = self._held + puller.buffered() if self._held else list(self._deferred)
             if self._handling and time.monotonic() - self._handling_since >= self.progress_every_s:
                 msgs.extend(self._handling)
             try:
@@ -240,7 +260,8 @@ class ConsumerLoop:
     async def _release(self, msgs: list[Msg]) -> None:
         """At stop: NAK what was held or buffered, so the next run gets it without waiting ack_wait."""
         holding = bool(self._held)
-        self._held = []
+        self._held, self._deferred = [], []
+        self.worker.stats.deferred = 0
         try:
             for msg in msgs:
                 await msg.nak()
@@ -269,8 +290,12 @@ class ConsumerLoop:
             w.stats.lag = 0
         return msgs
 
-    async def _handle(self, msgs: list[Msg]) -> list[Msg]:
-        """Have the worker handle ``msgs``, settle every result but HOLD; return the held ones."""
+    async def _handle(self, msgs: list[Msg]) -> None:
+        """Have the worker handle ``msgs`` and settle every result but HOLD; keep the held ones.
+
+        If any of them is held for an infrastructure fault they all go to the held set (no
+        fetching until it is empty), else the deferred ones are carried into the next batch.
+        """
         w = self.worker
         started = time.perf_counter()
         self._handling, self._handling_since = msgs, time.monotonic()
@@ -290,7 +315,7 @@ class ConsumerLoop:
         finally:
             self._handling = []
         held: list[Msg] = []
-        reason: str | None = None
+        reason: str | None = None  # of the first blocking hold
         for msg, result in zip(msgs, results, strict=True):
             if result.outcome is not Outcome.HOLD:
                 problem = await self._settle(msg, result)
@@ -298,7 +323,8 @@ class ConsumerLoop:
                     continue
                 result = hold(problem)
             held.append(msg)
-            reason = reason or result.reason
+            if result.blocking and reason is None:
+                reason = result.reason
             w.stats.last_error = result.reason
         st = w.stats
         st.batches += 1
@@ -308,10 +334,13 @@ class ConsumerLoop:
         st.last_batch_at = time.time()
         st.busy_s += time.perf_counter() - started
         st.lag = msgs[-1].metadata.num_pending
-        self._alarm.update(len(held), reason)
-        if not held:
+        if reason is not None:
+            self._held, self._deferred = held, []
+        else:
+            self._held, self._deferred = [], held
             self._backoff.reset()
-        return held
+        st.deferred = len(self._deferred)
+        self._alarm.update(len(self._held), reason)
 
     async def _settle(self, msg: Msg, result: Result) -> str | None:
         """Settle one message; returns why it must be held instead (its quarantine failed), else None."""

@@ -30,7 +30,7 @@ from overwatch_lab.protocol.subjects import (
 )
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
+from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, poison, retry
 from overwatch_lab.workers.common import MissCheck, guarded
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class _InOrderWorker(Worker):
                 continue
             result = await guarded(self._apply(ev))
             if result.outcome is Outcome.HOLD:
-                held = hold(f"behind a held event: {result.reason}")
+                held = Result(Outcome.HOLD, f"behind a held event: {result.reason}", result.blocking)
             results.append(result)
         return results
 

@@ -22,7 +22,7 @@ from overwatch_lab.broker.provision import consumer_config, stream_config
 from overwatch_lab.config import DEFAULT_STREAMS, LabConfig, StreamLimits
 from overwatch_lab.errors import DatabaseUnavailable
 from overwatch_lab.protocol import subjects as s
-from overwatch_lab.workers.base import ACK, ConsumerLoop, Result, Worker, hold, poison, retry
+from overwatch_lab.workers.base import ACK, ConsumerLoop, Result, Worker, defer, hold, poison, retry
 from tests.integration.conftest import wait_for
 
 STREAM = "LOOP_TEST"
@@ -239,6 +239,43 @@ async def test_a_batch_handled_longer_than_ack_wait_is_kept_in_progress(tmp_path
         release.set()
         await wait_for(lambda: worker.stats.acked == 3, what="acked")
     assert worker.deliveries() == {1}
+
+
+@pytest.mark.slow
+async def test_a_deferred_message_waits_in_progress_while_the_rest_flows(tmp_path, js, nc):
+    """A registration race: the message is carried from batch to batch, unacked and in progress
+    (ack_wait 1 s, deferred for 2.5 s: never redelivered), while fetching goes on; no alarm."""
+    cfg = config(tmp_path, ack_wait_s=1.0)
+    await make_stream(js, cfg)
+    await publish(js, 3)
+    registered = asyncio.Event()
+    first_seen: list[float] = []
+
+    def script(_: int, msgs: list[Msg]) -> list[Result]:
+        out = []
+        for m in msgs:
+            if m.data == b"message 0" and not registered.is_set():
+                first_seen[:] = first_seen or [time.monotonic()]
+                out.append(defer("unknown entity 'e1': its registration is in flight"))
+            else:
+                out.append(ACK)
+        return out
+
+    worker = ScriptedWorker(script)
+    st = worker.stats
+    async with running(ConsumerLoop(worker, nc, js, cfg)):
+        await wait_for(lambda: st.acked == 2 and st.deferred == 1, what="the others acked")
+        await js.publish(f"{SUBJECT}.late", b"message 3")  # fetching goes on meanwhile
+        await wait_for(lambda: st.acked == 3, what="a message published later")
+        await wait_for(lambda: time.monotonic() - first_seen[0] >= 2.5, timeout=5, what="2.5 ack waits")
+        assert not st.holding and st.holds == 0 and st.deferred == 1
+        info = await consumer(js)
+        assert info.num_redelivered == 0 and info.num_ack_pending == 1
+        registered.set()
+        await wait_for(lambda: st.acked == 4 and st.deferred == 0, what="applied once registered")
+    assert worker.deliveries() == {1}
+    assert st.retried == 0 and st.quarantined == 0
+    assert (await consumer(js)).delivered.consumer_seq == 4
 
 
 async def test_a_batch_raising_database_unavailable_is_held_not_retried(tmp_path, js, nc):
