@@ -99,6 +99,13 @@ class LabConfig:
             unknown organisation) is final only once the lifecycle consumers have acknowledged
             every event stored up to this long after it (an event published just before the
             message may be stored just after it: each stream stores on its own); held until then.
+        ack_wait_s: the consumers' ack wait; a worker holding messages (below) tells the server
+            it is still working on them every ``ack_wait_s / 3``, so they are never redelivered.
+        hold_backoff_initial_s / hold_backoff_max_s: while a worker holds messages for an
+            infrastructure fault (database full, read-only, locked or unreachable) it retries
+            them after a delay that starts at ``hold_backoff_initial_s``, doubles per failed
+            attempt up to ``hold_backoff_max_s``, and is jittered down by up to half.
+        hold_reminder_s: while a hold lasts, a warning is logged again this often.
         streams: stream limits by stream name (WIRE.md defaults).
         command_default_ttl_s / command_max_ttl_s: a command's time to be acknowledged by its
             device when it names none / the most it may ask (the commands stream keeps 15 min).
@@ -135,6 +142,9 @@ class LabConfig:
     quarantine_after: int = 3
     retry_delay_s: float = 0.5
     registration_grace_s: float = 0.5
+    hold_backoff_initial_s: float = 0.1
+    hold_backoff_max_s: float = 5.0
+    hold_reminder_s: float = 30.0
     kv_history: int = 10
     kv_cas_attempts: int = 5
     ready_timeout_s: float = 10.0
@@ -176,6 +186,15 @@ class LabConfig:
             )
         if self.registration_grace_s < 0:
             raise ConfigError(f"registration_grace_s must be >= 0, got {self.registration_grace_s}")
+        if self.ack_wait_s <= 0:
+            raise ConfigError(f"ack_wait_s must be > 0, got {self.ack_wait_s}")
+        if not 0 < self.hold_backoff_initial_s <= self.hold_backoff_max_s:
+            raise ConfigError(
+                "hold backoff needs 0 < hold_backoff_initial_s <= hold_backoff_max_s, got "
+                f"{self.hold_backoff_initial_s}, {self.hold_backoff_max_s}"
+            )
+        if self.hold_reminder_s <= 0:
+            raise ConfigError(f"hold_reminder_s must be > 0, got {self.hold_reminder_s}")
         if self.sync_interval != "always" and not _is_duration(self.sync_interval):
             raise ConfigError(
                 f"sync_interval must be 'always' or a duration like '2m', got {self.sync_interval!r}"

@@ -12,6 +12,7 @@ Hierarchy::
     │   ├── BrokerExited       nats-server died while the lab needed it
     │   └── ProvisionError     streams / consumers / KV could not be created
     ├── DatabaseError          libSQL side (translated from sqlite3 / libsql errors)
+    │   └── DatabaseUnavailable  an infrastructure fault (full, read-only, locked, unreachable)
     ├── SyncError              the KV synchronizer could not complete a pass
     ├── LabStateError          lab used in the wrong lifecycle state
     ├── CommandError           command API (issue 4)
@@ -62,7 +63,23 @@ class ProvisionError(BrokerError):
 
 
 class DatabaseError(OverwatchError):
-    """Raised when the libSQL store fails (open, migrate, write or query)."""
+    """Raised when the libSQL store fails (open, migrate, write or query).
+
+    A plain ``DatabaseError`` is caused by the call itself (a constraint, a bad row, a bug):
+    retrying the same data fails the same way. Infrastructure faults raise the subclass
+    :class:`DatabaseUnavailable`.
+    """
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Raised when the store cannot do its work for a reason outside the data: the disk is full,
+    the file or file system is read-only, the database is locked by another process beyond the
+    busy timeout, an I/O error, the file cannot be opened, or the libSQL server is unreachable.
+
+    Not the message's fault: workers hold (no ack, backoff, alarm) and retry until the fault
+    clears, and never quarantine for it. The store drops its connection when it raises this and
+    opens a new one on its next call.
+    """
 
 
 class SyncError(OverwatchError):

@@ -47,6 +47,11 @@ class ObserveHelpers:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's.
 
+        A worker that holds messages for an infrastructure fault (database full, read-only,
+        locked, unreachable) says so: ``holding`` (the alarm), ``hold_reason``, ``hold_since``,
+        ``held`` (messages kept unacked now), ``hold_attempts``, ``holds`` (episodes so far) and
+        ``last_hold_s`` (how long the last one lasted).
+
         An attached lab reads the owner's counters, which the owner publishes every
         ``stats_period_s`` to the ``OVERWATCH_LAB_STATS`` KV bucket (empty until the first).
         """

@@ -4,7 +4,9 @@
 records: a valid command becomes QUEUED (a broadcast one record per entity of its organisation),
 a bad one REJECTED with its reason, a cancel request cancels what has not reached its device.
 The message is acknowledged once the records are committed; only a body that is not a JSON
-object (or a bad subject) is quarantined. A redelivered command is recognised by its id.
+object (or a bad subject) is quarantined. A redelivered command is recognised by its id. When
+the database is unavailable (full, read-only, locked, unreachable) the batch is held, never
+quarantined: the ledger changes memory only after a commit, so handling it again is safe.
 
 :class:`CommandAckWorker` applies device acks from CONSTELLATION_COMMAND_ACKS in stream order;
 the store refuses any ack that would move a command backwards (recorded, not applied).
@@ -20,7 +22,7 @@ from nats.aio.msg import Msg
 
 from overwatch_lab.commands.ledger import Change, CommandLedger, Tracked
 from overwatch_lab.config import LabConfig
-from overwatch_lab.errors import ProtocolError
+from overwatch_lab.errors import DatabaseUnavailable, ProtocolError
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol.commands import (
     CONSUMER_COMMAND_ACK,
@@ -37,9 +39,15 @@ from overwatch_lab.protocol.commands import (
 )
 from overwatch_lab.protocol.subjects import CONSUMER_COMMAND, STREAM_COMMANDS
 from overwatch_lab.registry import Registry
-from overwatch_lab.workers.base import ACK, Result, Worker, poison, retry
+from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
 
 log = logging.getLogger(__name__)
+
+
+def _held(results: list[Result], exc: DatabaseUnavailable) -> list[Result]:
+    """Hold every message of a batch whose records could not be written (poison stays poison)."""
+    reason = f"{type(exc).__name__}: {exc}"
+    return [r if r.outcome is Outcome.POISON else hold(reason) for r in results]
 
 
 class CommandWorker(Worker):
@@ -89,9 +97,12 @@ class CommandWorker(Worker):
                     results[i] = outcome
                 else:
                     records.extend(outcome)
-        await self.ledger.add(records)  # wakes the deliverer, which sends while the KV mirror is written
-        for c in cancels:
-            await self._cancel(c, now)
+        try:
+            await self.ledger.add(records)  # wakes the deliverer, which sends while the KV mirror is written
+            for c in cancels:
+                await self._cancel(c, now)
+        except DatabaseUnavailable as exc:
+            return _held(results, exc)
         await self.ledger.flush_kv()
         return results
 
@@ -161,7 +172,10 @@ class CommandAckWorker(Worker):
                 results[i] = poison(str(exc))
                 continue
             changes.append(Change(ack.command_id, ack.entity_id, ack.status, ack.reason, ack.ts, "device"))
-        applied, _ = await self.ledger.change(changes)
+        try:
+            applied, _ = await self.ledger.change(changes)
+        except DatabaseUnavailable as exc:
+            return _held(results, exc)
         n = sum(applied)
         self.ledger.stats.acks_applied += n
         self.ledger.stats.acks_ignored += len(applied) - n

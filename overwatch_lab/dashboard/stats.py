@@ -1,6 +1,8 @@
 """WorkerStats: is the fabric keeping up? Worker counters, the synchronizer, the quarantine.
 
-Three tables, all from the :class:`~.datastore.DataStore` (so from one ``lab.stats()`` per
+On top, an alarm while any worker holds messages for an infrastructure fault (database full,
+read-only, locked or unreachable: nothing is acked or quarantined until it clears). Then three
+tables, all from the :class:`~.datastore.DataStore` (so from one ``lab.stats()`` per
 refresh): one row per worker (handled, rate, acked, ignored, retried, quarantined, consumer lag,
 batch sizes, busy share, last error); the synchronizer's and the dashboard's own counters
 (refreshes, failures, skipped ticks: the drop accounting an operator needs to trust the
@@ -9,6 +11,8 @@ screen); and the newest quarantine records with the reason each was set aside.
 
 from __future__ import annotations
 
+import html
+import time
 from typing import Any
 
 import pandas as pd
@@ -28,6 +32,7 @@ WORKER_COLUMNS: tuple[str, ...] = (
     "ignored",
     "retried",
     "quarantined",
+    "held",
     "lag",
     "batches",
     "last_batch_size",
@@ -76,6 +81,7 @@ def worker_frame(stats: dict[str, dict[str, Any]], rates: dict[str, dict[str, fl
                 "ignored": int(c.get("ignored") or 0),
                 "retried": int(c.get("retried") or 0),
                 "quarantined": int(c.get("quarantined") or 0),
+                "held": int(c.get("held") or 0),
                 "lag": int(c.get("lag") or 0),
                 "batches": int(c.get("batches") or 0),
                 "last_batch_size": int(c.get("last_batch_size") or 0),
@@ -86,6 +92,35 @@ def worker_frame(stats: dict[str, dict[str, Any]], rates: dict[str, dict[str, fl
         )
     frame = pd.DataFrame(rows, columns=list(WORKER_COLUMNS))
     return frame.astype({"worker": object, "last_error": object, "rate": "float64", "busy_pct": "float64"})
+
+
+def hold_alarm(stats: dict[str, dict[str, Any]], now: float | None = None) -> str:
+    """The alarm's HTML: one line per worker that holds messages now; ``""`` when none does.
+
+    Args:
+        stats: ``lab.stats()`` (workers report ``holding``, ``held``, ``hold_since``,
+            ``hold_attempts`` and ``hold_reason``).
+        now: epoch seconds to measure the hold's age against (default: the clock).
+    """
+    now = time.time() if now is None else now
+    lines = []
+    for name, c in sorted(stats.items()):
+        if not isinstance(c, dict) or not c.get("holding"):
+            continue
+        since = c.get("hold_since")
+        age = f" for {max(0.0, now - since):,.0f} s" if isinstance(since, int | float) else ""
+        lines.append(
+            f"<b>{html.escape(name)}</b> holds {int(c.get('held') or 0):,} messages{age} "
+            f"({int(c.get('hold_attempts') or 0)} attempts): {html.escape(str(c.get('hold_reason') or ''))}"
+        )
+    if not lines:
+        return ""
+    return (
+        '<div style="padding:8px 12px;border:1px solid #cf222e;border-radius:6px;background:#ffebe9;'
+        'color:#82071e"><b>&#9888; HOLDING: infrastructure fault</b>. Nothing is acked or quarantined; '
+        "the stream keeps the messages and the workers resume by themselves when the fault clears."
+        f"<br>{'<br>'.join(lines)}</div>"
+    )
 
 
 def counters_frame(stats: dict[str, dict[str, Any]], store: DataStore) -> pd.DataFrame:
@@ -140,6 +175,7 @@ class WorkerStats(pn.viewable.Viewer):
                 "ignored": "Ignored",
                 "retried": "Retried",
                 "quarantined": "Quarantined",
+                "held": "Held",  # unacked, kept in progress while an infrastructure fault lasts
                 "lag": "Lag",
                 "batches": "Batches",
                 "last_batch_size": "Last batch",
@@ -163,6 +199,7 @@ class WorkerStats(pn.viewable.Viewer):
             titles={"counter": "Counter", "value": "Value"},
             **table_opts,
         )
+        self.alarm = pn.pane.HTML("", sizing_mode="stretch_width", margin=(8, 10, 0, 10), visible=False)
         self.quarantine = pn.widgets.Tabulator(
             trim_quarantine(pd.DataFrame(), 1),
             titles={
@@ -187,6 +224,8 @@ class WorkerStats(pn.viewable.Viewer):
         store = self.data_store
         if store is None:
             return
+        alarm = hold_alarm(store.stats)
+        self.alarm.object, self.alarm.visible = alarm, bool(alarm)
         sync_tabulator(self.workers, worker_frame(store.stats, store.rates), "worker", keep_order=True)
         sync_tabulator(self.counters, counters_frame(store.stats, store), "counter", keep_order=True)
 
@@ -204,6 +243,7 @@ class WorkerStats(pn.viewable.Viewer):
             return pn.pane.HTML(text, margin=(8, 10, 0, 10))
 
         return pn.Column(
+            self.alarm,
             title("<b>Workers</b>"),
             self.workers,
             title("<b>Quarantine</b> (newest first; hover a cell for the full text)"),

@@ -17,7 +17,13 @@ no ``total_changes`` (row counts come from ``cursor.rowcount``, which both imple
 local-only pragmas (WAL, synchronous, busy_timeout) are skipped.
 
 Errors from sqlite3 / libsql / the file system are translated to :class:`DatabaseError` naming
-the operation. A caller cancelled while its call runs gets ``CancelledError`` at once, but the
+the operation; an infrastructure fault (disk full, read-only, locked, I/O error, unreachable
+server: see :mod:`.faults`) to its subclass :class:`DatabaseUnavailable`. After such a fault the
+store closes its connection (rolling back any open transaction) and opens a fresh one on its
+next call, so it recovers by itself once the fault clears: a file system remounted, a lock
+released, a server back, a Hrana connection that died. Measured: a local connection survives
+SQLITE_FULL by itself, but holding it open keeps the files busy (a read-only remount is refused
+while a file is open for writing) and a dead Hrana connection never comes back. A caller cancelled while its call runs gets ``CancelledError`` at once, but the
 call itself still completes (or rolls back) on the worker thread: a thread cannot be
 interrupted. History inserts are idempotent (``INSERT OR IGNORE`` on the message id), so a
 retried batch is harmless.
@@ -34,6 +40,7 @@ import math
 import operator
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -43,7 +50,8 @@ from typing import Any, TypeVar
 
 from libsql_client import LibsqlError, dbapi2
 
-from overwatch_lab.errors import DatabaseError
+from overwatch_lab.errors import DatabaseError, DatabaseUnavailable
+from overwatch_lab.store.faults import is_unavailable
 from overwatch_lab.store.schema import (
     BUSY_TIMEOUT_MS,
     DEVICE_EVENT_INSERT_COLUMNS,
@@ -357,7 +365,10 @@ class Store:
         self._telemetry_insert: _BulkInsert | None = None
         self._device_event_insert: _BulkInsert | None = None
         self._state = "new"
+        self._dropped_at: float | None = None  # monotonic time the connection was dropped after a fault
         self.schema_version: int | None = None
+        self.faults = 0
+        """Infrastructure faults seen (each raised as :class:`DatabaseUnavailable`)."""
 
     def __repr__(self) -> str:
         return f"<Store {self._state} {redact(self._location)}>"
@@ -450,12 +461,49 @@ class Store:
     def _guarded(self, op: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             if op != "open" and self._conn is None:
-                raise DatabaseError(f"{op}: store {redact(self._location)} is closed")
-            return fn(*args)
+                if self._dropped_at is None or self._state != "open":
+                    raise DatabaseError(f"{op}: store {redact(self._location)} is closed")
+                self._reconnect()
+            result = fn(*args)
         except DatabaseError:
             raise
         except DB_ERRORS as exc:
-            raise DatabaseError(f"{op} failed on {redact(self._location)}: {exc}") from exc
+            if not is_unavailable(exc):
+                raise DatabaseError(f"{op} failed on {redact(self._location)}: {exc}") from exc
+            self.faults += 1
+            if op != "open":
+                self._drop_connection()
+            raise DatabaseUnavailable(f"{op} failed on {redact(self._location)}: {exc}") from exc
+        if self._dropped_at is not None:  # debug: a read may work while writes still fail
+            log.debug(
+                "store %s answered again %.1f s after a fault (%s)",
+                redact(self._location),
+                time.monotonic() - self._dropped_at,
+                op,
+            )
+            self._dropped_at = None
+        return result
+
+    def _drop_connection(self) -> None:
+        """Close the connection after an infrastructure fault; the next call opens a new one."""
+        conn, self._conn = self._conn, None
+        if self._dropped_at is None:
+            self._dropped_at = time.monotonic()
+        if conn is None:
+            return
+        try:
+            conn.close()  # rolls back a transaction still open
+        except DB_ERRORS as exc:
+            log.debug("closing faulty connection to %s: %s", redact(self._location), exc)
+
+    def _reconnect(self) -> None:
+        conn = connect(self._location)
+        try:
+            apply_pragmas(conn, remote=self._remote)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:

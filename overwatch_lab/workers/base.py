@@ -8,12 +8,24 @@ the rest the same way for everyone:
   (WIRE.md: the 3rd) so that a message that keeps failing is never redelivered forever.
 - ``POISON``: the message can never succeed (invalid envelope, unknown entity, subject/body
   mismatch): quarantined at once.
-- ``HOLD``: not the message's fault (the database is full, read-only or unreachable; a
-  registration it depends on is still in flight): never quarantined, retried later.
+- ``HOLD``: not the message's fault (the database is full, read-only, locked or unreachable):
+  the loop keeps the message unacknowledged, sends ``+WPI`` (in progress) for it every
+  ``ack_wait_s / 3`` so the server never redelivers it (a hold burns no delivery of
+  ``max_deliver``), stops fetching (the stream keeps what follows; a prefetch already in flight
+  joins the held set), waits a bounded, jittered, growing delay and hands the held messages to
+  the worker again, until none is held: then it resumes by itself. Never quarantined. The worker's
+  stats (``holding``, ``hold_reason``, ``held``, …) and the log raise the alarm (:mod:`.hold`).
+  A *deferred* hold (:func:`defer`: a registration the message depends on is still in flight)
+  is lighter: the message stays unacked and in progress and is handed to the worker again with
+  the next batch, while fetching goes on; no alarm (``deferred`` counts them).
 
-Quarantine = a record on ``constellation.quarantine.{worker}`` (published and acknowledged by
-JetStream, with ``Nats-Msg-Id: quarantine-{stream}-{seq}``), then TERM. If the quarantine publish
-itself fails the message is NAKed instead, so nothing is ever dropped silently.
+A batch that raises :class:`~overwatch_lab.errors.DatabaseUnavailable` is held whole; any other
+exception retries every message of it. Quarantine = a record on ``constellation.quarantine.{worker}``
+(published and acknowledged by JetStream, with ``Nats-Msg-Id: quarantine-{stream}-{seq}``), then
+TERM. If the quarantine publish itself fails (broker trouble) the message is held instead, so
+nothing is ever dropped silently and a broker outage does not burn deliveries.
+
+At stop, held messages are NAKed (no delay) so the next run gets them at once.
 """
 
 from __future__ import annotations
@@ -35,8 +47,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from overwatch_lab.config import LabConfig
+from overwatch_lab.errors import DatabaseUnavailable
 from overwatch_lab.protocol.envelopes import now_timestamp
 from overwatch_lab.protocol.subjects import quarantine_subject
+from overwatch_lab.workers.hold import Backoff, HoldAlarm
 from overwatch_lab.workers.pull import BatchPuller
 
 log = logging.getLogger(__name__)
@@ -53,10 +67,16 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The settlement of one message, with the reason for anything but ACK."""
+    """The settlement of one message, with the reason for anything but ACK.
+
+    Attributes:
+        blocking: for HOLD only: True (an infrastructure fault) stops fetching until the held
+            messages succeed; False (:func:`defer`) carries the message into the next batch.
+    """
 
     outcome: Outcome
     reason: str | None = None
+    blocking: bool = True
 
 
 ACK = Result(Outcome.ACK)
@@ -73,15 +93,24 @@ def poison(reason: str) -> Result:
 
 
 def hold(reason: str) -> Result:
-    """Not the message's fault (infrastructure, or a dependency in flight): retry, never quarantine."""
+    """Not the message's fault (an infrastructure fault): keep it unacked and retry, never quarantine.
+
+    The loop stops fetching and raises the hold alarm until the held messages succeed.
+    """
     return Result(Outcome.HOLD, reason)
+
+
+def defer(reason: str) -> Result:
+    """Not yet decidable (a registration it depends on is still in flight): keep it unacked and
+    hand it to the worker again with the next batch; never quarantined, no alarm, fetching goes on."""
+    return Result(Outcome.HOLD, reason, blocking=False)
 
 
 @dataclass(slots=True)
 class WorkerStats:
     """Counters of one worker, readable from Python (``lab.stats()``) and shown on dashboards."""
 
-    handled: int = 0  # messages settled (any outcome)
+    handled: int = 0  # messages settled (any outcome; a held message counts once settled)
     acked: int = 0
     ignored: int = (
         0  # acked without changing live state (late or duplicate; telemetry still stores late rows)
@@ -89,6 +118,14 @@ class WorkerStats:
     late: int = 0  # late messages stored in history (not newer than live state), counted once per message_uid
     retried: int = 0  # NAKed for redelivery
     quarantined: int = 0
+    holding: bool = False  # the alarm: messages are held for an infrastructure fault right now
+    hold_reason: str | None = None  # why the current (or the last) hold holds
+    hold_since: float | None = None  # epoch seconds the current hold started (None: not holding)
+    holds: int = 0  # hold episodes so far
+    held: int = 0  # messages held right now (unacked, kept in progress, retried)
+    hold_attempts: int = 0  # attempts at the held messages in the current (or last) hold
+    last_hold_s: float | None = None  # duration of the last finished hold
+    deferred: int = 0  # messages waiting for a dependency in flight, carried into the next batch
     kv_writes: int = 0  # compare-and-set writes of entity documents (coalesced per entity per batch)
     batches: int = 0
     last_batch_size: int = 0
@@ -134,6 +171,14 @@ class ConsumerLoop:
         self.js = js
         self.config = config
         self._stopping = asyncio.Event()
+        self._held: list[Msg] = []  # in stream order; unacked, kept in progress; no fetching
+        self._deferred: list[Msg] = []  # unacked, kept in progress, handled again with the next batch
+        self._handling: list[Msg] = []  # the batch the worker is handling now
+        self._handling_since = 0.0
+        self._backoff = Backoff(config.hold_backoff_initial_s, config.hold_backoff_max_s)
+        self._alarm = HoldAlarm(worker.name, worker.stats, config.hold_reminder_s)
+        self.progress_every_s = config.ack_wait_s / 3
+        """How often held messages (and a batch handled for longer) are reported in progress."""
 
     def request_stop(self) -> None:
         """Ask the loop to finish its current batch and return."""
@@ -144,7 +189,8 @@ class ConsumerLoop:
 
         The next fetch is in flight while a batch is handled, so the broker round trip overlaps
         the DB commit and KV writes. At stop the in-flight fetch is awaited and its messages
-        handled too (cancelling it could strand delivered messages until ack_wait).
+        handled too (cancelling it could strand delivered messages until ack_wait); while
+        holding, they join the held set, which is NAKed.
         """
         w = self.worker
         puller = BatchPuller(self.nc, w.stream, w.durable)
@@ -152,26 +198,83 @@ class ConsumerLoop:
         ready.set()
         log.info("%s consuming %s/%s", w.name, w.stream, w.durable)
         inflight: asyncio.Task[list[Msg]] | None = None
+        keep_alive = asyncio.create_task(self._keep_alive(puller), name=f"progress:{w.name}")
         try:
             while True:
+                if self._held:
+                    if inflight is not None:  # a prefetch in flight joins the held set
+                        self._held.extend(await inflight)
+                        inflight = None
+                    self._held.extend(puller.take_buffered())  # the rest of its pull request
+                    self._alarm.update(len(self._held), None)
+                    if self._stopping.is_set() or await self._wait(self._backoff.next()):
+                        break
+                    self._alarm.attempt()
+                    await self._handle(list(self._held))
+                    continue
                 if inflight is None:
                     if self._stopping.is_set():
                         break
                     inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
                 msgs = await inflight
                 inflight = None
-                if not msgs:
+                if not msgs and not self._deferred:
                     continue
                 if not self._stopping.is_set():
                     inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
-                await self._handle(msgs)
+                await self._handle(self._deferred + msgs)
+            await self._release(self._held + self._deferred + puller.take_buffered())
         finally:
+            keep_alive.cancel()
+            await asyncio.wait([keep_alive])  # a cancellation of run() itself still propagates
+            if not keep_alive.cancelled() and keep_alive.exception() is not None:
+                log.error("%s: progress reporting failed: %r", w.name, keep_alive.exception())
             if inflight is not None:
                 inflight.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await inflight
             with contextlib.suppress(Exception):
                 await puller.stop()
+
+    async def _wait(self, delay_s: float) -> bool:
+        """Sleep ``delay_s`` or until a stop is requested; True if it was."""
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _keep_alive(self, puller: BatchPuller) -> None:
+        """Tell the server, every ``progress_every_s``, that held messages (with what the puller
+        received for them meanwhile) and a batch handled for that long already are still being
+        worked on, so ack_wait never expires for them."""
+        while True:
+            await asyncio.sleep(self.progress_every_s)
+            msgs = self._held + puller.buffered() if self._held else list(self._deferred)
+            if self._handling and time.monotonic() - self._handling_since >= self.progress_every_s:
+                msgs.extend(self._handling)
+            try:
+                for msg in msgs:
+                    await msg.in_progress()
+            except nats.errors.Error as exc:  # reconnecting: the next round tries again
+                log.debug("%s: in-progress for %d messages failed: %r", self.worker.name, len(msgs), exc)
+
+    async def _release(self, msgs: list[Msg]) -> None:
+        """At stop: NAK what was held or buffered, so the next run gets it without waiting ack_wait."""
+        holding = bool(self._held)
+        self._held, self._deferred = [], []
+        self.worker.stats.deferred = 0
+        try:
+            for msg in msgs:
+                await msg.nak()
+        except nats.errors.Error as exc:  # they come back after ack_wait instead
+            log.warning("%s: could not release %d messages at stop: %r", self.worker.name, len(msgs), exc)
+        if holding:
+            log.warning(
+                "%s stopped while holding; %d messages released for redelivery", self.worker.name, len(msgs)
+            )
+            self._alarm.update(0, None)
 
     async def _fetch(self, puller: BatchPuller) -> list[Msg]:
         w = self.worker
@@ -191,55 +294,80 @@ class ConsumerLoop:
         return msgs
 
     async def _handle(self, msgs: list[Msg]) -> None:
+        """Have the worker handle ``msgs`` and settle every result but HOLD; keep the held ones.
+
+        If any of them is held for an infrastructure fault they all go to the held set (no
+        fetching until it is empty), else the deferred ones are carried into the next batch.
+        """
         w = self.worker
         started = time.perf_counter()
+        self._handling, self._handling_since = msgs, time.monotonic()
         try:
             results = await w.handle_batch(msgs)
             if len(results) != len(msgs):
                 raise RuntimeError(f"{w.name} returned {len(results)} results for {len(msgs)} messages")
         except asyncio.CancelledError:
             raise
+        except DatabaseUnavailable as exc:  # the lab's infrastructure, not the messages: hold them all
+            log.warning("%s: infrastructure fault on a batch of %d: %s", w.name, len(msgs), exc)
+            results = [hold(f"{type(exc).__name__}: {exc}")] * len(msgs)
         except Exception as exc:  # a bug or an outage: every message is retried, never lost
             log.exception("%s failed on a batch of %d", w.name, len(msgs))
             reason = f"{type(exc).__name__}: {exc}"
             results = [retry(reason)] * len(msgs)
+        finally:
+            self._handling = []
+        held: list[Msg] = []
+        reason: str | None = None  # of the first blocking hold
         for msg, result in zip(msgs, results, strict=True):
-            await self._settle(msg, result)
+            if result.outcome is not Outcome.HOLD:
+                problem = await self._settle(msg, result)
+                if problem is None:
+                    continue
+                result = hold(problem)
+            held.append(msg)
+            if result.blocking and reason is None:
+                reason = result.reason
+            w.stats.last_error = result.reason
         st = w.stats
         st.batches += 1
-        st.handled += len(msgs)
+        st.handled += len(msgs) - len(held)
         st.last_batch_size = len(msgs)
         st.peak_batch_size = max(st.peak_batch_size, len(msgs))
         st.last_batch_at = time.time()
         st.busy_s += time.perf_counter() - started
         st.lag = msgs[-1].metadata.num_pending
+        if reason is not None:
+            self._held, self._deferred = held, []
+        else:
+            self._held, self._deferred = [], held
+            self._backoff.reset()
+        st.deferred = len(self._deferred)
+        self._alarm.update(len(self._held), reason)
 
-    async def _settle(self, msg: Msg, result: Result) -> None:
+    async def _settle(self, msg: Msg, result: Result) -> str | None:
+        """Settle one message; returns why it must be held instead (its quarantine failed), else None."""
         st = self.worker.stats
         if result.outcome is Outcome.ACK:
             await msg.ack()
             st.acked += 1
-            return
+            return None
         st.last_error = result.reason
-        if result.outcome is Outcome.HOLD:
-            await msg.nak(delay=self.config.retry_delay_s)
-            st.retried += 1
-            return
         if result.outcome is Outcome.RETRY and msg.metadata.num_delivered < self.config.quarantine_after:
             await msg.nak(delay=self.config.retry_delay_s)
             st.retried += 1
-            return
+            return None
         reason = result.reason or "unknown"
         if result.outcome is Outcome.RETRY:
             reason = f"failed on delivery {msg.metadata.num_delivered}: {reason}"
-        if await self._quarantine(msg, reason):
+        problem = await self._quarantine(msg, reason)
+        if problem is None:
             await msg.term()
             st.quarantined += 1
-        else:
-            await msg.nak(delay=self.config.retry_delay_s)
-            st.retried += 1
+        return problem
 
-    async def _quarantine(self, msg: Msg, reason: str) -> bool:
+    async def _quarantine(self, msg: Msg, reason: str) -> str | None:
+        """Publish the quarantine record of ``msg``; returns why it could not be, else None."""
         w = self.worker
         meta = msg.metadata
         seq = meta.sequence.stream
@@ -261,7 +389,7 @@ class ConsumerLoop:
                 headers={"Nats-Msg-Id": f"quarantine-{w.stream}-{seq}"},
             )
         except (nats.errors.Error, TimeoutError) as exc:
-            log.error("%s could not quarantine %s seq %s: %r", w.name, msg.subject, seq, exc)
-            return False
+            log.error("%s could not quarantine %s seq %s (held): %r", w.name, msg.subject, seq, exc)
+            return f"quarantine publish failed: {exc!r}"
         log.warning("%s quarantined %s (seq %s): %s", w.name, msg.subject, seq, reason)
-        return True
+        return None

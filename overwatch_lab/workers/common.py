@@ -3,8 +3,9 @@
 The unknown-id rule (WIRE.md): a message naming an entity or organisation the registry does not
 know is POISON (quarantined, "unknown entity ...") only when its registration can no longer be in
 flight, i.e. when the lifecycle consumers have acknowledged every event stored before the message
-plus the registry's grace (:func:`miss_is_final`). Until then it is HOLD: retried, never counted
-toward quarantine, so a registration that is merely behind (the lab under load) loses nothing.
+plus the registry's grace (:func:`miss_is_final`). Until then it is DEFER: kept unacknowledged and
+handled again with the next batch, never counted toward quarantine and never stopping the
+consumer, so a registration that is merely behind (the lab under load) loses nothing.
 """
 
 from __future__ import annotations
@@ -17,21 +18,21 @@ from collections.abc import Awaitable, Iterable, Sequence
 import nats.errors
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import BrokerError, DatabaseError
+from overwatch_lab.errors import BrokerError, DatabaseUnavailable
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import now_timestamp
 from overwatch_lab.protocol.subjects import STREAM_ENTITIES, STREAM_ORGANIZATIONS
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import Result, hold, poison, retry
+from overwatch_lab.workers.base import Result, defer, hold, poison, retry
 from overwatch_lab.workers.progress import ConsumerProgress
 
 log = logging.getLogger(__name__)
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     BrokerError,
-    DatabaseError,
+    DatabaseUnavailable,
     nats.errors.Error,
     OSError,  # TimeoutError, ConnectionError
 )
@@ -39,10 +40,13 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 async def guarded(step: Awaitable[Result]) -> Result:
-    """Await one message's step; an unexpected failure retries that message only."""
+    """Await one message's step: an infrastructure fault of the database holds that message, any
+    other unexpected failure retries it only."""
     try:
         return await step
-    except Exception as exc:  # DB or KV outage, a conflict storm, a bug: retried, then quarantined
+    except DatabaseUnavailable as exc:  # disk full, read-only, locked, unreachable: not its fault
+        return hold(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a KV outage, a conflict storm, a bug: retried, then quarantined
         log.warning("step failed: %r", exc)
         return retry(f"{type(exc).__name__}: {exc}")
 
@@ -133,10 +137,10 @@ class MissCheck:
         except BrokerError as exc:
             return hold(f"{reason}; cannot tell whether it is final: {exc}")
         if self._registry.org_of(entity_id) is not None:
-            return hold(f"entity {entity_id!r} was registered while this batch was handled")
+            return defer(f"entity {entity_id!r} was registered while this batch was handled")
         if miss_is_final(stored_at(msg), horizon, self._registry.grace_s):
             return poison(reason)
-        return hold(
+        return defer(
             f"{reason}; its registration may still be in flight (entity consumer behind this message)"
         )
 
@@ -152,10 +156,10 @@ class MissCheck:
         except BrokerError as exc:
             return hold(f"{reason}; cannot tell whether it is final: {exc}")
         if org_id in self._registry.orgs:
-            return hold(f"organization {org_id!r} was registered while this batch was handled")
+            return defer(f"organization {org_id!r} was registered while this batch was handled")
         if miss_is_final(stored_at(msg), horizon, self._registry.grace_s):
             return poison(reason)
-        return hold(f"{reason}; it may still be in flight (organization consumer behind this event)")
+        return defer(f"{reason}; it may still be in flight (organization consumer behind this event)")
 
     async def unknown_entity_in_stream(
         self, entity_id: str, msg: Msg, acked_in_batch: Iterable[int]
@@ -172,11 +176,11 @@ class MissCheck:
         except BrokerError as exc:
             return hold(f"{reason}; cannot tell whether it is final: {exc}")
         if self._registry.org_of(entity_id) is not None:
-            return hold(f"entity {entity_id!r} was registered while this batch was handled")
+            return defer(f"entity {entity_id!r} was registered while this batch was handled")
         seq = msg.metadata.sequence.stream
         if progress is None or earlier_events_done(seq, progress.ack_floor, acked_in_batch):
             return poison(reason)
-        return hold(f"{reason}; an earlier entity event is still unacknowledged")
+        return defer(f"{reason}; an earlier entity event is still unacknowledged")
 
 
 async def fresh_doc(store: Store, entity_id: str) -> Doc:

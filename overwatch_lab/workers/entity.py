@@ -40,7 +40,7 @@ from overwatch_lab.protocol.subjects import (
 )
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
+from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, defer, poison, retry
 from overwatch_lab.workers.common import MissCheck, guarded
 
 log = logging.getLogger(__name__)
@@ -88,21 +88,27 @@ class _InOrderWorker(Worker):
         """Apply one decoded event; returns its settlement."""
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
-        results = []
+        results: list[Result] = []
         batch = _Batch(MissCheck(self.registry))
+        held: Result | None = None
         for msg in msgs:
             try:
                 ev = self.decode(msg)
             except ProtocolError as exc:
                 results.append(poison(str(exc)))
                 continue
+            if held is not None:  # the database is down: nothing after a held event is tried
+                results.append(held)
+                continue
             key = self.key(ev)
             if key in batch.blocked:
-                result = hold(f"an earlier event of {key!r} in this batch is not applied yet")
+                result = defer(f"an earlier event of {key!r} in this batch is not applied yet")
             else:
                 result = await guarded(self._apply(ev, msg, batch))
             if result.outcome is Outcome.ACK:
                 batch.acked.append(msg.metadata.sequence.stream)
+            elif result.outcome is Outcome.HOLD and result.blocking:
+                held = Result(Outcome.HOLD, f"behind a held event: {result.reason}", True)
             elif result.outcome is not Outcome.POISON:
                 batch.blocked.add(key)
             results.append(result)

@@ -22,7 +22,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import DatabaseError, ProtocolError
+from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import now_timestamp, parse_timestamp
@@ -30,7 +30,7 @@ from overwatch_lab.protocol.events import Detection, DeviceEvent, decode_detecti
 from overwatch_lab.protocol.subjects import CONSUMER_EVENT, STREAM_EVENTS, parse_event_subject
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Result, Worker, hold, poison
+from overwatch_lab.workers.base import ACK, Result, Worker, hold, poison, retry
 from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,9 @@ class EventWorker(Worker):
             try:
                 await self.store.insert_device_events(rows)
             except DatabaseError as exc:
+                settle = hold if isinstance(exc, DatabaseUnavailable) else retry
                 for i in row_index:
-                    results[i] = hold(f"device event insert failed: {exc}")
+                    results[i] = settle(f"device event insert failed: {exc}")
                 failed = set(row_index)
                 for group in per_entity.values():
                     keep = [

@@ -83,6 +83,16 @@ class BatchPuller:
         self._open, self._open_left, self._no_wait = True, batch, expires_s is None
         await self._nc.publish(self._api, json.dumps(req).encode(), reply=self._inbox)
 
+    def buffered(self) -> list[Msg]:
+        """Return (a copy of) the messages delivered but not yet fetched, leaving them buffered."""
+        return list(self._buf)
+
+    def take_buffered(self) -> list[Msg]:
+        """Remove and return every message delivered but not yet fetched."""
+        out = list(self._buf)
+        self._buf.clear()
+        return out
+
     def _take(self, batch: int) -> list[Msg]:
         buf = self._buf
         n = min(batch, len(buf))

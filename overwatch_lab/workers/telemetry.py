@@ -31,7 +31,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import DatabaseError, ProtocolError
+from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import Telemetry, decode_telemetry, now_timestamp
@@ -43,7 +43,7 @@ from overwatch_lab.protocol.subjects import (
 )
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
-from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison
+from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
 from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure
 
 log = logging.getLogger(__name__)
@@ -206,8 +206,10 @@ class TelemetryWorker(Worker):
                 _, new_late = await self.store.insert_telemetry_groups(plan.rows, plan.late_rows)
             except DatabaseError as exc:
                 reason = f"history insert failed: {exc}"
+                # The whole batch, late rows included: none may be acked for a newer one's sake.
+                settle = hold if isinstance(exc, DatabaseUnavailable) else retry
                 for i, _, _ in decoded:
-                    results[i] = hold(reason)
+                    results[i] = settle(reason)
                 return results
             self.stats.late += new_late
         self.fields_skipped += plan.fields_skipped

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from overwatch_lab.dashboard.datastore import DataStore
-from overwatch_lab.dashboard.stats import WORKER_COLUMNS, WorkerStats, counters_frame, worker_frame
+from overwatch_lab.dashboard.stats import (
+    WORKER_COLUMNS,
+    WorkerStats,
+    counters_frame,
+    hold_alarm,
+    worker_frame,
+)
+from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol import subjects as s
 from tests.unit.dashboard.helpers import fly, register_fleet, wait_until
 
 
@@ -60,3 +70,46 @@ def test_worker_stats_view_follows_the_lab(lab):
         counters["dashboard · failed refreshes"] == "1"
         and "LabStateError" in counters["dashboard · last error"]
     )
+
+
+def test_hold_alarm_names_each_holding_worker_with_its_reason():
+    stats = {
+        "telemetry-worker": {
+            "handled": 9, "holding": True, "held": 4200, "hold_since": 1000.0, "hold_attempts": 7,
+            "hold_reason": "history insert failed: database or disk is full <x>",
+        },
+        "entity-worker": {"handled": 3, "holding": False, "held": 0},
+        "kv": {"cas_conflicts": 0},
+    }  # fmt: skip
+    alarm = hold_alarm(stats, now=1042.0)
+    assert (
+        "HOLDING" in alarm and "<b>telemetry-worker</b> holds 4,200 messages for 42 s (7 attempts)" in alarm
+    )
+    assert "database or disk is full &lt;x&gt;" in alarm  # escaped
+    assert "entity-worker" not in alarm
+    assert hold_alarm({"entity-worker": {"handled": 3, "holding": False}}) == ""
+    assert worker_frame(stats, {}).set_index("worker").loc["telemetry-worker", "held"] == 4200
+
+
+@pytest.mark.slow
+def test_worker_stats_view_raises_the_alarm_while_the_database_is_full(tmpfs, lab_factory):
+    lab = lab_factory(db_url=str(tmpfs.path / "overwatch.db"))
+    register_fleet(lab)
+    store = DataStore(source=lab)
+    view = WorkerStats(data_store=store)
+    store.refresh()
+    assert not view.alarm.visible
+    tmpfs.fill()
+    items = []
+    for i in range(500):
+        env = envelopes.make_telemetry(
+            "org-a", "uav-1", "ATTITUDE", {"roll": 0.0, "pitch": 0.0, "yaw": i / 1e3}
+        )
+        items.append((s.telemetry_subject("org-a", "uav-1"), envelopes.encode(env), env["message_uid"]))
+    lab.publish_many(items)
+    wait_until(lambda: store.refresh() and view.alarm.visible, timeout=10, what="the alarm")
+    assert "telemetry-worker" in view.alarm.object and "database or disk is full" in view.alarm.object
+    assert view.workers.value.set_index("worker").loc["telemetry-worker", "held"] > 0
+    tmpfs.free_filler()
+    wait_until(lambda: store.refresh() and not view.alarm.visible, timeout=15, what="the alarm to clear")
+    assert view.workers.value.set_index("worker").loc["telemetry-worker", "held"] == 0
