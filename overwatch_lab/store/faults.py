@@ -52,6 +52,10 @@ UNAVAILABLE_TEXTS: tuple[str, ...] = (
 )
 """Lower-case message fragments of infrastructure faults, for errors without a result code."""
 
+SCHEMA_GONE_TEXTS: tuple[str, ...] = ("no such table",)
+"""SQLITE_ERROR texts that mean the lab's schema was damaged (a table dropped): no message can
+fix it and an operator can, so they hold like any other fault of the plumbing."""
+
 
 def _code_is_unavailable(code: str) -> bool:
     if code in HRANA_UNAVAILABLE_CODES or code.startswith("HRANA_"):
@@ -72,12 +76,14 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(current, OSError):  # file system, aiohttp connection errors, TimeoutError
             return True
         code = getattr(current, "sqlite_errorname", None) or getattr(current, "code", None)
+        text = str(current).lower()
+        if any(fragment in text for fragment in SCHEMA_GONE_TEXTS):
+            return True
         if isinstance(code, str) and code:
             if _code_is_unavailable(code):
                 return True
             if code.startswith("SQLITE_"):  # a definite code of another kind: the data's fault
                 return False
-        text = str(current).lower()
         if any(fragment in text for fragment in UNAVAILABLE_TEXTS):
             return True
         current = current.__cause__

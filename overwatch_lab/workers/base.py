@@ -126,6 +126,7 @@ class WorkerStats:
     hold_attempts: int = 0  # attempts at the held messages in the current (or last) hold
     last_hold_s: float | None = None  # duration of the last finished hold
     deferred: int = 0  # messages waiting for a dependency in flight, carried into the next batch
+    deferrals: int = 0  # times a message was deferred (a registration race seen), cumulative
     kv_writes: int = 0  # compare-and-set writes of entity documents (coalesced per entity per batch)
     batches: int = 0
     last_batch_size: int = 0
@@ -341,6 +342,7 @@ class ConsumerLoop:
             self._held, self._deferred = held, []
         else:
             self._held, self._deferred = [], held
+            st.deferrals += len(held)
             self._backoff.reset()
         st.deferred = len(self._deferred)
         self._alarm.update(len(self._held), reason)

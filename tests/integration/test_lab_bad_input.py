@@ -131,7 +131,7 @@ def test_a_history_outage_holds_every_message_of_the_batch_and_loses_none(lab_fa
     failed batch is acked as "late" because a newer one of the same batch was seen."""
     import sqlite3
 
-    lab = lab_factory(retry_delay_s=0.1, max_deliver=100)
+    lab = lab_factory(hold_backoff_initial_s=0.05, hold_backoff_max_s=0.2)
     lab.register_org(ORG)
     lab.register_entity(ORG, EID, "aircraft_multirotor")
     # Take the history table away: every insert fails, which is an outage, not a bad message.
@@ -145,9 +145,10 @@ def test_a_history_outage_holds_every_message_of_the_batch_and_loses_none(lab_fa
             items.append((s.telemetry_subject(ORG, EID), envelopes.encode(env), env["message_uid"]))
             uids.append(env["message_uid"])
     lab.publish_many(items)
-    lab.wait_for(lambda: lab.stats()["telemetry-worker"]["retried"] >= 2 * len(items), what="held twice")
+    lab.wait_for(lambda: lab.stats()["telemetry-worker"]["hold_attempts"] >= 2, what="held and retried twice")
     st = lab.stats()["telemetry-worker"]
-    assert st["quarantined"] == 0 and st["acked"] == 0 and "history insert failed" in st["last_error"]
+    assert st["holding"] and st["held"] == len(items), st
+    assert st["quarantined"] == 0 and st["acked"] == 0 and "history insert failed" in st["hold_reason"]
     assert lab.quarantine_frame().empty
     # the outage ends: the held messages are stored, each once, and the newest reaches KV
     with sqlite3.connect(lab.db_url) as conn:

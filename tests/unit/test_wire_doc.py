@@ -405,7 +405,7 @@ async def test_quarantine_table_and_example_equal_what_the_loop_publishes(tmp_pa
     msg = SimpleNamespace(subject=q["original_subject"], data=body, metadata=meta)
     worker = TelemetryWorker(None, None, None)  # type: ignore[arg-type]  # only its names are used
     loop = ConsumerLoop(worker, None, FakeJS(), LabConfig(data_dir=tmp_path))  # type: ignore[arg-type]
-    assert await loop._quarantine(msg, q["error"])
+    assert await loop._quarantine(msg, q["error"]) is None  # None: published, nothing to hold for
     subject, payload, headers = published[0]
     record = json.loads(payload)
     assert subject == s.quarantine_subject(worker.name)

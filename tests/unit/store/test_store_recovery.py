@@ -28,6 +28,7 @@ def rows(start: int, n: int) -> list[tuple[Any, ...]]:
             ingested_at=1_798_761_600.0 + i,
             system_id=1,
             component_id=1,
+            late=0,
             data='{"roll": 0.0, "pad": "' + "x" * 400 + '"}',
         )
         out.append(tuple(row.values()))

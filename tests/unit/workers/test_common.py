@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import BrokerError, DatabaseError
+from overwatch_lab.errors import BrokerError, DatabaseError, DatabaseUnavailable
 from overwatch_lab.kvstate import KvConflictError
 from overwatch_lab.protocol.subjects import STREAM_ENTITIES, STREAM_ORGANIZATIONS
 from overwatch_lab.registry import Registry
@@ -63,7 +63,8 @@ def test_earlier_events_done_counts_this_batchs_applied_events():
 def test_kv_failure_holds_infrastructure_and_retries_the_rest():
     assert kv_failure("e", KvConflictError("x")).outcome is Outcome.HOLD
     assert kv_failure("e", TimeoutError()).outcome is Outcome.HOLD
-    assert kv_failure("e", DatabaseError("disk full")).outcome is Outcome.HOLD
+    assert kv_failure("e", DatabaseUnavailable("disk full")).outcome is Outcome.HOLD
+    assert kv_failure("e", DatabaseError("CHECK constraint failed")).outcome is Outcome.RETRY
     assert kv_failure("e", LookupError("row gone")).outcome is Outcome.RETRY
 
 
