@@ -19,6 +19,7 @@ from bokeh.models.widgets.tables import NumberFormatter
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.fleet import sync_tabulator
 from overwatch_lab.dashboard.frames import QUARANTINE_COLUMNS, trim_quarantine
+from overwatch_lab.dashboard.streams import STREAM_COLUMNS, loss_banner, stream_frame
 
 WORKER_COLUMNS: tuple[str, ...] = (
     "worker",
@@ -158,6 +159,35 @@ class WorkerStats(pn.viewable.Viewer):
             configuration={"columnDefaults": {"tooltip": True}},  # full last error on hover
             **table_opts,
         )
+        self.loss = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))  # empty unless lost
+        self.streams = pn.widgets.Tabulator(
+            stream_frame({}),
+            titles={
+                "stream": "Stream",
+                "consumer": "Consumer",
+                "messages": "Messages",
+                "fill_pct": "Full %",
+                "lag": "Lag",
+                "lag_rate": "Lag trend msg/s",  # > 0: falling behind
+                "overflow_in_s": "Overflow in s",
+                "lost": "Lost",
+                "discarded": "Discarded unseen",
+                "dropped": "Dropped (limits)",
+            },
+            formatters={
+                **{
+                    c: number
+                    for c in STREAM_COLUMNS
+                    if c not in ("stream", "consumer", "fill_pct", "lag_rate")
+                },
+                "lag": NumberFormatter(format="0,0", nan_format="–"),
+                "overflow_in_s": NumberFormatter(format="0,0", nan_format="–"),
+                "fill_pct": NumberFormatter(format="0.0", nan_format="–"),
+                "lag_rate": NumberFormatter(format="+0,0", nan_format="–"),
+            },
+            hidden_columns=["discarded", "dropped"],
+            **table_opts,
+        )
         self.counters = pn.widgets.Tabulator(
             pd.DataFrame(columns=["counter", "value"], dtype=object),
             titles={"counter": "Counter", "value": "Value"},
@@ -189,6 +219,8 @@ class WorkerStats(pn.viewable.Viewer):
             return
         sync_tabulator(self.workers, worker_frame(store.stats, store.rates), "worker", keep_order=True)
         sync_tabulator(self.counters, counters_frame(store.stats, store), "counter", keep_order=True)
+        sync_tabulator(self.streams, stream_frame(store.stats), "stream", keep_order=True)
+        self.loss.object = loss_banner(store.stats)
 
     @param.depends("data_store.quarantine", watch=True)
     def _sync_quarantine(self) -> None:
@@ -204,8 +236,13 @@ class WorkerStats(pn.viewable.Viewer):
             return pn.pane.HTML(text, margin=(8, 10, 0, 10))
 
         return pn.Column(
+            self.loss,
             title("<b>Workers</b>"),
             self.workers,
+            title(
+                "<b>Streams</b> (lag trend &gt; 0: falling behind; lost: removed before any worker saw it)"
+            ),
+            self.streams,
             title("<b>Quarantine</b> (newest first; hover a cell for the full text)"),
             self.quarantine,
             title("<b>Synchronizer &amp; dashboard</b>"),
