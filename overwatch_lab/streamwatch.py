@@ -63,6 +63,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from overwatch_lab.config import LabConfig, StreamLimits
+from overwatch_lab.errors import ConfigError
 from overwatch_lab.protocol.commands import STREAM_COMMAND_ACKS
 
 log = logging.getLogger(__name__)
@@ -298,13 +299,13 @@ class StreamWatch:
 
     def _add(self, stream: str, durable: str | None) -> None:
         if stream in self._watched:
-            raise ValueError(f"stream {stream!r} is watched twice (one durable per stream)")
+            raise ConfigError(f"stream {stream!r} is watched twice (one durable per stream)")
         if stream in self.config.streams:
             limits = self.config.streams[stream]
         elif stream == STREAM_COMMAND_ACKS:
             limits = self.config.command_acks_stream
         else:
-            raise ValueError(f"no limits configured for stream {stream!r}")
+            raise ConfigError(f"no limits configured for stream {stream!r}")
         self._watched[stream] = _Watched(stream, limits, durable, StreamCounters(consumer=durable))
 
     def observer(self, stream: str) -> Callable[[list[Msg]], None]:
@@ -345,9 +346,10 @@ class StreamWatch:
                 else:
                     await self._check_consumed(w)
                 w.counters.last_error = None
-            except (nats.errors.Error, TimeoutError) as exc:  # best effort: the next pass retries
+            except (nats.errors.Error, TimeoutError, ValueError, KeyError) as exc:  # the next pass retries
+                if w.counters.last_error is None:  # say it once per outage, not every period
+                    log.warning("stream watch of %s failed: %r", w.name, exc)
                 w.counters.last_error = f"{type(exc).__name__}: {exc}"
-                log.debug("stream watch of %s failed: %r", w.name, exc)
             w.counters.checks += 1
             w.counters.checked_at = time.time()
 
