@@ -1,4 +1,4 @@
-"""Lab configuration: one frozen object, documented defaults, WIRE.md limits as defaults.
+"""Lab configuration: one frozen object, documented defaults (WIRE.md limits, two streams larger).
 
 Durability note (``sync_interval``): JetStream acknowledges a publish before it is fsynced.
 With the default ``"2m"`` (nats-server's own default) an acknowledged message can be lost if
@@ -24,6 +24,7 @@ from overwatch_lab.protocol.commands import COMMAND_ACKS_ALL
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 MINUTE = 60.0
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
@@ -31,7 +32,22 @@ DAY = 24 * HOUR
 
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
-    """Limits of one JetStream stream (WIRE.md values are the defaults in ``DEFAULT_STREAMS``)."""
+    """Limits of one JetStream stream; the lab's defaults are in :data:`DEFAULT_STREAMS`.
+
+    The defaults are WIRE.md's (upstream Overwatch's) except two, sized so that overload or
+    a fault is survived rather than silently discarded:
+
+    - CONSTELLATION_TELEMETRY keeps 1.5M messages / 1 GiB (upstream: 100k / 256 MiB, about
+      5 s of the ``load-1000`` fleet). ``load-1000`` offers ~20,500 msg/s of ~360 B payloads
+      (~480 B stored with subject, ``Nats-Msg-Id`` and record overhead), so 1.5M messages are
+      ~73 s of it (~0.7 GiB), the time the lab has to catch up or be told to before the stream
+      discards unseen messages;
+    - CONSTELLATION_QUARANTINE keeps 100k records / 512 MiB (upstream: 10k / 64 MiB): dead
+      letters are the record of what went wrong and must not be the first thing lost.
+
+    Whatever the limits, the lab counts what a stream discards before a worker saw it (see
+    :mod:`overwatch_lab.streamwatch`).
+    """
 
     subjects: tuple[str, ...]
     retention: Literal["limits", "workqueue"]
@@ -52,14 +68,14 @@ DEFAULT_STREAMS: MappingProxyType[str, StreamLimits] = MappingProxyType(
             (s.ORGANIZATIONS_ALL,), "limits", 10_000, 32 * MiB, 7 * DAY, 256 * KiB, 120
         ),
         s.STREAM_EVENTS: StreamLimits((s.EVENTS_ALL,), "workqueue", 50_000, 128 * MiB, DAY, 256 * KiB, 120),
-        s.STREAM_TELEMETRY: StreamLimits(
-            (s.TELEMETRY_ALL,), "limits", 100_000, 256 * MiB, 2 * HOUR, 128 * KiB, 30
+        s.STREAM_TELEMETRY: StreamLimits(  # upstream: 100k / 256 MiB (see StreamLimits)
+            (s.TELEMETRY_ALL,), "limits", 1_500_000, 1 * GiB, 2 * HOUR, 128 * KiB, 30
         ),
         s.STREAM_COMMANDS: StreamLimits(
             (s.COMMANDS_ALL,), "workqueue", 10_000, 32 * MiB, 15 * MINUTE, 32 * KiB, 60, discard="new"
         ),
-        s.STREAM_QUARANTINE: StreamLimits(
-            (s.QUARANTINE_ALL,), "limits", 10_000, 64 * MiB, 7 * DAY, 512 * KiB, 120
+        s.STREAM_QUARANTINE: StreamLimits(  # upstream: 10k / 64 MiB (see StreamLimits)
+            (s.QUARANTINE_ALL,), "limits", 100_000, 512 * MiB, 7 * DAY, 512 * KiB, 120
         ),
     }
 )
@@ -106,7 +122,8 @@ class LabConfig:
             them after a delay that starts at ``hold_backoff_initial_s``, doubles per failed
             attempt up to ``hold_backoff_max_s``, and is jittered down by up to half.
         hold_reminder_s: while a hold lasts, a warning is logged again this often.
-        streams: stream limits by stream name (WIRE.md defaults).
+        streams: stream limits by stream name (defaults: :data:`DEFAULT_STREAMS`; telemetry and
+            quarantine are larger than WIRE.md's, see :class:`StreamLimits`).
         command_default_ttl_s / command_max_ttl_s: a command's time to be acknowledged by its
             device when it names none / the most it may ask (the commands stream keeps 15 min).
         command_retry_initial_s / command_retry_factor / command_retry_max_s: delivery backoff

@@ -57,6 +57,7 @@ from overwatch_lab.registry import Registry
 from overwatch_lab.runtime import LoopThread
 from overwatch_lab.simulation import Simulation, start_simulation
 from overwatch_lab.store.database import Store
+from overwatch_lab.streamwatch import StreamWatch
 from overwatch_lab.sync import Synchronizer
 from overwatch_lab.workers.base import ConsumerLoop, Worker
 from overwatch_lab.workers.entity import EntityWorker, OrganizationWorker
@@ -104,6 +105,7 @@ class _Fabric:
     registry: Registry = field(default_factory=Registry)
     loops: list[ConsumerLoop] = field(default_factory=list)
     sync: Synchronizer | None = None
+    streams: StreamWatch | None = None
     telemetry: TelemetryWorker | None = None
     commands: CommandLedger | None = None
     deliverer: Deliverer | None = None
@@ -310,6 +312,8 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                         loop.request_stop()
                     if fabric.sync is not None:
                         fabric.sync.request_stop()
+                    if fabric.streams is not None:
+                        fabric.streams.request_stop()
                     if fabric.deliverer is not None:
                         fabric.deliverer.request_stop()
                     late: set[asyncio.Task[None]] = set()
@@ -403,7 +407,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             CommandWorker(f.commands, f.registry, f.nc, self.config),
             ack_worker,
         ]
-        f.loops = [ConsumerLoop(w, f.nc, f.js, self.config) for w in workers]
+        consumed = [(w.stream, w.durable) for w in workers]
+        watch = StreamWatch(f.nc, f.js, self.config, consumed, unconsumed=(s.STREAM_QUARANTINE,))
+        f.streams = watch
+        f.loops = [ConsumerLoop(w, f.nc, f.js, self.config, watch.observer(w.stream)) for w in workers]
         for stream, durable in (
             (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION),
             (s.STREAM_ENTITIES, s.CONSUMER_ENTITY),
@@ -412,6 +419,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         f.deliverer = Deliverer(f.commands, f.nc, self.config, acks_pending=ack_worker.busy)
         f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
         await f.sync.run_pass()  # boot pass: every entity row gets a document before workers run
+        await watch.check()  # boot pass: counts what the streams discarded while the lab was down
         readies = []
         for loop in f.loops:
             ready = asyncio.Event()
@@ -420,6 +428,9 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(f.sync.run(ready), name="synchronizer"))
+        ready = asyncio.Event()
+        readies.append(ready)
+        tasks.append(tg.create_task(watch.run(ready), name="stream-watch"))
         tasks.append(tg.create_task(self._publish_stats(await stats_kv(f.js)), name="stats-publisher"))
         ready = asyncio.Event()
         readies.append(ready)

@@ -52,6 +52,11 @@ class ObserveHelpers:
         ``held`` (messages kept unacked now), ``hold_attempts``, ``holds`` (episodes so far) and
         ``last_hold_s`` (how long the last one lasted).
 
+        ``stats()["streams"][stream]`` holds each stream's counters (see
+        :class:`~overwatch_lab.streamwatch.StreamCounters`): ``discarded`` messages the stream
+        removed before a worker saw them, ``dropped`` quarantine records removed by its limits,
+        consumer ``lag`` and its trend ``lag_rate_per_s``.
+
         An attached lab reads the owner's counters, which the owner publishes every
         ``stats_period_s`` to the ``OVERWATCH_LAB_STATS`` KV bucket (empty until the first).
         """
@@ -67,6 +72,8 @@ class ObserveHelpers:
             out["synchronizer"] = f.sync.stats.snapshot()
         if f.commands is not None:
             out["commands"] = f.commands.stats.snapshot()
+        if f.streams is not None:
+            out["streams"] = f.streams.snapshot()
         out["kv"] = {"cas_conflicts": f.ekv.conflicts}
         return out
 

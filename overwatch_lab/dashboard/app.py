@@ -34,6 +34,7 @@ from overwatch_lab.dashboard.datastore import DataStore, FleetSource
 from overwatch_lab.dashboard.fleet import FleetTable
 from overwatch_lab.dashboard.map import FleetMap
 from overwatch_lab.dashboard.stats import WorkerStats
+from overwatch_lab.dashboard.streams import lost_total
 from overwatch_lab.dashboard.telemetry import TelemetryPanel
 
 TITLE = "overwatch-lab · fleet"
@@ -81,6 +82,7 @@ class Overview(pn.viewable.Viewer):
         workers = {k: v for k, v in stats.items() if isinstance(v, dict) and "handled" in v}
         quarantined = sum(int(v.get("quarantined") or 0) for v in workers.values())
         lag = max((int(v.get("lag") or 0) for v in workers.values()), default=0)
+        lost = lost_total(stats)
         tel_rate = rates.get("telemetry-worker", {}).get("handled_per_s")
         total_rate = sum(r.get("handled_per_s", 0.0) for r in rates.values())
         self.cards.object = (
@@ -95,6 +97,7 @@ class Overview(pn.viewable.Viewer):
             )
             + _card("Quarantined", f"{quarantined:,}", "#cf222e" if quarantined else "#24292f")
             + _card("Max lag", f"{lag:,}", "#bf8700" if lag else "#24292f", note="messages behind")
+            + _card("Lost", f"{lost:,}", "#cf222e" if lost else "#24292f", note="discarded unseen by streams")
             + "</div>"
         )
         self.status.object = self._status_html(store)

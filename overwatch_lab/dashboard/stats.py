@@ -23,6 +23,7 @@ from bokeh.models.widgets.tables import NumberFormatter
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.fleet import sync_tabulator
 from overwatch_lab.dashboard.frames import QUARANTINE_COLUMNS, trim_quarantine
+from overwatch_lab.dashboard.streams import STREAM_COLUMNS, loss_banner, stream_frame
 
 WORKER_COLUMNS: tuple[str, ...] = (
     "worker",
@@ -194,6 +195,35 @@ class WorkerStats(pn.viewable.Viewer):
             configuration={"columnDefaults": {"tooltip": True}},  # full last error on hover
             **table_opts,
         )
+        self.loss = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))  # empty unless lost
+        self.streams = pn.widgets.Tabulator(
+            stream_frame({}),
+            titles={
+                "stream": "Stream",
+                "consumer": "Consumer",
+                "messages": "Messages",
+                "fill_pct": "Full %",
+                "lag": "Lag",
+                "lag_rate": "Lag trend msg/s",  # > 0: falling behind
+                "overflow_in_s": "Overflow in s",
+                "lost": "Lost",
+                "discarded": "Discarded unseen",
+                "dropped": "Dropped (limits)",
+            },
+            formatters={
+                **{
+                    c: number
+                    for c in STREAM_COLUMNS
+                    if c not in ("stream", "consumer", "fill_pct", "lag_rate")
+                },
+                "lag": NumberFormatter(format="0,0", nan_format="–"),
+                "overflow_in_s": NumberFormatter(format="0,0", nan_format="–"),
+                "fill_pct": NumberFormatter(format="0.0", nan_format="–"),
+                "lag_rate": NumberFormatter(format="+0,0", nan_format="–"),
+            },
+            hidden_columns=["discarded", "dropped"],
+            **table_opts,
+        )
         self.counters = pn.widgets.Tabulator(
             pd.DataFrame(columns=["counter", "value"], dtype=object),
             titles={"counter": "Counter", "value": "Value"},
@@ -228,6 +258,8 @@ class WorkerStats(pn.viewable.Viewer):
         self.alarm.object, self.alarm.visible = alarm, bool(alarm)
         sync_tabulator(self.workers, worker_frame(store.stats, store.rates), "worker", keep_order=True)
         sync_tabulator(self.counters, counters_frame(store.stats, store), "counter", keep_order=True)
+        sync_tabulator(self.streams, stream_frame(store.stats), "stream", keep_order=True)
+        self.loss.object = loss_banner(store.stats)
 
     @param.depends("data_store.quarantine", watch=True)
     def _sync_quarantine(self) -> None:
@@ -244,8 +276,13 @@ class WorkerStats(pn.viewable.Viewer):
 
         return pn.Column(
             self.alarm,
+            self.loss,
             title("<b>Workers</b>"),
             self.workers,
+            title(
+                "<b>Streams</b> (lag trend &gt; 0: falling behind; lost: removed before any worker saw it)"
+            ),
+            self.streams,
             title("<b>Quarantine</b> (newest first; hover a cell for the full text)"),
             self.quarantine,
             title("<b>Synchronizer &amp; dashboard</b>"),

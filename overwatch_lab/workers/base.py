@@ -38,6 +38,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -164,13 +165,25 @@ class Worker(ABC):
 
 
 class ConsumerLoop:
-    """Pull-consume one durable consumer and settle every message through its worker."""
+    """Pull-consume one durable consumer and settle every message through its worker.
 
-    def __init__(self, worker: Worker, nc: NATS, js: JetStreamContext, config: LabConfig) -> None:
+    ``on_fetched``, when given, sees every fetched batch first, in delivery order (the
+    stream watch finds sequences the stream removed before they were delivered).
+    """
+
+    def __init__(
+        self,
+        worker: Worker,
+        nc: NATS,
+        js: JetStreamContext,
+        config: LabConfig,
+        on_fetched: Callable[[list[Msg]], None] | None = None,
+    ) -> None:
         self.worker = worker
         self.nc = nc
         self.js = js
         self.config = config
+        self.on_fetched = on_fetched
         self._stopping = asyncio.Event()
         self._held: list[Msg] = []  # in stream order; unacked, kept in progress; no fetching
         self._deferred: list[Msg] = []  # unacked, kept in progress, handled again with the next batch
@@ -292,6 +305,8 @@ class ConsumerLoop:
             return []
         if not msgs:
             w.stats.lag = 0
+        elif self.on_fetched is not None:
+            self.on_fetched(msgs)
         return msgs
 
     async def _handle(self, msgs: list[Msg]) -> None:

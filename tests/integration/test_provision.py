@@ -63,14 +63,14 @@ async def test_changed_limits_update_the_stream_in_place(js, cfg):
     await provision(js, cfg)
     ack = await js.publish("constellation.telemetry.org-1.ent-1", b"{}")
     bigger = cfg.with_stream_limits(
-        s.STREAM_TELEMETRY, max_msgs=500_000, max_bytes=1 << 30, max_age_s=3 * 3600
+        s.STREAM_TELEMETRY, max_msgs=3_000_000, max_bytes=2 << 30, max_age_s=3 * 3600
     )
 
     report = await provision(js, bigger)
     assert report.updated == (s.STREAM_TELEMETRY,)
     assert report.created == ()
     info = await js.stream_info(s.STREAM_TELEMETRY)
-    assert info.config.max_msgs == 500_000 and info.config.max_bytes == 1 << 30
+    assert info.config.max_msgs == 3_000_000 and info.config.max_bytes == 2 << 30
     assert info.config.max_age == pytest.approx(3 * 3600)
     assert info.state.messages == 1  # updated in place: the data is still there
     assert (await js.get_msg(s.STREAM_TELEMETRY, ack.seq)).subject == "constellation.telemetry.org-1.ent-1"
@@ -79,7 +79,9 @@ async def test_changed_limits_update_the_stream_in_place(js, cfg):
     assert not again.changed
     back = await provision(js, cfg)  # and back to the defaults
     assert back.updated == (s.STREAM_TELEMETRY,)
-    assert (await js.stream_info(s.STREAM_TELEMETRY)).config.max_msgs == 100_000
+    assert (await js.stream_info(s.STREAM_TELEMETRY)).config.max_msgs == DEFAULT_STREAMS[
+        s.STREAM_TELEMETRY
+    ].max_msgs
 
 
 async def test_consumers_carry_the_configured_settings(js, cfg):

@@ -26,10 +26,17 @@ def test_constraint_and_sql_errors_are_the_datas_fault():
         "INSERT INTO t VALUES ('a', 2)",  # UNIQUE
         "INSERT INTO t VALUES ('b', NULL)",  # NOT NULL
         "INSERT INTO t VALUES ('c', -1)",  # CHECK
-        "INSERT INTO missing VALUES (1)",  # SQL error: a bug
+        "INSERT INTO t VALUES (1, 2, 3)",  # SQL error: a bug
     ):
         exc = _error_of(lambda sql=sql: conn.execute(sql))
         assert not is_unavailable(exc), (sql, exc)
+
+
+def test_a_dropped_table_is_the_plumbings_fault():
+    """The lab's schema damaged under it: no message can fix that and an operator can, so hold."""
+    conn = sqlite3.connect(":memory:")
+    exc = _error_of(lambda: conn.execute("INSERT INTO telemetry VALUES (1)"))
+    assert is_unavailable(exc), exc
 
 
 def test_read_only_locked_and_unopenable_files_are_infrastructure(tmp_path: Path):

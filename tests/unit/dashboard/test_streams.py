@@ -1,0 +1,59 @@
+"""Stream health on the dashboard: one row per stream, and a red mark as soon as anything was lost."""
+
+from __future__ import annotations
+
+import math
+
+from overwatch_lab.config import LabConfig
+from overwatch_lab.dashboard.app import Overview
+from overwatch_lab.dashboard.datastore import DataStore
+from overwatch_lab.dashboard.stats import WorkerStats
+from overwatch_lab.dashboard.streams import STREAM_COLUMNS, loss_banner, lost_total, stream_frame
+from overwatch_lab.protocol import subjects as s
+from tests.unit.dashboard.helpers import wait_until
+
+TEL, Q = s.STREAM_TELEMETRY, s.STREAM_QUARANTINE
+STATS = {
+    "telemetry-worker": {"handled": 5},
+    "streams": {
+        TEL: {"consumer": "telemetry-processor", "messages": 900, "fill_pct": 90.0, "lag": 800,
+              "lag_rate_per_s": 120.0, "overflow_in_s": 40.0, "discarded": 370, "dropped": 0, "lost": 370},
+        Q: {"consumer": None, "messages": 5, "fill_pct": 50.0, "lag": None, "lag_rate_per_s": None,
+            "overflow_in_s": None, "discarded": 0, "dropped": 0, "lost": 0},
+    },
+}  # fmt: skip
+
+
+def test_stream_frame_one_row_per_stream():
+    frame = stream_frame(STATS)
+    assert list(frame.columns) == list(STREAM_COLUMNS)
+    assert frame["stream"].tolist() == [Q, TEL]
+    tel = frame.set_index("stream").loc[TEL]
+    assert (tel["lag"], tel["lag_rate"], tel["lost"], tel["discarded"]) == (800, 120.0, 370, 370)
+    assert math.isnan(frame.set_index("stream").loc[Q, "lag"])  # no consumer of ours: no lag
+    assert stream_frame({}).empty and lost_total(STATS) == 370
+
+
+def test_banner_marks_loss_and_a_stream_about_to_overflow():
+    banner = loss_banner(STATS)
+    assert "370 discarded by CONSTELLATION_TELEMETRY before any worker saw them" in banner
+    assert "#cf222e" in banner and "falling behind (+120 msg/s)" in banner
+    calm = {"streams": {Q: dict(STATS["streams"][Q])}}
+    assert loss_banner(calm) == "" and loss_banner({}) == ""
+
+
+def test_fabric_health_shows_quarantine_drops(lab_factory):
+    lab = lab_factory(streams=LabConfig().with_stream_limits(Q, max_msgs=1).streams)
+    store = DataStore(source=lab)
+    view, overview = WorkerStats(data_store=store), Overview(data_store=store)
+    store.refresh()
+    assert view.loss.object == "" and Q in view.streams.value["stream"].tolist()
+    for i in range(3):
+        lab.publish(s.telemetry_subject("org-a", f"e{i}"), b"{")  # poison: quarantined at once
+    wait_until(lambda: store.refresh() and "2 records dropped" in view.loss.object, timeout=10,
+               what="drop banner")  # fmt: skip
+    assert view.streams.value.set_index("stream").loc[Q, "lost"] == 2
+    lost_card = overview.cards.object.split(">Lost</div>")[1]
+    assert lost_card.startswith(
+        '<div style="font-size:22px;font-weight:600;color:#cf222e;line-height:1.3">2<'
+    )

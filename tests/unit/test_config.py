@@ -1,0 +1,24 @@
+"""LabConfig defaults that are decisions, not WIRE.md copies."""
+
+from __future__ import annotations
+
+from overwatch_lab.config import DEFAULT_STREAMS
+from overwatch_lab.protocol import subjects as s
+from simulators.fleets import load_1000
+
+STORED_BYTES_PER_MSG = (
+    480  # measured: load-1000 telemetry in a file stream (payload ~360 B + subject, msg id)
+)
+
+
+def test_the_telemetry_stream_holds_a_minute_of_the_load_1000_fleet():
+    tel = DEFAULT_STREAMS[s.STREAM_TELEMETRY]
+    devices = load_1000.MULTIROTORS + load_1000.FIXED_WINGS + load_1000.GROUND_VEHICLES + load_1000.USVS
+    minute = 60 * (devices + load_1000.SENSORS) * load_1000.MESSAGES_PER_DEVICE_S  # ~1.23M
+    assert tel.max_msgs >= minute
+    assert tel.max_bytes >= minute * STORED_BYTES_PER_MSG
+
+
+def test_the_quarantine_is_sized_not_to_be_the_first_thing_lost():
+    q = DEFAULT_STREAMS[s.STREAM_QUARANTINE]
+    assert (q.max_msgs, q.max_bytes, q.discard) == (100_000, 512 * 1024 * 1024, "old")
