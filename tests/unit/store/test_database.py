@@ -21,16 +21,9 @@ import pytest
 from overwatch_lab.errors import DatabaseError
 from overwatch_lab.protocol.envelopes import format_timestamp
 from overwatch_lab.store import queries
-from overwatch_lab.store.database import (
-    DEVICE_EVENT_INSERT_COLUMNS,
-    TELEMETRY_INSERT_COLUMNS,
-    Store,
-    connect,
-    is_remote,
-    normalise_location,
-    redact,
-)
-from overwatch_lab.store.schema import SCHEMA_VERSION
+from overwatch_lab.store.connection import connect, is_remote, normalise_location, redact
+from overwatch_lab.store.database import Store
+from overwatch_lab.store.schema import DEVICE_EVENT_INSERT_COLUMNS, SCHEMA_VERSION, TELEMETRY_INSERT_COLUMNS
 
 T0 = 1_800_000_000.0
 NOW = format_timestamp(T0)
