@@ -45,9 +45,21 @@ REMOTE_SCHEMES: tuple[str, ...] = ("libsql://", "ws://", "wss://")
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _TOKEN_RE = re.compile(r"(authToken=)[^&]*")
 
-# Errors a DB call can raise that we translate (Hrana's errors subclass sqlite3.Error; OSError
-# covers the parent folder, and TimeoutError from a Hrana call that took longer than `timeout`).
-DB_ERRORS = (sqlite3.Error, OSError, LibsqlError)
+DB_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.Error,
+    OSError,
+    LibsqlError,
+    OverflowError,
+    UnicodeEncodeError,
+)
+"""Errors a database call can raise; the store and :mod:`.queries` translate each to ``DatabaseError``.
+
+Hrana's errors subclass ``sqlite3.Error``; ``OSError`` covers the parent folder and the
+``TimeoutError`` of a Hrana call that took longer than its timeout. sqlite3 refuses a value it
+cannot bind with a builtin error instead: ``OverflowError`` for an int beyond 64 bits,
+``UnicodeEncodeError`` for a str holding a lone surrogate (what the JSON escape ``\\ud800``
+decodes to). Both are the data's fault, so :mod:`.faults` does not count them as infrastructure.
+"""
 
 
 def is_remote(location: str) -> bool:
