@@ -171,8 +171,13 @@ def test_a_device_reconnecting_after_the_lab_restarts_gets_pending_commands(tmp_
         devices.online("uav-0")
         assert lab2.command(h.command_id).wait(timeout=10) is S.SUCCEEDED
         assert device.executed == [h.command_id]
-        doc = lab2.command(h.command_id).docs()["uav-0"]
-        assert json.dumps(doc) and doc["status"] == "SUCCEEDED" and doc["attempts"] >= 2
+        # The KV mirror follows the ledger: wait for it rather than read it at once.
+        docs = lab2.wait_for(
+            lambda: (d := lab2.command(h.command_id).docs()).get("uav-0", {}).get("status") == "SUCCEEDED" and d,
+            what="SUCCEEDED mirrored to KV",
+        )
+        doc = docs["uav-0"]
+        assert json.dumps(doc) and doc["attempts"] >= 2
     finally:
         lab2.down()
 
