@@ -1,7 +1,8 @@
 """The Lab: the one object a user holds. Boots the fabric in order and stops it in reverse.
 
-Boot order: libSQL store → broker (embedded nats-server, or a URL) → connection → streams,
-consumers and KV (idempotent) → registry → workers → synchronizer (first pass) → ``lab.json``.
+Boot order: the data directory's lock (``lab.lock``, see ``datadir_lock.py``) → libSQL store →
+broker (embedded nats-server, or a URL) → connection → streams, consumers and KV (idempotent) →
+registry → workers → synchronizer (first pass) → ``lab.json``.
 Stop is the reverse, graceful first (workers finish their batch) and forced after
 ``stop_timeout_s``.
 
@@ -47,6 +48,7 @@ from overwatch_lab.commands.lab_methods import CommandHelpers
 from overwatch_lab.commands.ledger import CommandLedger
 from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import LabConfig
+from overwatch_lab.datadir_lock import DataDirLock
 from overwatch_lab.errors import BrokerExited, ConfigError, LabStateError
 from overwatch_lab.kvstate import EntityKV
 from overwatch_lab.lab_observe import STATS_KEY, ObserveHelpers, stats_kv
@@ -326,9 +328,11 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         except BaseException as exc:
             self.failure = exc if not isinstance(exc, asyncio.CancelledError) else None
             self.state = LabState.FAILED
-            if not running.done():
+            if not running.done():  # failed while starting: the starter gets the error
                 running.set_exception(exc if isinstance(exc, Exception) else LabStateError(repr(exc)))
-            log.error("lab failed: %r", exc)
+                log.info("lab failed to start: %r", exc)
+            else:  # failed while running: nobody else hears of it
+                log.error("lab failed: %r", exc)
             raise
         finally:
             _running_labs.discard(self)
@@ -341,6 +345,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         store: Store | None = None
         if self._owner:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            # First, before anything touches the directory; released last (after the broker).
+            lock = DataDirLock(cfg.data_dir)
+            await lock.acquire(wait_s=cfg.stop_timeout_s)
+            stack.callback(lock.release)
             store = Store(cfg.db_path)
             await store.open()
             stack.push_async_callback(store.close)
@@ -350,6 +358,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                     sync_interval=cfg.sync_interval,
                     ready_timeout_s=cfg.ready_timeout_s,
                     stop_timeout_s=cfg.stop_timeout_s,
+                    pass_fds=(lock.fd,),  # the lock lasts until the broker too is gone
                 )
                 await server.start()
                 stack.push_async_callback(server.stop)
