@@ -27,6 +27,7 @@ import enum
 import json
 import logging
 import os
+import signal
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         self._fabric: _Fabric | None = None
         self._main: concurrent.futures.Future[None] | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._broker: NatsServer | None = None  # as soon as it exists, for abort()
 
     def __repr__(self) -> str:
         return f"<Lab {self.state.value} data_dir={str(self.config.data_dir)!r}>"
@@ -167,6 +169,41 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                 fut.result(timeout)
         if self._thread is not None:
             self._thread.close()
+
+    def ended(self) -> concurrent.futures.Future[LabState]:
+        """A future that resolves to the final state once the lab has stopped or failed.
+
+        It resolves whatever ended the lab (``stop()``, or a failure of its own: then
+        ``failure`` says what), never raises, and cancelling it does not touch the lab. Await
+        it with ``asyncio.wrap_future``, or block on ``.result(timeout)``.
+
+        Raises:
+            LabStateError: the lab was never started.
+        """
+        if self._main is None:
+            raise LabStateError(f"the lab is {self.state.value}; it was never started")
+        ended: concurrent.futures.Future[LabState] = concurrent.futures.Future()
+
+        def resolve(_main: concurrent.futures.Future[None]) -> None:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled by its holder
+                ended.set_result(self.state)
+
+        self._main.add_done_callback(resolve)
+        return ended
+
+    def abort(self) -> None:
+        """Hard-stop, from any thread, what would outlive this process: SIGKILL the broker child.
+
+        For a forced exit (a second Ctrl-C) only: nothing is drained and the lab is unusable
+        afterwards; messages not yet acknowledged are redelivered to the next lab on this data
+        directory. A broker still being forked dies with this process anyway (PDEATHSIG).
+        """
+        server = self._broker
+        pid = server.pid if server is not None else None
+        if server is not None and pid is not None and server.is_running():
+            log.warning("aborting: killing the embedded nats-server (pid %s)", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     async def __aenter__(self) -> Lab:
         return await self.start()
@@ -360,6 +397,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                     stop_timeout_s=cfg.stop_timeout_s,
                     pass_fds=(lock.fd,),  # the lock lasts until the broker too is gone
                 )
+                self._broker = server
                 await server.start()
                 stack.push_async_callback(server.stop)
         url = server.url if server is not None else str(cfg.nats_url)

@@ -48,7 +48,9 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
 
 def dead_pid() -> int:
     """The pid of a process that has exited and been reaped."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     return int(proc.stdout)
 
 
@@ -108,7 +110,9 @@ async def test_leftovers_of_a_dead_owner_are_waited_for(tmp_path, holder, caplog
 async def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path, holder):
     """The recorded pid runs, but it is another process (a different start time): wait, not refuse."""
     record(tmp_path, os.getpid(), process_start(os.getpid()) + 1)
-    with pytest.raises(DataDirInUse, match=rf"still locked 0\.2 s after its lab \(pid {os.getpid()}\) is gone"):
+    with pytest.raises(
+        DataDirInUse, match=rf"still locked 0\.2 s after its lab \(pid {os.getpid()}\) is gone"
+    ):
         await DataDirLock(tmp_path).acquire(wait_s=0.2)
 
 
