@@ -54,9 +54,9 @@ def cmd_up(a: argparse.Namespace) -> int:
     Exit status: 0 after a clean stop on a signal (also one that came while the lab started);
     2 when the lab cannot start (e.g. DataDirInUse: another lab owns the data directory) or
     fails on its own while running (e.g. BrokerExited); 128 + n when a second signal n forced
-    the exit (the broker child is killed first). A signal that arrives before the handlers
-    are armed (interpreter start-up and imports, before "starting" is printed: nothing has
-    started) ends it the way Python does by default (KeyboardInterrupt, or killed by it).
+    the exit (the broker child is killed first). A signal outside the handlers' lifetime
+    (interpreter start-up and imports, before "starting" is printed, or interpreter exit after
+    the clean stop: nothing runs then) ends it the way Python does by default.
     """
     return asyncio.run(_up(a))
 
