@@ -134,6 +134,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         self._fabric: _Fabric | None = None
         self._main: concurrent.futures.Future[None] | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._dir_lock: DataDirLock | None = None  # held by an owner from the start of its boot
         self._broker: NatsServer | None = None  # as soon as it exists, for abort()
 
     def __repr__(self) -> str:
@@ -383,21 +384,14 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         if self._owner:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
             # First, before anything touches the directory; released last (after the broker).
-            lock = DataDirLock(cfg.data_dir)
+            lock = self._dir_lock = DataDirLock(cfg.data_dir)
             await lock.acquire(wait_s=cfg.stop_timeout_s)
             stack.callback(lock.release)
             store = Store(cfg.db_path)
             await store.open()
             stack.push_async_callback(store.close)
             if cfg.embedded:
-                server = NatsServer(
-                    cfg.data_dir / "broker",
-                    sync_interval=cfg.sync_interval,
-                    ready_timeout_s=cfg.ready_timeout_s,
-                    stop_timeout_s=cfg.stop_timeout_s,
-                    pass_fds=(lock.fd,),  # the lock lasts until the broker too is gone
-                )
-                self._broker = server
+                server = self._new_broker()
                 await server.start()
                 stack.push_async_callback(server.stop)
         url = server.url if server is not None else str(cfg.nats_url)
@@ -424,6 +418,23 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
             fabric.registry.load(orgs, await store.entity_ids())
         return fabric
+
+    def _new_broker(self) -> NatsServer:
+        """Build the embedded nats-server (every start and restart of it goes through here).
+
+        It inherits the data-dir lock, so the lock lasts until the broker too has exited, and
+        it becomes the broker that :meth:`abort` kills.
+        """
+        cfg = self.config
+        assert self._dir_lock is not None
+        self._broker = NatsServer(
+            cfg.data_dir / "broker",
+            sync_interval=cfg.sync_interval,
+            ready_timeout_s=cfg.ready_timeout_s,
+            stop_timeout_s=cfg.stop_timeout_s,
+            pass_fds=(self._dir_lock.fd,),
+        )
+        return self._broker
 
     async def _start_tasks(self, tg: asyncio.TaskGroup, f: _Fabric) -> list[asyncio.Task[None]]:
         tasks: list[asyncio.Task[None]] = []
