@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import LabStateError, OverwatchError
-from overwatch_lab.stop_signals import StopSignals, exit_now
+from overwatch_lab.stop_signals import StopSignals, arm_early, exit_now
 from simulators import cli as simulators_cli
 
 if TYPE_CHECKING:
@@ -55,9 +55,10 @@ def cmd_up(a: argparse.Namespace) -> int:
     2 when the lab cannot start (e.g. DataDirInUse: another lab owns the data directory) or
     fails on its own while running (e.g. BrokerExited); 128 + n when a second signal n forced
     the exit (the broker child is killed first). A signal outside the handlers' lifetime
-    (interpreter start-up and imports, before "starting" is printed, or interpreter exit after
-    the clean stop: nothing runs then) ends it the way Python does by default.
+    (interpreter start-up and imports, before the command runs, or interpreter exit after the
+    clean stop: nothing runs then) ends it the way Python does by default.
     """
+    arm_early()
     return asyncio.run(_up(a))
 
 
@@ -112,6 +113,7 @@ def _show_and_serve(lab: Lab, a: argparse.Namespace) -> DashboardServer | None:
 
 def cmd_dashboard(a: argparse.Namespace) -> int:
     """Serve the dashboard of a lab running in another process until SIGINT/SIGTERM."""
+    arm_early()
     return asyncio.run(_dashboard(a))
 
 

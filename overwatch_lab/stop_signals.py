@@ -9,6 +9,12 @@ the same lock: that is how one Ctrl-C in six used to hang ``overwatch-lab up``.)
 
 The waiting command keeps its loop free (blocking work goes to ``asyncio.to_thread``), so a
 second signal is acted on at once, even during a clean stop that hangs.
+
+:func:`arm_early` closes the gap before the loop runs: called first thing (before
+``asyncio.run``, which would otherwise install a SIGINT handler of its own that cancels the
+main task), it records signals with a handler that only appends to a list, and
+:class:`StopSignals` takes them over when entered. ``signal.signal`` runs pending handlers
+before it switches, so a signal is never lost between the two.
 """
 
 from __future__ import annotations
@@ -25,6 +31,18 @@ from typing import NoReturn
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_early: list[int] = []  # signals received before StopSignals took over (list.append: no lock)
+
+
+def arm_early() -> None:
+    """Record SIGINT/SIGTERM from now on, until a :class:`StopSignals` takes them over."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _record_early)
+
+
+def _record_early(signum: int, _frame: object) -> None:
+    _early.append(signum)
 
 
 class StopSignals:
@@ -54,6 +72,8 @@ class StopSignals:
         self._loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             self._loop.add_signal_handler(sig, self._received, sig)
+        while _early:  # what came before the loop took over, in order
+            self._received(signal.Signals(_early.pop(0)))
         return self
 
     def __exit__(self, *exc: object) -> None:
