@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from overwatch_lab.errors import DataDirInUse, LabStateError
+from overwatch_lab.errors import ConfigError, DataDirInUse, LabStateError
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,14 @@ class DataDirLock:
         Raises:
             DataDirInUse: a live lab owns the directory (the message names its pid), or the lock
                 was still held after ``wait_s``.
+            ConfigError: the lock file cannot be opened (e.g. the directory is not writable).
         """
         if self._fd is not None:
             raise LabStateError(f"{self.path} is already held by this lab")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the data directory's lock {self.path}: {exc}") from exc
         try:
             waited = await self._lock(fd, wait_s)
             record = json.dumps({"pid": os.getpid(), "proc_start": process_start(os.getpid())})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from overwatch_lab.datadir_lock import LOCK_NAME, DataDirLock, process_start, read_owner
-from overwatch_lab.errors import DataDirInUse
+from overwatch_lab.errors import ConfigError, DataDirInUse
 from tests.integration.conftest import wait_for
 
 # A child that holds the lock the way an orphaned broker does (an inherited lock, no record of
@@ -120,3 +120,9 @@ async def test_a_lock_held_with_no_record_is_waited_for_then_refused(tmp_path, h
     with pytest.raises(DataDirInUse, match="no owner is recorded"):
         await DataDirLock(tmp_path).acquire(wait_s=0.2)
     assert holder.poll() is None  # refusing does not disturb the holder
+
+
+async def test_an_unopenable_lock_file_is_a_config_error(tmp_path):
+    (tmp_path / LOCK_NAME).mkdir()  # a directory where the lock file should be
+    with pytest.raises(ConfigError, match="cannot open the data directory's lock"):
+        await DataDirLock(tmp_path).acquire(wait_s=0.1)
