@@ -193,11 +193,12 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         return ended
 
     def abort(self) -> None:
-        """Hard-stop, from any thread, what would outlive this process: SIGKILL the broker child.
+        """Kill the embedded broker child now (SIGKILL), from any thread, without draining.
 
-        For a forced exit (a second Ctrl-C) only: nothing is drained and the lab is unusable
-        afterwards; messages not yet acknowledged are redelivered to the next lab on this data
-        directory. A broker still being forked dies with this process anyway (PDEATHSIG).
+        For a forced exit (a second Ctrl-C) only: the lab is unusable afterwards, and messages
+        not yet acknowledged are redelivered to the next lab on this data directory. Without
+        it the broker would still die with this process (PDEATHSIG), but only after a graceful
+        shutdown of its own; a broker still being forked dies that way.
         """
         server = self._broker
         pid = server.pid if server is not None else None
