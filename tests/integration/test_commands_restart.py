@@ -125,7 +125,8 @@ def test_killed_lab_mid_delivery(tmp_path, broker):
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        assert child.stdout is not None and child.stdout.readline().startswith("overwatch-lab is up")
+        assert child.stdout is not None and child.stdout.readline().startswith("overwatch-lab: starting")
+        assert child.stdout.readline().startswith("overwatch-lab is up")
         attached = Lab.attach(tmp_path / "lab")
         try:
             sent = {
