@@ -8,7 +8,7 @@ device hook (:class:`FakeDevice`) behind it. Shared by ``test_commands.py`` and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from overwatch_lab.broker.connect import connect
@@ -18,7 +18,11 @@ from simulators.command_link import CommandLink
 
 ORG = "org-c"
 """The organisation the command tests register their devices in."""
-FAST = {"command_retry_initial_s": 0.1, "command_retry_max_s": 0.3, "command_expiry_grace_s": 0.1}
+FAST: dict[str, Any] = {
+    "command_retry_initial_s": 0.1,
+    "command_retry_max_s": 0.3,
+    "command_expiry_grace_s": 0.1,
+}
 """LabConfig overrides that make resends and expiry happen within a test's seconds."""
 
 
@@ -53,7 +57,7 @@ class Devices:
         device: FakeDevice | None = None,
         *,
         online: bool = True,
-        execute: Callable[[dict, Any], Awaitable[str | None]] | None = None,
+        execute: Callable[[dict, Any], Coroutine[Any, Any, str | None]] | None = None,
     ) -> CommandLink:
         device = device or FakeDevice()
         link = CommandLink(self.nc, ORG, entity_id, device.handle_command, execute=execute)

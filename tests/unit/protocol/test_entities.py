@@ -22,7 +22,7 @@ TS = "2026-11-27T10:00:00.000000Z"
 
 
 def record(**changes: object) -> dict:
-    rec = {"entity_id": ENT, "org_id": ORG, "entity_type": "aircraft_multirotor"}
+    rec: dict[str, object] = {"entity_id": ENT, "org_id": ORG, "entity_type": "aircraft_multirotor"}
     rec.update(changes)
     return rec
 

@@ -17,7 +17,7 @@ ORG, ENT = "org-galaxy", "gc35-e4b"
 
 
 def record(**changes: object) -> dict:
-    rec = {"entity_id": ENT, "org_id": ORG, "entity_type": "aircraft_multirotor"}
+    rec: dict[str, object] = {"entity_id": ENT, "org_id": ORG, "entity_type": "aircraft_multirotor"}
     rec.update(changes)
     return rec
 
