@@ -21,8 +21,8 @@ from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.protocol import commands as c
 from overwatch_lab.protocol.commands import CommandStatus as S
 from overwatch_lab.protocol.envelopes import encode
-from tests.integration.conftest import wait_for
-from tests.integration.test_commands import FAST, ORG, Devices, FakeDevice
+from tests.integration.command_devices import FAST, ORG, Devices, FakeDevice
+from tests.polling import wait_for
 
 ENTITIES = ("uav-0", "uav-1", "uav-2")
 
