@@ -6,6 +6,7 @@ Only this entry point installs signal handlers; a Lab never does.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import signal
@@ -48,10 +49,11 @@ class _Signals:
         self.received = signum
         self._event.set()
 
-    def wait(self) -> str:
-        """Block until a signal arrives; return its name."""
+    def wait(self, until: concurrent.futures.Future[Any] | None = None) -> str | None:
+        """Block until a signal arrives (return its name) or ``until`` completes (return None)."""
         while not self._event.wait(0.5):
-            pass
+            if until is not None and until.done():
+                return None
         assert self.received is not None
         return signal.Signals(self.received).name
 
@@ -82,7 +84,11 @@ def cmd_up(a: argparse.Namespace) -> int:
             server = serve(lab, port=a.dashboard_port, address=a.dashboard_address)
             print(f"  {'dashboard':<12} {server.url}")
         print("Ctrl-C to stop.", flush=True)
-        print(f"received {signals.wait()}; stopping", flush=True)
+        received = signals.wait(until=lab.ended)
+        if received is None:  # the lab ended by itself: e.g. its broker could not be kept running
+            print(f"error: the lab failed: {lab.failure}", file=sys.stderr, flush=True)
+            return 1
+        print(f"received {received}; stopping", flush=True)
     finally:
         if server is not None:
             server.stop()

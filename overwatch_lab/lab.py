@@ -5,6 +5,12 @@ consumers and KV (idempotent) → registry → workers → synchronizer (first p
 Stop is the reverse, graceful first (workers finish their batch) and forced after
 ``stop_timeout_s``.
 
+While it runs, the embedded broker is supervised (``broker/supervisor.py``: restarted on the same
+ports and token when it dies) and the lab's streams, consumers and buckets are kept in place
+(``broker/repair.py``). If the broker cannot be kept running the lab stops itself and ends
+FAILED with ``lab.failure`` a :class:`~overwatch_lab.errors.BrokerExited`; every later call
+raises it, and :attr:`Lab.ended` completes.
+
 Three ways to hold one::
 
     lab = Lab.up()                       # blocking: scripts, notebooks
@@ -42,12 +48,14 @@ from overwatch_lab import __version__
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import open_command_kv, open_kv, provision, provision_commands
+from overwatch_lab.broker.repair import Reprovisioner
+from overwatch_lab.broker.supervisor import BrokerSupervisor
 from overwatch_lab.commands.delivery import Deliverer
 from overwatch_lab.commands.lab_methods import CommandHelpers
 from overwatch_lab.commands.ledger import CommandLedger
 from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import LabConfig
-from overwatch_lab.errors import BrokerExited, ConfigError, LabStateError
+from overwatch_lab.errors import BrokerError, ConfigError, LabStateError
 from overwatch_lab.kvstate import EntityKV
 from overwatch_lab.lab_observe import STATS_KEY, ObserveHelpers, stats_kv
 from overwatch_lab.lab_wire import WireHelpers
@@ -99,7 +107,8 @@ class _Fabric:
     js: JetStreamContext
     ekv: EntityKV
     store: Store | None = None
-    server: NatsServer | None = None
+    broker: BrokerSupervisor | None = None
+    repair: Reprovisioner | None = None
     registry: Registry = field(default_factory=Registry)
     loops: list[ConsumerLoop] = field(default_factory=list)
     sync: Synchronizer | None = None
@@ -108,6 +117,11 @@ class _Fabric:
     deliverer: Deliverer | None = None
     simulations: list[Simulation] = field(default_factory=list)
     command_kv: KeyValue | None = None
+
+    @property
+    def server(self) -> NatsServer | None:
+        """The embedded nats-server running now (a new object after each restart), if any."""
+        return self.broker.server if self.broker is not None else None
 
 
 class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
@@ -131,6 +145,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         self._fabric: _Fabric | None = None
         self._main: concurrent.futures.Future[None] | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._ended: concurrent.futures.Future[LabState] = concurrent.futures.Future()
 
     def __repr__(self) -> str:
         return f"<Lab {self.state.value} data_dir={str(self.config.data_dir)!r}>"
@@ -209,28 +224,34 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         return lab
 
     @property
+    def ended(self) -> concurrent.futures.Future[LabState]:
+        """Completes with the final state (STOPPED or FAILED) once the lab has stopped for any reason
+        (``overwatch-lab up`` waits on it; ``asyncio.wrap_future(lab.ended)`` to await it)."""
+        return self._ended
+
+    @property
     def owner(self) -> bool:
         """False for a lab attached to another process's fabric."""
         return self._owner
 
     @property
     def nats_url(self) -> str:
-        """URL of the broker (embedded or external)."""
+        """URL of the broker (embedded or external); the embedded one keeps it across restarts."""
         f = self._booted()
-        return f.server.url if f.server is not None else str(self.config.nats_url)
+        return f.broker.url if f.broker is not None else str(self.config.nats_url)
 
     @property
     def nats_token(self) -> str | None:
-        """Token to connect to the broker (the embedded one is random per boot)."""
+        """Token to connect to the broker (the embedded one is kept in ``broker/identity.json``)."""
         f = self._booted()
-        return f.server.token if f.server is not None else self.config.nats_token
+        return f.broker.token if f.broker is not None else self.config.nats_token
 
     @property
     def monitor_url(self) -> str | None:
         """nats-server monitoring URL (embedded broker only)."""
         f = self._booted()
-        if f.server is not None:
-            return f.server.monitor_url
+        if f.broker is not None:
+            return f.broker.monitor_url
         return self._attach_info.get("monitor_url")
 
     @property
@@ -288,8 +309,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                 self._fabric = fabric
                 async with asyncio.TaskGroup() as tg:
                     watch = None
-                    if fabric.server is not None:
-                        watch = tg.create_task(self._watch_broker(fabric.server), name="broker-watch")
+                    if fabric.broker is not None:
+                        watch = tg.create_task(
+                            self._fail_on(fabric.broker.run(self._stop_requested)), name="broker-supervisor"
+                        )
                     tasks = await self._start_tasks(tg, fabric)
                     if self._owner:
                         self._write_lab_json()
@@ -311,6 +334,8 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                         fabric.sync.request_stop()
                     if fabric.deliverer is not None:
                         fabric.deliverer.request_stop()
+                    if fabric.repair is not None:
+                        fabric.repair.request_stop()
                     late: set[asyncio.Task[None]] = set()
                     if tasks:  # an attached lab runs no tasks
                         _, late = await asyncio.wait(tasks, timeout=self.config.stop_timeout_s)
@@ -333,11 +358,15 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         finally:
             _running_labs.discard(self)
             if self.state is not LabState.FAILED:
-                self.state = LabState.STOPPED
+                self.state = LabState.FAILED if self.failure is not None else LabState.STOPPED
+                if self.failure is not None:  # a part gave up (see _fail_on); the lab stopped itself
+                    log.error("lab failed: %s", self.failure)
+            if not self._ended.done():
+                self._ended.set_result(self.state)
 
     async def _boot(self, stack: contextlib.AsyncExitStack) -> _Fabric:
         cfg = self.config
-        server: NatsServer | None = None
+        broker: BrokerSupervisor | None = None
         store: Store | None = None
         if self._owner:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -345,16 +374,11 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             await store.open()
             stack.push_async_callback(store.close)
             if cfg.embedded:
-                server = NatsServer(
-                    cfg.data_dir / "broker",
-                    sync_interval=cfg.sync_interval,
-                    ready_timeout_s=cfg.ready_timeout_s,
-                    stop_timeout_s=cfg.stop_timeout_s,
-                )
-                await server.start()
-                stack.push_async_callback(server.stop)
-        url = server.url if server is not None else str(cfg.nats_url)
-        token = server.token if server is not None else cfg.nats_token
+                broker = BrokerSupervisor.for_lab(cfg)
+                stack.push_async_callback(broker.stop)
+                await broker.start()
+        url = broker.url if broker is not None else str(cfg.nats_url)
+        token = broker.token if broker is not None else cfg.nats_token
         nc = await connect(
             url,
             token=token,
@@ -371,7 +395,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             log.info("provisioned commands: %s", await provision_commands(js, cfg))
         kv = await open_kv(js)
         fabric = _Fabric(
-            nc=nc, js=js, ekv=EntityKV(kv, attempts=cfg.kv_cas_attempts), store=store, server=server
+            nc=nc, js=js, ekv=EntityKV(kv, attempts=cfg.kv_cas_attempts), store=store, broker=broker
         )
         if store is not None:
             orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
@@ -398,13 +422,17 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             ack_worker,
         ]
         f.loops = [ConsumerLoop(w, f.nc, f.js, self.config) for w in workers]
+        sync = f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
+        repair = f.repair = Reprovisioner(f.nc, f.js, self.config, on_repaired=lambda _: sync.kick())
+        for loop in f.loops:  # symptoms of a missing consumer or bucket: check at once
+            loop.on_consumer_gone = lambda st, dur, status: repair.kick(f"a pull on {st}/{dur}: {status}")
+        sync.on_failure = lambda exc: repair.kick(f"sync pass failed: {exc}")
         for stream, durable in (
             (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION),
             (s.STREAM_ENTITIES, s.CONSUMER_ENTITY),
         ):
             f.registry.add_settled_check(partial(_consumer_idle, f.js, stream, durable))
         f.deliverer = Deliverer(f.commands, f.nc, self.config, acks_pending=ack_worker.busy)
-        f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
         await f.sync.run_pass()  # boot pass: every entity row gets a document before workers run
         readies = []
         for loop in f.loops:
@@ -414,7 +442,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(f.sync.run(ready), name="synchronizer"))
-        tasks.append(tg.create_task(self._publish_stats(await stats_kv(f.js)), name="stats-publisher"))
+        tasks.append(tg.create_task(self._publish_stats(f.js), name="stats-publisher"))
+        ready = asyncio.Event()
+        readies.append(ready)
+        tasks.append(tg.create_task(self._fail_on(repair.run(ready)), name="reprovisioner"))
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(f.deliverer.run(ready), name=f"worker:{f.deliverer.name}"))
@@ -423,13 +454,17 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                 await r.wait()
         return tasks
 
-    async def _publish_stats(self, kv: KeyValue) -> None:
+    async def _publish_stats(self, js: JetStreamContext) -> None:
         """Publish the counters for attached labs and dashboards until the lab stops."""
         assert self._stop_requested is not None
+        kv: KeyValue | None = None
         while not self._stop_requested.is_set():
             try:
+                if kv is None:  # the bucket is in memory: a restarted broker has lost it
+                    kv = await stats_kv(js)
                 await kv.put(STATS_KEY, json.dumps(self._local_stats(), default=str).encode())
             except (nats.errors.Error, TimeoutError) as exc:  # best effort: counters are not data
+                kv = None
                 log.debug("stats publish failed: %r", exc)
             try:
                 async with asyncio.timeout(self.config.stats_period_s):
@@ -437,11 +472,14 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             except TimeoutError:
                 pass
 
-    async def _watch_broker(self, server: NatsServer) -> None:
-        code = await server.wait_exited()
-        if self.state in (LabState.STARTING, LabState.RUNNING):
-            self.failure = BrokerExited(f"embedded nats-server exited unexpectedly with code {code}")
-            log.error("%s; stopping the lab", self.failure)
+    async def _fail_on(self, part: Coroutine[Any, Any, None]) -> None:
+        """Run a part that ends the lab when it raises a BrokerError (the broker or its objects are gone)."""
+        try:
+            await part
+        except BrokerError as exc:
+            if self.failure is None:
+                self.failure = exc
+            log.error("%s; stopping the lab", exc)
             assert self._stop_requested is not None
             self._stop_requested.set()
 
@@ -466,6 +504,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         return self._fabric
 
     def _require(self) -> _Fabric:
+        if self.failure is not None:
+            if isinstance(self.failure, BrokerError):  # BrokerExited, ProvisionError, BrokerStartError
+                raise type(self.failure)(f"the lab failed: {self.failure}")
+            raise LabStateError(f"the lab failed: {self.failure!r}")
         if self.state is not LabState.RUNNING or self._fabric is None:
             raise LabStateError(f"the lab is {self.state.value}, not running")
         return self._fabric

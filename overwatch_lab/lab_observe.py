@@ -45,7 +45,8 @@ class ObserveHelpers:
     """Counters and frames (see the module docstring)."""
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's.
+        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's;
+        ``broker`` (restarts of the embedded broker) and ``provision`` (objects recreated).
 
         An attached lab reads the owner's counters, which the owner publishes every
         ``stats_period_s`` to the ``OVERWATCH_LAB_STATS`` KV bucket (empty until the first).
@@ -63,6 +64,10 @@ class ObserveHelpers:
         if f.commands is not None:
             out["commands"] = f.commands.stats.snapshot()
         out["kv"] = {"cas_conflicts": f.ekv.conflicts}
+        if f.broker is not None:
+            out["broker"] = f.broker.stats.snapshot()
+        if f.repair is not None:
+            out["provision"] = f.repair.stats.snapshot()
         return out
 
     def sync_now(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -123,10 +124,15 @@ class Worker(ABC):
 
 
 class ConsumerLoop:
-    """Pull-consume one durable consumer and settle every message through its worker."""
+    """Pull-consume one durable consumer and settle every message through its worker.
+
+    ``on_consumer_gone(stream, durable, status)`` hears when the broker answers a pull as if the
+    consumer did not exist (the lab re-provisions it); the loop keeps pulling meanwhile.
+    """
 
     def __init__(self, worker: Worker, nc: NATS, js: JetStreamContext, config: LabConfig) -> None:
         self.worker = worker
+        self.on_consumer_gone: Callable[[str, str, str], None] | None = None
         self.nc = nc
         self.js = js
         self.config = config
@@ -144,7 +150,13 @@ class ConsumerLoop:
         handled too (cancelling it could strand delivered messages until ack_wait).
         """
         w = self.worker
-        puller = BatchPuller(self.nc, w.stream, w.durable)
+        gone = self.on_consumer_gone
+        puller = BatchPuller(
+            self.nc,
+            w.stream,
+            w.durable,
+            on_gone=None if gone is None else (lambda status: gone(w.stream, w.durable, status)),
+        )
         await puller.start()
         ready.set()
         log.info("%s consuming %s/%s", w.name, w.stream, w.durable)
