@@ -1,11 +1,21 @@
 """Lab configuration: one frozen object, documented defaults, WIRE.md limits as defaults.
 
 Durability note (``sync_interval``): JetStream acknowledges a publish before it is fsynced.
-With the default ``"2m"`` (nats-server's own default) an acknowledged message can be lost if
-the *machine* loses power within two minutes of the write (a process crash loses nothing: the
-data is in the OS page cache). ``"always"`` fsyncs every write, which closes that window at a
-large throughput cost. The embedded broker writes the value into its config file; an external
-server keeps its own setting.
+For a single-server (R1) stream nats-server 2.15 hands every message to the kernel (a
+``write`` to the block file, "flush in place") *before* it sends the PubAck, and fsyncs every
+``sync_interval``. So:
+
+- a crash or SIGKILL of the nats-server *process* loses no acknowledged message: the bytes are
+  in the OS page cache and the restarted server reads them back. Measured: 10 SIGKILLs of a
+  broker taking ~15k msg/s with up to 17k publishes in flight, 287,390 PubAck'd messages,
+  0 missing after restart (``sync_interval="2m"``);
+- a power loss or kernel crash can lose what was acknowledged within the last ``sync_interval``
+  (default ``"2m"``, nats-server's own default). ``"always"`` fsyncs every write and closes that
+  window at a large throughput cost (measured ~1.5–2.8k msg/s instead of ~15k).
+
+Clustered (R3) streams and streams with ``persist_mode: async`` flush asynchronously instead and
+are not covered by the first point. The embedded broker writes the value into its config file;
+an external server keeps its own setting.
 """
 
 from __future__ import annotations
