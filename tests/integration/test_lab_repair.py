@@ -82,23 +82,34 @@ def test_a_deleted_consumer_and_kv_bucket_are_noticed_logged_and_recreated(lab_f
     lab.wait_for(
         lambda: (lab.state_of(EID) or {}).get("vfr", {}).get("groundspeed") == 3.0, what="live state"
     )
+
+    on_broker(lab, lambda js: js.delete_stream(s.STREAM_EVENTS))  # its consumer goes with it
+    message = lab.wait_for(
+        lambda: warnings_about(caplog, f"{s.STREAM_EVENTS}/{s.CONSUMER_EVENT}"),
+        timeout=10,
+        what="stream back",
+    )[0]
+    assert f"re-provisioned {s.STREAM_EVENTS}, " in message and "a recreated stream starts empty" in message
+    assert on_broker(lab, lambda js: js.stream_info(s.STREAM_EVENTS)).config.retention == "workqueue"
     stats = lab.stats()
-    assert stats["provision"]["recreated"] >= 2 and lab.state is LabState.RUNNING
+    assert stats["provision"]["recreated"] >= 4 and lab.state is LabState.RUNNING
     assert stats["telemetry-worker"]["quarantined"] == 0
 
 
-def test_a_stream_the_broker_will_not_give_back_fails_the_lab(lab_factory):
-    """The telemetry stream is deleted and a foreign stream claims its subjects: no way to recreate it."""
+def test_a_consumer_the_broker_will_not_give_back_fails_the_lab(lab_factory):
+    """The stream is limited to the consumers it has, then the lab's consumer is deleted."""
     lab = lab_factory(broker_check_period_s=600.0)
 
-    async def hijack(js):
-        await js.delete_stream(s.STREAM_TELEMETRY)
-        await js.add_stream(name="FOREIGN", subjects=[s.TELEMETRY_ALL])
+    async def take_over(js):
+        await js.add_consumer(s.STREAM_TELEMETRY, durable_name="foreign", ack_policy="explicit")
+        info = await js.stream_info(s.STREAM_TELEMETRY)
+        await js.update_stream(info.config.evolve(max_consumers=1))  # no room for another one
+        await js.delete_consumer(s.STREAM_TELEMETRY, s.CONSUMER_TELEMETRY)
 
-    on_broker(lab, hijack)
+    on_broker(lab, take_over)
     assert lab.ended.result(timeout=20) is LabState.FAILED
     assert isinstance(lab.failure, ProvisionError)
-    assert s.STREAM_TELEMETRY in str(lab.failure)
+    assert f"consumer {s.CONSUMER_TELEMETRY} on stream {s.STREAM_TELEMETRY}" in str(lab.failure)
     with pytest.raises(ProvisionError, match="the lab failed"):
         lab.stats()
 
