@@ -6,6 +6,12 @@ registry → workers → synchronizer (first pass) → ``lab.json``.
 Stop is the reverse, graceful first (workers finish their batch) and forced after
 ``stop_timeout_s``.
 
+While it runs, the embedded broker is supervised (``broker/supervisor.py``: restarted on the same
+ports and token when it dies) and the lab's streams, consumers and buckets are kept in place
+(``broker/repair.py``). If the broker cannot be kept running the lab stops itself and ends
+FAILED with ``lab.failure`` a :class:`~overwatch_lab.errors.BrokerExited`; every later call
+raises it, and :attr:`Lab.ended` completes.
+
 Three ways to hold one::
 
     lab = Lab.up()                       # blocking: scripts, notebooks
@@ -44,13 +50,15 @@ from overwatch_lab import __version__
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import open_command_kv, open_kv, provision, provision_commands
+from overwatch_lab.broker.repair import Reprovisioner
+from overwatch_lab.broker.supervisor import BrokerSupervisor
 from overwatch_lab.commands.delivery import Deliverer
 from overwatch_lab.commands.lab_methods import CommandHelpers
 from overwatch_lab.commands.ledger import CommandLedger
 from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import LabConfig
 from overwatch_lab.datadir_lock import DataDirLock
-from overwatch_lab.errors import BrokerExited, ConfigError, LabStateError
+from overwatch_lab.errors import BrokerError, ConfigError, LabStateError
 from overwatch_lab.kvstate import EntityKV
 from overwatch_lab.lab_observe import STATS_KEY, ObserveHelpers, stats_kv
 from overwatch_lab.lab_wire import WireHelpers
@@ -104,7 +112,8 @@ class _Fabric:
     js: JetStreamContext
     ekv: EntityKV
     store: Store | None = None
-    server: NatsServer | None = None
+    broker: BrokerSupervisor | None = None
+    repair: Reprovisioner | None = None
     registry: Registry = field(default_factory=Registry)
     loops: list[ConsumerLoop] = field(default_factory=list)
     sync: Synchronizer | None = None
@@ -114,6 +123,11 @@ class _Fabric:
     deliverer: Deliverer | None = None
     simulations: list[Simulation] = field(default_factory=list)
     command_kv: KeyValue | None = None
+
+    @property
+    def server(self) -> NatsServer | None:
+        """The embedded nats-server running now (a new object after each restart), if any."""
+        return self.broker.server if self.broker is not None else None
 
 
 class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
@@ -138,7 +152,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         self._main: concurrent.futures.Future[None] | None = None
         self._stop_requested: asyncio.Event | None = None
         self._dir_lock: DataDirLock | None = None  # held by an owner from the start of its boot
-        self._broker: NatsServer | None = None  # as soon as it exists, for abort()
+        self._broker: NatsServer | None = None  # the current broker child, for abort()
 
     def __repr__(self) -> str:
         return f"<Lab {self.state.value} data_dir={str(self.config.data_dir)!r}>"
@@ -259,22 +273,22 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
 
     @property
     def nats_url(self) -> str:
-        """URL of the broker (embedded or external)."""
+        """URL of the broker (embedded or external); the embedded one keeps it across restarts."""
         f = self._booted()
-        return f.server.url if f.server is not None else str(self.config.nats_url)
+        return f.broker.url if f.broker is not None else str(self.config.nats_url)
 
     @property
     def nats_token(self) -> str | None:
-        """Token to connect to the broker (the embedded one is random per boot)."""
+        """Token to connect to the broker (the embedded one is kept in ``broker/identity.json``)."""
         f = self._booted()
-        return f.server.token if f.server is not None else self.config.nats_token
+        return f.broker.token if f.broker is not None else self.config.nats_token
 
     @property
     def monitor_url(self) -> str | None:
         """nats-server monitoring URL (embedded broker only)."""
         f = self._booted()
-        if f.server is not None:
-            return f.server.monitor_url
+        if f.broker is not None:
+            return f.broker.monitor_url
         return self._attach_info.get("monitor_url")
 
     @property
@@ -332,8 +346,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                 self._fabric = fabric
                 async with asyncio.TaskGroup() as tg:
                     watch = None
-                    if fabric.server is not None:
-                        watch = tg.create_task(self._watch_broker(fabric.server), name="broker-watch")
+                    if fabric.broker is not None:
+                        watch = tg.create_task(
+                            self._fail_on(fabric.broker.run(self._stop_requested)), name="broker-supervisor"
+                        )
                     tasks = await self._start_tasks(tg, fabric)
                     if self._owner:
                         self._write_lab_json()
@@ -357,6 +373,8 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                         fabric.streams.request_stop()
                     if fabric.deliverer is not None:
                         fabric.deliverer.request_stop()
+                    if fabric.repair is not None:
+                        fabric.repair.request_stop()
                     late: set[asyncio.Task[None]] = set()
                     if tasks:  # an attached lab runs no tasks
                         _, late = await asyncio.wait(tasks, timeout=self.config.stop_timeout_s)
@@ -381,11 +399,13 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         finally:
             _running_labs.discard(self)
             if self.state is not LabState.FAILED:
-                self.state = LabState.STOPPED
+                self.state = LabState.FAILED if self.failure is not None else LabState.STOPPED
+                if self.failure is not None:  # a part gave up (see _fail_on); the lab stopped itself
+                    log.error("lab failed: %s", self.failure)
 
     async def _boot(self, stack: contextlib.AsyncExitStack) -> _Fabric:
         cfg = self.config
-        server: NatsServer | None = None
+        broker: BrokerSupervisor | None = None
         store: Store | None = None
         if self._owner:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -397,11 +417,11 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             await store.open()
             stack.push_async_callback(store.close)
             if cfg.embedded:
-                server = self._new_broker()
-                await server.start()
-                stack.push_async_callback(server.stop)
-        url = server.url if server is not None else str(cfg.nats_url)
-        token = server.token if server is not None else cfg.nats_token
+                broker = BrokerSupervisor(self._new_broker, cfg)
+                stack.push_async_callback(broker.stop)
+                await broker.start()
+        url = broker.url if broker is not None else str(cfg.nats_url)
+        token = broker.token if broker is not None else cfg.nats_token
         nc = await connect(
             url,
             token=token,
@@ -422,7 +442,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             js=js,
             ekv=EntityKV(kv, attempts=cfg.kv_cas_attempts),
             store=store,
-            server=server,
+            broker=broker,
             registry=Registry(grace_s=cfg.registration_grace_s),
         )
         if store is not None:
@@ -431,7 +451,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         return fabric
 
     def _new_broker(self) -> NatsServer:
-        """Build the embedded nats-server (every start and restart of it goes through here).
+        """Build the embedded nats-server (the supervisor calls it for every start and restart).
 
         It inherits the data-dir lock, so the lock lasts until the broker too has exited, and
         it becomes the broker that :meth:`abort` kills.
@@ -443,6 +463,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             sync_interval=cfg.sync_interval,
             ready_timeout_s=cfg.ready_timeout_s,
             stop_timeout_s=cfg.stop_timeout_s,
+            binary=cfg.nats_server_path,
             pass_fds=(self._dir_lock.fd,),
         )
         return self._broker
@@ -470,13 +491,17 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         watch = StreamWatch(f.nc, f.js, self.config, consumed, unconsumed=(s.STREAM_QUARANTINE,))
         f.streams = watch
         f.loops = [ConsumerLoop(w, f.nc, f.js, self.config, watch.observer(w.stream)) for w in workers]
+        sync = f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
+        repair = f.repair = Reprovisioner(f.nc, f.js, self.config, on_repaired=lambda _: sync.kick())
+        for loop in f.loops:  # symptoms of a missing consumer or bucket: check at once
+            loop.on_consumer_gone = lambda st, dur, status: repair.kick(f"a pull on {st}/{dur}: {status}")
+        sync.on_failure = lambda exc: repair.kick(f"sync pass failed: {exc}")
         for stream, durable in (
             (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION),
             (s.STREAM_ENTITIES, s.CONSUMER_ENTITY),
         ):
             f.registry.add_progress_source(stream, partial(consumer_progress, f.js, stream, durable))
         f.deliverer = Deliverer(f.commands, f.nc, self.config, acks_pending=ack_worker.busy)
-        f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
         await f.sync.run_pass()  # boot pass: every entity row gets a document before workers run
         await watch.check()  # boot pass: counts what the streams discarded while the lab was down
         readies = []
@@ -490,7 +515,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(watch.run(ready), name="stream-watch"))
-        tasks.append(tg.create_task(self._publish_stats(await stats_kv(f.js)), name="stats-publisher"))
+        tasks.append(tg.create_task(self._publish_stats(f.js), name="stats-publisher"))
+        ready = asyncio.Event()
+        readies.append(ready)
+        tasks.append(tg.create_task(self._fail_on(repair.run(ready)), name="reprovisioner"))
         ready = asyncio.Event()
         readies.append(ready)
         tasks.append(tg.create_task(f.deliverer.run(ready), name=f"worker:{f.deliverer.name}"))
@@ -499,13 +527,17 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                 await r.wait()
         return tasks
 
-    async def _publish_stats(self, kv: KeyValue) -> None:
+    async def _publish_stats(self, js: JetStreamContext) -> None:
         """Publish the counters for attached labs and dashboards until the lab stops."""
         assert self._stop_requested is not None
+        kv: KeyValue | None = None
         while not self._stop_requested.is_set():
             try:
+                if kv is None:  # the bucket is in memory: a restarted broker has lost it
+                    kv = await stats_kv(js)
                 await kv.put(STATS_KEY, json.dumps(self._local_stats(), default=str).encode())
             except (nats.errors.Error, TimeoutError) as exc:  # best effort: counters are not data
+                kv = None
                 log.debug("stats publish failed: %r", exc)
             try:
                 async with asyncio.timeout(self.config.stats_period_s):
@@ -513,11 +545,14 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             except TimeoutError:
                 pass
 
-    async def _watch_broker(self, server: NatsServer) -> None:
-        code = await server.wait_exited()
-        if self.state in (LabState.STARTING, LabState.RUNNING):
-            self.failure = BrokerExited(f"embedded nats-server exited unexpectedly with code {code}")
-            log.error("%s; stopping the lab", self.failure)
+    async def _fail_on(self, part: Coroutine[Any, Any, None]) -> None:
+        """Run a part that ends the lab when it raises a BrokerError (the broker or its objects are gone)."""
+        try:
+            await part
+        except BrokerError as exc:
+            if self.failure is None:
+                self.failure = exc
+            log.error("%s; stopping the lab", exc)
             assert self._stop_requested is not None
             self._stop_requested.set()
 
@@ -542,6 +577,10 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         return self._fabric
 
     def _require(self) -> _Fabric:
+        if self.failure is not None:
+            if isinstance(self.failure, BrokerError):  # BrokerExited, ProvisionError, BrokerStartError
+                raise type(self.failure)(f"the lab failed: {self.failure}")
+            raise LabStateError(f"the lab failed: {self.failure!r}")
         if self.state is not LabState.RUNNING or self._fabric is None:
             raise LabStateError(f"the lab is {self.state.value}, not running")
         return self._fabric

@@ -45,7 +45,8 @@ class ObserveHelpers:
     """Counters and frames (see the module docstring)."""
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's.
+        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's;
+        ``broker`` (restarts of the embedded broker) and ``provision`` (objects recreated).
 
         A worker that holds messages for an infrastructure fault (database full, read-only,
         locked, unreachable) says so: ``holding`` (the alarm), ``hold_reason``, ``hold_since``,
@@ -75,6 +76,10 @@ class ObserveHelpers:
         if f.streams is not None:
             out["streams"] = f.streams.snapshot()
         out["kv"] = {"cas_conflicts": f.ekv.conflicts}
+        if f.broker is not None:
+            out["broker"] = f.broker.stats.snapshot()
+        if f.repair is not None:
+            out["provision"] = f.repair.stats.snapshot()
         return out
 
     def sync_now(self) -> dict[str, Any]:

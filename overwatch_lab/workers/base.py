@@ -167,6 +167,9 @@ class Worker(ABC):
 class ConsumerLoop:
     """Pull-consume one durable consumer and settle every message through its worker.
 
+    ``on_consumer_gone(stream, durable, status)`` hears when the broker answers a pull as if the
+    consumer did not exist (the lab re-provisions it); the loop keeps pulling meanwhile.
+
     ``on_fetched``, when given, sees every fetched batch first, in delivery order (the
     stream watch finds sequences the stream removed before they were delivered).
     """
@@ -180,6 +183,7 @@ class ConsumerLoop:
         on_fetched: Callable[[list[Msg]], None] | None = None,
     ) -> None:
         self.worker = worker
+        self.on_consumer_gone: Callable[[str, str, str], None] | None = None
         self.nc = nc
         self.js = js
         self.config = config
@@ -207,7 +211,13 @@ class ConsumerLoop:
         holding, they join the held set, which is NAKed.
         """
         w = self.worker
-        puller = BatchPuller(self.nc, w.stream, w.durable)
+        gone = self.on_consumer_gone
+        puller = BatchPuller(
+            self.nc,
+            w.stream,
+            w.durable,
+            on_gone=None if gone is None else (lambda status: gone(w.stream, w.durable, status)),
+        )
         await puller.start()
         ready.set()
         log.info("%s consuming %s/%s", w.name, w.stream, w.durable)

@@ -11,8 +11,13 @@ requests on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>``:
   returned at once, and the rest of that request keeps flowing into the buffer for the next call.
 
 Only one request is open at a time. Messages are ordinary nats-py ``Msg`` objects (``ack()``,
-``nak()``, ``term()``, ``metadata`` work as usual). A request whose end never arrives (a
-reconnect lost it) is given up after its expiry plus a margin.
+``nak()``, ``term()``, ``metadata`` work as usual). A request whose end never arrives is given
+up after its expiry plus a margin, and at once after a reconnect (a restarted broker has
+forgotten it): the next fetch issues a new one.
+
+A consumer that disappeared answers "409 Consumer Deleted" (to an open request) or "503" (no
+responders, to a new one). The puller reports that to ``on_gone`` (the lab re-provisions) and
+waits ``GONE_BACKOFF_S`` before asking again, instead of spinning on immediate 503s.
 """
 
 from __future__ import annotations
@@ -21,20 +26,26 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 _STATUS = "Status"
+_DESCRIPTION = "Description"
 _LOST_REQUEST_MARGIN_S = 2.0
+GONE_BACKOFF_S = 0.5  # wait before asking again a consumer that answered "deleted" / no responders
 
 
 class BatchPuller:
     """Pull batches from one durable consumer; see the module docstring."""
 
-    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+    def __init__(
+        self, nc: NATS, stream: str, durable: str, *, on_gone: Callable[[str], None] | None = None
+    ) -> None:
         self._nc = nc
+        self._on_gone = on_gone  # called with the server's status when the consumer seems gone
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
@@ -44,6 +55,8 @@ class BatchPuller:
         self._open_left = 0  # messages the open request may still deliver
         self._open_until = 0.0  # monotonic time after which the open request is presumed lost
         self._no_wait = False
+        self._open_reconnects = 0  # the client's reconnect count when the open request was sent
+        self._gone_until = 0.0  # monotonic time before which no request is sent (consumer gone)
         self.last_status: str | None = None
 
     async def start(self) -> None:
@@ -62,9 +75,14 @@ class BatchPuller:
         headers = msg.headers
         status = headers.get(_STATUS) if headers else None
         if status:
-            if status != "100":  # 100 = idle heartbeat; 404/408/409 end the request
+            if status != "100":  # 100 = idle heartbeat; 404/408/409/503 end the request
                 self._open = False
                 self.last_status = status
+                description = headers.get(_DESCRIPTION, "") if headers else ""
+                if status == "503" or (status == "409" and "consumer deleted" in description.lower()):
+                    self._gone_until = time.monotonic() + GONE_BACKOFF_S
+                    if self._on_gone is not None:
+                        self._on_gone(f"{status} {description.strip() or 'no responders'}")
         else:
             self._buf.append(msg)
             self._open_left -= 1
@@ -81,6 +99,7 @@ class BatchPuller:
             req["expires"] = max(int(expires_s * 1e9), 1_000_000)
             self._open_until = time.monotonic() + expires_s + _LOST_REQUEST_MARGIN_S
         self._open, self._open_left, self._no_wait = True, batch, expires_s is None
+        self._open_reconnects = self._nc.stats["reconnects"]
         await self._nc.publish(self._api, json.dumps(req).encode(), reply=self._inbox)
 
     def buffered(self) -> list[Msg]:
@@ -102,7 +121,9 @@ class BatchPuller:
         """Return up to ``batch`` messages; an empty list when none arrived within ``wait_s``."""
         deadline = time.monotonic() + wait_s
         while True:
-            if self._open and time.monotonic() > self._open_until:
+            if self._open and (
+                time.monotonic() > self._open_until or self._nc.stats["reconnects"] != self._open_reconnects
+            ):
                 self._open = False  # its end was lost (reconnect): don't wait for it forever
             if self._buf and (not self._open or not self._no_wait or len(self._buf) >= batch):
                 return self._take(batch)
@@ -112,6 +133,9 @@ class BatchPuller:
                     return self._take(batch)
                 if remaining <= 0:
                     return []
+                if (gone_for := self._gone_until - time.monotonic()) > 0:
+                    await asyncio.sleep(min(gone_for, remaining))  # the consumer was just gone
+                    continue
                 # Nothing buffered: ask for what is there now; if that was nothing, long-poll.
                 last = self.last_status
                 self.last_status = None

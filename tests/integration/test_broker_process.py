@@ -322,7 +322,8 @@ async def test_restart_on_same_dir_keeps_stream_data(tmp_path, sync_interval, ho
     second = NatsServer(store, sync_interval=sync_interval)
     await second.start()
     try:
-        assert second.token != first_token
+        # The store dir is the broker's identity: same URL and token (identity.json).
+        assert (second.token, second.url, second.monitor_url) == (first_token, first.url, first.monitor_url)
         nc = await connect(second.url, token=second.token)
         try:
             msg = await nc.jetstream().get_msg("KEEP", ack.seq)

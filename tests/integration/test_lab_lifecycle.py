@@ -87,7 +87,12 @@ def test_restart_on_same_data_dir_keeps_entities_state_and_history(tmp_path):
         lab.register_entity(ORG, "k1", "surface_vessel_usv")
         lab.publish_telemetry(ORG, "k1", "VFR_HUD", {"groundspeed": 6.5, "heading": 180})
         lab.wait_for(lambda: lab.telemetry_frame(entity_id="k1").shape[0] == 1, what="row")
+        first = lab.connection_info()
     with Lab(cfg) as lab2:
+        # Devices keep what they were given: same broker URL and token (broker/identity.json).
+        assert {k: lab2.connection_info()[k] for k in ("nats_url", "nats_token", "monitor_url")} == {
+            k: first[k] for k in ("nats_url", "nats_token", "monitor_url")
+        }
         doc = lab2.state_of("k1")
         assert doc is not None and doc["vfr"]["groundspeed"] == 6.5 and doc["org_name"] == "Keep"
         assert lab2.telemetry_frame(entity_id="k1").shape[0] == 1
