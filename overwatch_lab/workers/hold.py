@@ -40,7 +40,7 @@ class Backoff:
 
     def next(self) -> float:
         """Return the next delay in seconds and advance."""
-        base = min(self.cap_s, self.initial_s * 2 ** min(self._n, _MAX_EXPONENT))
+        base = min(self.cap_s, self.initial_s * 2.0 ** min(self._n, _MAX_EXPONENT))
         self._n += 1
         return base * (0.5 + 0.5 * self._rng.random())
 

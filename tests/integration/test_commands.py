@@ -10,7 +10,7 @@ import asyncio
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,11 @@ from simulators import CommandResult
 from simulators.command_link import CommandLink
 
 ORG = "org-c"
-FAST = {"command_retry_initial_s": 0.1, "command_retry_max_s": 0.3, "command_expiry_grace_s": 0.1}
+FAST: dict[str, Any] = {
+    "command_retry_initial_s": 0.1,
+    "command_retry_max_s": 0.3,
+    "command_expiry_grace_s": 0.1,
+}
 
 
 class FakeDevice:
@@ -61,7 +65,7 @@ class Devices:
         device: FakeDevice | None = None,
         *,
         online: bool = True,
-        execute: Callable[[dict, Any], Awaitable[str | None]] | None = None,
+        execute: Callable[[dict, Any], Coroutine[Any, Any, str | None]] | None = None,
     ) -> CommandLink:
         device = device or FakeDevice()
         link = CommandLink(self.nc, ORG, entity_id, device.handle_command, execute=execute)
@@ -103,7 +107,7 @@ def devices(cmd_lab: Lab) -> Iterator[Devices]:
     d.close()
 
 
-def row(lab: Lab, command_id: str, entity_id: str | None = None) -> dict[str, Any]:
+def row(lab: Lab, command_id: str, entity_id: str | None = None) -> dict[Any, Any]:
     filters = {"command_id": command_id} | ({"entity_id": entity_id} if entity_id else {})
     frame = lab.commands_frame(**filters)
     assert len(frame) == 1, frame

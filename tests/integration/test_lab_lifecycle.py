@@ -148,7 +148,7 @@ def _start_cli(data_dir: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_until(lambda: (data_dir / "lab.json").exists() or proc.poll() is not None, 20, "lab.json")
-    assert proc.poll() is None, proc.stderr.read()
+    assert proc.poll() is None, proc.stderr and proc.stderr.read()
     return proc
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from bokeh.models import TileRenderer
+from bokeh.models.renderers import TileRenderer
 
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.map import EARTH_RADIUS_M, MARKERS, ColorMap, FleetMap, to_mercator

@@ -4,18 +4,25 @@ envelopes, params and the MAVLink relay mapping."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from overwatch_lab.errors import EnvelopeError, SubjectError
 from overwatch_lab.protocol import command_actions as ca
 from overwatch_lab.protocol import commands as c
-from overwatch_lab.protocol.commands import Action
+from overwatch_lab.protocol.command_actions import Action
 from overwatch_lab.protocol.commands import CommandStatus as S
 from overwatch_lab.protocol.envelopes import format_timestamp
 
 NOW = 1_800_000_000.0
-LIMITS = {"now_ts": NOW, "fallback_id": "cmd-7", "default_ttl_s": 60.0, "max_ttl_s": 900.0, "max_bytes": 4096}
+LIMITS: dict[str, Any] = {
+    "now_ts": NOW,
+    "fallback_id": "cmd-7",
+    "default_ttl_s": 60.0,
+    "max_ttl_s": 900.0,
+    "max_bytes": 4096,
+}
 
 
 def decode(body: dict | bytes, subject: tuple[str, str | None] = ("org-a", "uav-1"), **kw):

@@ -532,7 +532,7 @@ def test_make_detection_round_trips():
 
 
 def record(**changes: object) -> dict:
-    rec = {"entity_id": ENT, "org_id": ORG, "entity_type": "aircraft_multirotor"}
+    rec: dict[str, object] = {"entity_id": ENT, "org_id": ORG, "entity_type": "aircraft_multirotor"}
     rec.update(changes)
     return rec
 
