@@ -1,22 +1,27 @@
 """``overwatch-lab`` command line: up | status | command | bench | sim.
 
-Only this entry point installs signal handlers; a Lab never does.
+Only this entry point installs signal handlers (``stop_signals.py``); a Lab never does.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overwatch_lab.config import LabConfig
-from overwatch_lab.errors import OverwatchError
+from overwatch_lab.errors import LabStateError, OverwatchError
+from overwatch_lab.stop_signals import StopSignals, arm_early, exit_now
 from simulators import cli as simulators_cli
+
+if TYPE_CHECKING:
+    from overwatch_lab.dashboard.server import DashboardServer
+    from overwatch_lab.lab import Lab
 
 
 def _lab_config(a: argparse.Namespace) -> LabConfig:
@@ -34,76 +39,100 @@ def _lab_config(a: argparse.Namespace) -> LabConfig:
     return LabConfig(**kwargs)
 
 
-class _Signals:
-    """SIGINT/SIGTERM turned into an event, installed before anything starts, so a signal that
-    arrives during boot still ends in a clean shutdown rather than a KeyboardInterrupt."""
+def _stopping(sig: signal.Signals) -> None:
+    print(f"received {sig.name}; stopping (again to force)", flush=True)
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.received: int | None = None
-        signal.signal(signal.SIGINT, self._handler)
-        signal.signal(signal.SIGTERM, self._handler)
 
-    def _handler(self, signum: int, _frame: object) -> None:
-        self.received = signum
-        self._event.set()
-
-    def wait(self) -> str:
-        """Block until a signal arrives; return its name."""
-        while not self._event.wait(0.5):
-            pass
-        assert self.received is not None
-        return signal.Signals(self.received).name
+def _forced(sig: signal.Signals, lab: Lab | None = None) -> None:
+    print(f"received {sig.name} again; forcing exit", file=sys.stderr, flush=True)
+    exit_now(128 + sig, lab.abort if lab is not None else None)
 
 
 def cmd_up(a: argparse.Namespace) -> int:
-    """Run a lab in the foreground until SIGINT/SIGTERM."""
+    """Run a lab in the foreground until SIGINT/SIGTERM, or until it fails on its own.
+
+    Exit status: 0 after a clean stop on a signal (also one that came while the lab started);
+    2 when the lab cannot start (e.g. DataDirInUse: another lab owns the data directory) or
+    fails on its own while running (e.g. BrokerExited); 128 + n when a second signal n forced
+    the exit (the broker child is killed first). A signal outside the handlers' lifetime
+    (interpreter start-up and imports, before the command runs, or interpreter exit after the
+    clean stop: nothing runs then) ends it the way Python does by default.
+    """
+    arm_early()
+    return asyncio.run(_up(a))
+
+
+async def _up(a: argparse.Namespace) -> int:
     from overwatch_lab.lab import Lab
 
-    signals = _Signals()
-    cfg = _lab_config(a)
-    lab = Lab.up(cfg)
-    server = None
-    try:
-        info = lab.connection_info()
-        print("overwatch-lab is up")
-        for key in ("data_dir", "nats_url", "monitor_url", "db_url", "pid"):
-            print(f"  {key:<12} {info[key]}")
-        print(f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})")
-        if a.fleet != "none":
-            sim = lab.simulate(a.fleet, speed=a.speed)
-            sc = sim.scenario
-            print(
-                f"  {'fleet':<12} {sc.name}: {len(sc.devices())} devices, seed {sc.seed}, speed {a.speed:g}"
-            )
-        if not a.no_dashboard:
-            from overwatch_lab.dashboard import serve
-
-            server = serve(lab, port=a.dashboard_port, address=a.dashboard_address)
-            print(f"  {'dashboard':<12} {server.url}")
-        print("Ctrl-C to stop.", flush=True)
-        print(f"received {signals.wait()}; stopping", flush=True)
-    finally:
-        if server is not None:
-            server.stop()
-        lab.down()
+    lab: Lab | None = None  # read by the force handler when it runs
+    with StopSignals(on_first=_stopping, on_force=lambda sig: _forced(sig, lab)) as signals:
+        cfg = _lab_config(a)
+        lab = Lab(cfg)
+        print(f"overwatch-lab: starting in {cfg.data_dir}", flush=True)
+        await lab.start()  # a first signal meanwhile: stop once started; a second: forced exit
+        lab.ended().add_done_callback(lambda _ended: signals.request_stop())
+        server = None
+        try:
+            if not signals.stop_requested.is_set():
+                server = await asyncio.to_thread(_show_and_serve, lab, a)
+            await signals.stop_requested.wait()
+        finally:
+            if server is not None:
+                await asyncio.to_thread(server.stop)
+            await lab.stop()
+    if signals.first is None:  # nobody asked it to stop: the lab ended on its own
+        if isinstance(lab.failure, OverwatchError):
+            raise lab.failure
+        raise LabStateError(f"the lab stopped on its own ({lab.failure!r})") from lab.failure
     print("stopped cleanly", flush=True)
     return 0
 
 
+def _show_and_serve(lab: Lab, a: argparse.Namespace) -> DashboardServer | None:
+    """Print where the running lab is, start its fleet and dashboard (blocking: runs in a thread)."""
+    cfg = lab.config
+    info = lab.connection_info()
+    print("overwatch-lab is up")
+    for key in ("data_dir", "nats_url", "monitor_url", "db_url", "pid"):
+        print(f"  {key:<12} {info[key]}")
+    print(f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})")
+    if a.fleet != "none":
+        sim = lab.simulate(a.fleet, speed=a.speed)
+        sc = sim.scenario
+        print(f"  {'fleet':<12} {sc.name}: {len(sc.devices())} devices, seed {sc.seed}, speed {a.speed:g}")
+    server = None
+    if not a.no_dashboard:
+        from overwatch_lab.dashboard import serve
+
+        server = serve(lab, port=a.dashboard_port, address=a.dashboard_address)
+        print(f"  {'dashboard':<12} {server.url}")
+    print("Ctrl-C to stop.", flush=True)
+    return server
+
+
 def cmd_dashboard(a: argparse.Namespace) -> int:
     """Serve the dashboard of a lab running in another process until SIGINT/SIGTERM."""
+    arm_early()
+    return asyncio.run(_dashboard(a))
+
+
+async def _dashboard(a: argparse.Namespace) -> int:
     from overwatch_lab.dashboard import AttachedLab, serve
 
-    signals = _Signals()
-    source = AttachedLab(a.data_dir)
-    server = serve(source, port=a.dashboard_port, address=a.dashboard_address, show=a.show)
-    try:
-        print(f"dashboard at {server.url}  (Ctrl-C to stop)", flush=True)
-        signals.wait()
-    finally:
-        server.stop()
-        source.close()
+    with StopSignals(on_force=_forced) as signals:
+        source = AttachedLab(a.data_dir)
+        try:
+            server = await asyncio.to_thread(
+                serve, source, port=a.dashboard_port, address=a.dashboard_address, show=a.show
+            )
+            try:
+                print(f"dashboard at {server.url}  (Ctrl-C to stop)", flush=True)
+                await signals.stop_requested.wait()
+            finally:
+                await asyncio.to_thread(server.stop)
+        finally:
+            source.close()
     return 0
 
 
@@ -305,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     except OverwatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a SIGINT before a command armed its handlers: nothing started yet
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Hierarchy::
     │   └── DatabaseUnavailable  an infrastructure fault (full, read-only, locked, unreachable)
     ├── SyncError              the KV synchronizer could not complete a pass
     ├── LabStateError          lab used in the wrong lifecycle state
+    │   └── DataDirInUse       another live lab owns the data directory (lab.lock)
     ├── CommandError           command API (issue 4)
     │   ├── CommandRejected
     │   └── CommandTimeout
@@ -88,6 +89,15 @@ class SyncError(OverwatchError):
 
 class LabStateError(OverwatchError, RuntimeError):
     """Raised when a Lab is used in the wrong lifecycle state (e.g. started twice)."""
+
+
+class DataDirInUse(LabStateError):
+    """Raised when a Lab would own a data directory whose ``lab.lock`` another lab holds.
+
+    Raised by ``Lab.start()`` / ``Lab.up()`` / ``overwatch-lab up`` when a live lab owns the
+    directory (the message names its pid; attach to it instead), or when the lock stays held
+    longer than ``stop_timeout_s`` after its lab died (its nats-server still shutting down).
+    """
 
 
 class CommandError(OverwatchError):

@@ -1,7 +1,8 @@
 """The Lab: the one object a user holds. Boots the fabric in order and stops it in reverse.
 
-Boot order: libSQL store → broker (embedded nats-server, or a URL) → connection → streams,
-consumers and KV (idempotent) → registry → workers → synchronizer (first pass) → ``lab.json``.
+Boot order: the data directory's lock (``lab.lock``, see ``datadir_lock.py``) → libSQL store →
+broker (embedded nats-server, or a URL) → connection → streams, consumers and KV (idempotent) →
+registry → workers → synchronizer (first pass) → ``lab.json``.
 Stop is the reverse, graceful first (workers finish their batch) and forced after
 ``stop_timeout_s``.
 
@@ -26,6 +27,7 @@ import enum
 import json
 import logging
 import os
+import signal
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from overwatch_lab.commands.lab_methods import CommandHelpers
 from overwatch_lab.commands.ledger import CommandLedger
 from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import LabConfig
+from overwatch_lab.datadir_lock import DataDirLock
 from overwatch_lab.errors import BrokerExited, ConfigError, LabStateError
 from overwatch_lab.kvstate import EntityKV
 from overwatch_lab.lab_observe import STATS_KEY, ObserveHelpers, stats_kv
@@ -134,6 +137,8 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         self._fabric: _Fabric | None = None
         self._main: concurrent.futures.Future[None] | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._dir_lock: DataDirLock | None = None  # held by an owner from the start of its boot
+        self._broker: NatsServer | None = None  # as soon as it exists, for abort()
 
     def __repr__(self) -> str:
         return f"<Lab {self.state.value} data_dir={str(self.config.data_dir)!r}>"
@@ -168,6 +173,42 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
                 fut.result(timeout)
         if self._thread is not None:
             self._thread.close()
+
+    def ended(self) -> concurrent.futures.Future[LabState]:
+        """A future that resolves to the final state once the lab has stopped or failed.
+
+        It resolves whatever ended the lab (``stop()``, or a failure of its own: then
+        ``failure`` says what), never raises, and cancelling it does not touch the lab. Await
+        it with ``asyncio.wrap_future``, or block on ``.result(timeout)``.
+
+        Raises:
+            LabStateError: the lab was never started.
+        """
+        if self._main is None:
+            raise LabStateError(f"the lab is {self.state.value}; it was never started")
+        ended: concurrent.futures.Future[LabState] = concurrent.futures.Future()
+
+        def resolve(_main: concurrent.futures.Future[None]) -> None:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled by its holder
+                ended.set_result(self.state)
+
+        self._main.add_done_callback(resolve)
+        return ended
+
+    def abort(self) -> None:
+        """Kill the embedded broker child now (SIGKILL), from any thread, without draining.
+
+        For a forced exit (a second Ctrl-C) only: the lab is unusable afterwards, and messages
+        not yet acknowledged are redelivered to the next lab on this data directory. Without
+        it the broker would still die with this process (PDEATHSIG), but only after a graceful
+        shutdown of its own; a broker still being forked dies that way.
+        """
+        server = self._broker
+        pid = server.pid if server is not None else None
+        if server is not None and pid is not None and server.is_running():
+            log.warning("aborting: killing the embedded nats-server (pid %s)", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     async def __aenter__(self) -> Lab:
         return await self.start()
@@ -331,9 +372,11 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         except BaseException as exc:
             self.failure = exc if not isinstance(exc, asyncio.CancelledError) else None
             self.state = LabState.FAILED
-            if not running.done():
+            if not running.done():  # failed while starting: the starter gets the error
                 running.set_exception(exc if isinstance(exc, Exception) else LabStateError(repr(exc)))
-            log.error("lab failed: %r", exc)
+                log.info("lab failed to start: %r", exc)
+            else:  # failed while running: nobody else hears of it
+                log.error("lab failed: %r", exc)
             raise
         finally:
             _running_labs.discard(self)
@@ -346,16 +389,15 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         store: Store | None = None
         if self._owner:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            # First, before anything touches the directory; released last (after the broker).
+            lock = self._dir_lock = DataDirLock(cfg.data_dir)
+            await lock.acquire(wait_s=cfg.stop_timeout_s)
+            stack.callback(lock.release)
             store = Store(cfg.db_path)
             await store.open()
             stack.push_async_callback(store.close)
             if cfg.embedded:
-                server = NatsServer(
-                    cfg.data_dir / "broker",
-                    sync_interval=cfg.sync_interval,
-                    ready_timeout_s=cfg.ready_timeout_s,
-                    stop_timeout_s=cfg.stop_timeout_s,
-                )
+                server = self._new_broker()
                 await server.start()
                 stack.push_async_callback(server.stop)
         url = server.url if server is not None else str(cfg.nats_url)
@@ -387,6 +429,23 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
             orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
             fabric.registry.load(orgs, await store.entity_ids())
         return fabric
+
+    def _new_broker(self) -> NatsServer:
+        """Build the embedded nats-server (every start and restart of it goes through here).
+
+        It inherits the data-dir lock, so the lock lasts until the broker too has exited, and
+        it becomes the broker that :meth:`abort` kills.
+        """
+        cfg = self.config
+        assert self._dir_lock is not None
+        self._broker = NatsServer(
+            cfg.data_dir / "broker",
+            sync_interval=cfg.sync_interval,
+            ready_timeout_s=cfg.ready_timeout_s,
+            stop_timeout_s=cfg.stop_timeout_s,
+            pass_fds=(self._dir_lock.fd,),
+        )
+        return self._broker
 
     async def _start_tasks(self, tg: asyncio.TaskGroup, f: _Fabric) -> list[asyncio.Task[None]]:
         tasks: list[asyncio.Task[None]] = []

@@ -121,6 +121,8 @@ class NatsServer:
         ready_timeout_s: Time allowed for the server to become ready.
         stop_timeout_s: Time allowed for a graceful SIGTERM shutdown before SIGKILL.
         log_name: Logger that receives the server's log lines.
+        pass_fds: File descriptors the child inherits (the lab passes its data-dir lock, so
+            the lock is held until the broker too has exited).
     """
 
     def __init__(
@@ -132,12 +134,14 @@ class NatsServer:
         ready_timeout_s: float = 10.0,
         stop_timeout_s: float = 10.0,
         log_name: str = "overwatch_lab.broker.nats",
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.store_dir = Path(store_dir).expanduser().resolve()
         self.sync_interval = sync_interval
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._fixed_token = token
+        self._pass_fds = pass_fds
         self._token: str | None = None
         self._server_log = logging.getLogger(log_name)
         self._proc: asyncio.subprocess.Process | None = None
@@ -237,6 +241,7 @@ class NatsServer:
                 # Own process group: a Ctrl-C meant for the lab's terminal must not kill the
                 # broker before the lab has drained its workers; the lab stops it itself.
                 start_new_session=True,
+                pass_fds=self._pass_fds,
             )
         except OSError as exc:
             raise BrokerStartError(f"could not execute {binary}: {exc}") from exc

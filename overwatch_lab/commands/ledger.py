@@ -45,7 +45,8 @@ from overwatch_lab.protocol.commands import (
     state_key,
 )
 from overwatch_lab.protocol.envelopes import format_timestamp
-from overwatch_lab.store.database import CommandChange, CommandSend, Store
+from overwatch_lab.store.commands_sql import CommandChange, CommandSend
+from overwatch_lab.store.database import Store
 
 log = logging.getLogger(__name__)
 S = CommandStatus

@@ -1,6 +1,6 @@
 """Which database failures are infrastructure faults, and which are caused by the data.
 
-The store translates every sqlite3 / libSQL / OS error at its seam (:mod:`.database`); this
+The store translates every sqlite3 / libSQL / OS error at its seam (:mod:`.writer`); this
 module decides the kind. An **infrastructure fault** is a property of the lab's own plumbing,
 not of the rows being written: the disk is full, the file or its file system is read-only,
 another process holds the lock past the busy timeout, an I/O error, the file cannot be opened

@@ -4,7 +4,7 @@ Each call opens its own short-lived connection (a local file is opened read-only
 the path is an error rather than a new empty database), runs one query and closes it. WAL mode
 lets these readers run while the store's writer thread commits, so a notebook cell never
 queues behind a large insert. A libSQL server URL works the same way (not exercised by the
-test suite; see :mod:`.database`).
+test suite; see :mod:`.connection`).
 
 Time filters (``since``, ``until``) accept epoch seconds, an RFC 3339 string, a ``datetime``
 or a ``pandas.Timestamp`` (naive values are taken as UTC) and select ``since <= ts < until``.
@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from overwatch_lab.errors import DatabaseError
-from overwatch_lab.store.database import (
+from overwatch_lab.store.connection import (
     DB_ERRORS,
     connect,
     decode_json,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.dashboard.helpers import FLEET, fly, register_fleet, wait_until
+from tests.builders import FLEET, fly, register_fleet
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.browser
 

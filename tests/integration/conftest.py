@@ -1,17 +1,16 @@
-"""Integration fixtures: a real nats-server per test, a client to it, and a polling helper.
+"""Integration fixtures: a real nats-server per test and a client to it.
 
 Every test under ``tests/integration`` is marked ``integration`` and skipped (with the reason)
 when no nats-server binary is installed.
+
+The polling helpers live in :mod:`tests.polling` (``wait_for``, ``wait_until``); import them
+from there. ``wait_for`` is also importable from here, for tests written before it moved.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -20,6 +19,9 @@ from nats.js import JetStreamContext
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.process import NatsServer, find_nats_server
 from overwatch_lab.errors import BrokerStartError
+from tests.polling import wait_for
+
+__all__ = ["wait_for"]  # re-exported: the one async polling helper lives in tests.polling
 
 _HERE = Path(__file__).parent
 
@@ -40,31 +42,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
             if reason is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
-
-
-async def wait_for(
-    predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 5.0,  # noqa: ASYNC109 - the deadline is part of the failure message
-    interval: float = 0.01,
-    what: str = "condition",
-) -> Any:
-    """Poll a sync or async ``predicate`` until it returns something truthy, and return that.
-
-    Raises:
-        AssertionError: the predicate stayed falsy for ``timeout`` seconds (names ``what`` and
-            the last value seen).
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.protocol import commands as c
 from overwatch_lab.protocol.commands import CommandStatus as S
 from overwatch_lab.protocol.envelopes import encode
-from tests.integration.conftest import wait_for
-from tests.integration.test_commands import FAST, ORG, Devices, FakeDevice
+from tests.integration.command_devices import FAST, ORG, Devices, FakeDevice
+from tests.polling import wait_for
 
 ENTITIES = ("uav-0", "uav-1", "uav-2")
 
@@ -125,7 +125,8 @@ def test_killed_lab_mid_delivery(tmp_path, broker):
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        assert child.stdout is not None and child.stdout.readline().startswith("overwatch-lab is up")
+        assert child.stdout is not None and child.stdout.readline().startswith("overwatch-lab: starting")
+        assert child.stdout.readline().startswith("overwatch-lab is up")
         attached = Lab.attach(tmp_path / "lab")
         try:
             sent = {
@@ -171,8 +172,13 @@ def test_a_device_reconnecting_after_the_lab_restarts_gets_pending_commands(tmp_
         devices.online("uav-0")
         assert lab2.command(h.command_id).wait(timeout=10) is S.SUCCEEDED
         assert device.executed == [h.command_id]
-        doc = lab2.command(h.command_id).docs()["uav-0"]
-        assert json.dumps(doc) and doc["status"] == "SUCCEEDED" and doc["attempts"] >= 2
+        # The KV mirror follows the ledger: wait for it rather than read it at once.
+        docs = lab2.wait_for(
+            lambda: (d := lab2.command(h.command_id).docs()).get("uav-0", {}).get("status") == "SUCCEEDED" and d,
+            what="SUCCEEDED mirrored to KV",
+        )
+        doc = docs["uav-0"]
+        assert json.dumps(doc) and doc["attempts"] >= 2
     finally:
         lab2.down()
 

@@ -23,7 +23,7 @@ from overwatch_lab.config import DEFAULT_STREAMS, LabConfig, StreamLimits
 from overwatch_lab.errors import DatabaseUnavailable
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.workers.base import ACK, ConsumerLoop, Result, Worker, defer, hold, poison, retry
-from tests.integration.conftest import wait_for
+from tests.polling import wait_for
 
 STREAM = "LOOP_TEST"
 DURABLE = "loop-processor"

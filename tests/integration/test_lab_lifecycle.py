@@ -14,6 +14,7 @@ import pytest
 
 from overwatch_lab import Lab, LabConfig, LabState
 from overwatch_lab.broker.process import NatsServer
+from tests.polling import wait_until
 
 ORG = "org-l"
 
@@ -32,15 +33,6 @@ def nats_server_pids(marker: str) -> list[int]:
         if "nats-server" in cmd and marker in cmd and status != "Z":
             pids.append(int(entry.name))
     return pids
-
-
-def wait_until(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := pred()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout} s")
-        time.sleep(0.05)
-    return value
 
 
 async def test_async_context_manager_and_blocked_caller_loop(tmp_path):
@@ -147,7 +139,7 @@ def _start_cli(data_dir: Path, *extra: str) -> subprocess.Popen:
          "--dashboard-port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    wait_until(lambda: (data_dir / "lab.json").exists() or proc.poll() is not None, 20, "lab.json")
+    wait_until(lambda: (data_dir / "lab.json").exists() or proc.poll() is not None, 20, what="lab.json")
     assert proc.poll() is None, proc.stderr and proc.stderr.read()
     return proc
 
@@ -200,7 +192,7 @@ def test_sigkilled_cli_leaves_no_nats_server(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=10)
     wait_until(
-        lambda: nats_server_pids(str(data_dir)) == [], 10, "nats-server gone after SIGKILL of its parent"
+        lambda: nats_server_pids(str(data_dir)) == [], 10, what="nats-server gone after SIGKILL of its parent"
     )
     with pytest.raises(Exception, match="not running"):
         Lab.attach(data_dir)
@@ -241,7 +233,7 @@ def test_a_sigkilled_kernel_leaves_no_nats_server(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=10)
         wait_until(
-            lambda: nats_server_pids(str(data_dir)) == [], 10, "nats-server gone after the kernel died"
+            lambda: nats_server_pids(str(data_dir)) == [], 10, what="nats-server gone after the kernel died"
         )
     finally:
         if proc.poll() is None:

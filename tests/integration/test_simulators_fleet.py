@@ -13,7 +13,6 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -25,7 +24,7 @@ from simulators.dry_run import telemetry_hash
 from simulators.model import FleetModel
 from simulators.runner import run_scenario
 from simulators.scenario import Scenario
-from tests.integration.conftest import wait_for
+from tests.polling import wait_for
 
 START = 1_790_000_000.0
 FLEET = {
@@ -63,11 +62,6 @@ async def broker(nats_server, nc, js, tmp_path) -> Broker:
 
     await provision(js, LabConfig(data_dir=tmp_path))
     return Broker(nats_server, nc, js)
-
-
-async def until(cond: Callable[[], object], limit_s: float = 10.0, what: str = "condition") -> None:
-    """Wait for ``cond`` (sync or async) with a deadline: the shared polling helper."""
-    await wait_for(cond, limit_s, what=what)
 
 
 class Capture:
@@ -128,7 +122,7 @@ async def test_the_wire_bytes_equal_the_dry_run_hash_at_any_speed(broker):
                 await handle.wait()
         await broker.nc.flush()
         n = handle.published
-        await until(lambda cap=cap, n=n: len(cap.msgs) >= n, what="every message delivered")
+        await wait_for(lambda cap=cap, n=n: len(cap.msgs) >= n, timeout=10, what="every message delivered")
         await sub.unsubscribe()
         digests.append(cap.digest())
     assert digests == [expected] * 3
@@ -139,7 +133,7 @@ async def test_pause_play_speed_live_faults_and_stop(broker):
     cap = Capture()
     await broker.nc.subscribe("constellation.telemetry.>", cb=cap.cb)
     handle = await run_scenario(sc, broker.nc, speed=10.0, register_timeout_s=None)
-    await until(lambda: handle.model.elapsed_s >= 2.0, what="2 s simulated")
+    await wait_for(lambda: handle.model.elapsed_s >= 2.0, timeout=10, what="2 s simulated")
     await asyncio.to_thread(handle.pause)  # from another thread, as a lab's caller would
     assert handle.state == "paused"
     paused_at = handle.model.elapsed_s
@@ -149,7 +143,7 @@ async def test_pause_play_speed_live_faults_and_stop(broker):
     handle.play()
     handle.set_speed(40.0)
     wall0, sim0 = time.monotonic(), handle.model.elapsed_s
-    await until(lambda: handle.model.elapsed_s >= fault.end_s + 2.0, what="past the link loss")
+    await wait_for(lambda: handle.model.elapsed_s >= fault.end_s + 2.0, timeout=10, what="past the link loss")
     rate = (handle.model.elapsed_s - sim0) / (time.monotonic() - wall0)
     assert rate > 15.0  # well above the first speed of 10
     stats = await handle.stop()
@@ -166,7 +160,9 @@ async def test_pause_play_speed_live_faults_and_stop(broker):
         ]
 
     # it came back (delivery to our own subscription may trail the publishes under load)
-    await until(lambda: [t for t in quad2() if t >= fault.end_s], what="quad-002 back after the link loss")
+    await wait_for(
+        lambda: [t for t in quad2() if t >= fault.end_s], timeout=10, what="quad-002 back after the link loss"
+    )
     eps = 1e-3  # timestamps go through epoch floats and microsecond text: allow rounding at the edges
     assert not [t for t in quad2() if fault.start_s + eps <= t < fault.end_s - eps]
     timeline = handle.fault_timeline()
@@ -200,7 +196,9 @@ async def test_process_mode_splits_the_fleet_over_workers(broker):
     dry = collections.Counter(em.entity_id for em in FleetModel(sc).run_dry(5.0) if em.kind == "telemetry")
     expected = sum(dry.values())
     assert sum(v for k, v in stats["by_type"].items() if k.isupper()) == expected
-    await until(lambda: _at_least(broker, "CONSTELLATION_TELEMETRY", expected), what="telemetry stored")
+    await wait_for(
+        lambda: _at_least(broker, "CONSTELLATION_TELEMETRY", expected), timeout=10, what="telemetry stored"
+    )
     assert await broker.stored("CONSTELLATION_TELEMETRY") == expected
     assert await broker.stored("CONSTELLATION_ENTITIES") == 5
     # both workers announced the org under the same Nats-Msg-Id: the server kept one
@@ -238,7 +236,11 @@ async def test_the_sim_command_flies_a_scenario_against_a_broker(broker, tmp_pat
     assert proc.returncode == 0, err.decode()
     assert "[finished]" in err.decode()  # the progress display's last line
     sc = load_scenario("small-isr-patrol")
-    await until(lambda: _at_least(broker, "CONSTELLATION_ENTITIES", sc.device_count), what="entities stored")
+    await wait_for(
+        lambda: _at_least(broker, "CONSTELLATION_ENTITIES", sc.device_count),
+        timeout=10,
+        what="entities stored",
+    )
     assert await broker.stored("CONSTELLATION_ORGANIZATIONS") == 1
     assert await broker.stored("CONSTELLATION_TELEMETRY") > sc.device_count * 4 * 20
 

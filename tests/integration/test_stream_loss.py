@@ -16,7 +16,7 @@ from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import stream_config
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
-from tests.integration.conftest import wait_for
+from tests.polling import wait_for
 
 ORG, EID = "org-loss", "uav-1"
 TEL = s.STREAM_TELEMETRY

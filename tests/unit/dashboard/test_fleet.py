@@ -1,4 +1,4 @@
-"""FleetTable and sync_tabulator: rows from a real lab, updated by patch/stream, never rebuilt."""
+"""FleetTable and sync_tabulator: rows from a FakeSource, updated by patch/stream, never rebuilt."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import panel as pn
 
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.fleet import FleetTable, sync_tabulator
-from overwatch_lab.protocol import lifecycle
-from overwatch_lab.protocol import subjects as s
-from tests.unit.dashboard.helpers import FLEET, fly, register_fleet, wait_until
+from tests.builders import FLEET, entity_ids
 
 
 def _frame(rows: list[tuple[str, float, str | None]]) -> pd.DataFrame:
@@ -50,46 +48,41 @@ def test_sync_tabulator_keep_order_replaces_when_rows_would_move():
     )
 
 
-def test_fleet_table_follows_the_lab(lab):
-    register_fleet(lab)
-    fly(lab)
-    store = DataStore(source=lab)
+def test_fleet_table_follows_its_source(source):
+    source.fly()
+    store = DataStore(source=source)
     view = FleetTable(data_store=store)
     table = view.table
     store.refresh()
-    assert table.value["entity_id"].tolist() == sorted(e for _, e, _, _ in FLEET)
+    assert table.value["entity_id"].tolist() == entity_ids()
     row = table.value.set_index("entity_id").loc["ugv-1"]
     assert row["org_name"] == "Bravo" and row["battery"] == 60.0 and row["mode"] == "GUIDED"
     assert view.last_update == "replace"
 
     # A mode change is a patch of the same table, not a new one.
     heartbeat = {"custom_mode": 6, "base_mode": 1, "type": 10}  # RTL, disarmed
-    lab.publish_telemetry("org-b", "ugv-1", "HEARTBEAT", heartbeat)
-    wait_until(
-        lambda: store.refresh() and table.value.set_index("entity_id").loc["ugv-1", "mode"] == "RTL",
-        what="RTL in the table",
-    )
+    source.publish_telemetry("org-b", "ugv-1", "HEARTBEAT", heartbeat)
+    store.refresh()
+    assert table.value.set_index("entity_id").loc["ugv-1", "mode"] == "RTL"
     assert view.table is table and "patch" in view.last_update
     assert table.value.set_index("entity_id").loc["ugv-1", "armed"] is False
 
     # A new entity is streamed in.
-    lab.register_entity("org-b", "usv-9", "surface_vessel_usv", name="Skiff")
-    wait_until(lambda: store.refresh() and "usv-9" in table.value["entity_id"].tolist(), what="usv-9 row")
+    source.register_entity("org-b", "usv-9", "surface_vessel_usv", name="Skiff")
+    store.refresh()
+    assert "usv-9" in table.value["entity_id"].tolist()
     assert view.last_update.endswith("stream") and len(table.value) == len(FLEET) + 1
 
     # A deleted entity goes away (the only case that replaces the value).
-    event = lifecycle.make_entity_event("deleted", {"entity_id": "uav-2", "org_id": "org-a"})
-    lab.publish(s.entity_subject("org-a", "deleted"), event, msg_id=event["id"])
-    wait_until(
-        lambda: store.refresh() and "uav-2" not in table.value["entity_id"].tolist(), what="uav-2 gone"
-    )
+    source.delete_entity("uav-2")
+    store.refresh()
+    assert "uav-2" not in table.value["entity_id"].tolist()
     assert view.last_update == "replace"
     assert view._count.object.startswith(f"{len(FLEET)} entities")  # 3 registered + 1 new - 1 deleted
 
 
-def test_selection_goes_both_ways(lab):
-    register_fleet(lab)
-    store = DataStore(source=lab)
+def test_selection_goes_both_ways(source):
+    store = DataStore(source=source)
     view = FleetTable(data_store=store)
     store.refresh()
     view.table.selection = [2]
@@ -98,15 +91,17 @@ def test_selection_goes_both_ways(lab):
     assert view.table.selection == [view.table.value["entity_id"].tolist().index("uav-1")]
 
 
-def test_live_only_filters_stale_rows(lab):
-    register_fleet(lab)
-    lab.publish_telemetry("org-a", "uav-1", "VFR_HUD", {"groundspeed": 1.0})
-    store = DataStore(source=lab)
+def test_live_only_filters_stale_rows(source):
+    source.publish_telemetry("org-a", "uav-1", "VFR_HUD", {"groundspeed": 1.0})  # the only live one
+    store = DataStore(source=source)
     view = FleetTable(data_store=store)
-    wait_until(lambda: store.refresh() and store.fleet["is_live"].any(), what="a live entity")
-    live = set(store.fleet.loc[store.fleet["is_live"], "entity_id"])
+    store.refresh()
+    assert store.fleet.loc[store.fleet["is_live"], "entity_id"].tolist() == ["uav-1"]
     view.live_only = True
-    assert set(view.table.current_view["entity_id"]) == live and len(view.table.value) == len(FLEET)
+    assert view.table.current_view["entity_id"].tolist() == ["uav-1"] and len(view.table.value) == len(FLEET)
+    source.go_silent("uav-1")
+    store.refresh()
+    assert view.table.current_view.empty  # the filter follows the refresh
     view.live_only = False
     assert len(view.table.current_view) == len(FLEET)
 

@@ -1,4 +1,4 @@
-"""FleetMap: glyph per positioned entity, colours and markers, trail of the selected entity, offline."""
+"""FleetMap: glyph per positioned entity of a FakeSource, colours and markers, trail of the selected entity, offline."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from bokeh.models.renderers import TileRenderer
 
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.map import EARTH_RADIUS_M, MARKERS, ColorMap, FleetMap, to_mercator
-from tests.unit.dashboard.helpers import BASE_LAT, BASE_LON, fly, register_fleet
+from tests.builders import BASE_LAT, BASE_LON
 
 
 def test_to_mercator_known_points():
@@ -25,15 +25,14 @@ def test_color_map_is_stable_per_category():
     assert [colors("b"), colors("a"), colors("b"), colors("c")] == ["red", "green", "red", "red"]
 
 
-def test_map_draws_positioned_entities_and_the_selected_trail(lab):
-    register_fleet(lab)
-    fly(lab, steps=4)
-    lab.register_entity("org-b", "nowhere", "sensor_platform")  # no position: not drawn
-    store = DataStore(source=lab)
+def test_map_draws_positioned_entities_and_the_selected_trail(source):
+    source.fly(steps=4)
+    source.register_entity("org-b", "nowhere", "sensor_platform")  # no position: not drawn
+    store = DataStore(source=source)
     view = FleetMap(data_store=store)
-    source = view.source
+    glyphs = view.source
     store.refresh()
-    data = source.data
+    data = glyphs.data
     assert sorted(data["entity_id"]) == ["uav-1", "uav-2", "ugv-1"]
     i = data["entity_id"].index("uav-1")
     assert data["latitude"][i] == pytest.approx(BASE_LAT + 0.0003) and data["longitude"][i] == pytest.approx(
@@ -52,8 +51,8 @@ def test_map_draws_positioned_entities_and_the_selected_trail(lab):
     assert "Alpha" in view._legend.object and "Bravo" in view._legend.object
 
     view.color_by = "kind"
-    assert view.source is source  # updated in place
-    by_kind = dict(zip(source.data["entity_id"], source.data["color"], strict=True))
+    assert view.source is glyphs  # updated in place
+    by_kind = dict(zip(glyphs.data["entity_id"], glyphs.data["color"], strict=True))
     assert by_kind["uav-1"] == by_kind["uav-2"] != by_kind["ugv-1"]
 
     assert view.trail.data["x"] == []
@@ -61,13 +60,12 @@ def test_map_draws_positioned_entities_and_the_selected_trail(lab):
     store.refresh()
     assert len(view.trail.data["x"]) == 4
     assert view.trail.data["latitude"][-1] == pytest.approx(BASE_LAT + 0.0003)
-    assert source.selected.indices == [source.data["entity_id"].index("uav-1")]
+    assert glyphs.selected.indices == [glyphs.data["entity_id"].index("uav-1")]
 
 
-def test_tapping_a_glyph_selects_the_entity(lab):
-    register_fleet(lab)
-    fly(lab, steps=1)
-    store = DataStore(source=lab)
+def test_tapping_a_glyph_selects_the_entity(source):
+    source.fly(steps=1)
+    store = DataStore(source=source)
     view = FleetMap(data_store=store)
     store.refresh()
     j = view.source.data["entity_id"].index("ugv-1")

@@ -8,7 +8,6 @@ import pandas as pd
 
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.telemetry import SERIES, TelemetryPanel, series_columns
-from tests.unit.dashboard.helpers import fly, register_fleet
 
 
 def test_series_columns_keep_rows_of_their_message_type():
@@ -29,11 +28,10 @@ def test_series_columns_keep_rows_of_their_message_type():
     assert set(series_columns(pd.DataFrame(), "speed")) == {"t", "id", *SERIES["speed"]}
 
 
-def test_panel_plots_the_selected_entity_and_streams_new_rows(lab):
-    register_fleet(lab)
+def test_panel_plots_the_selected_entity_and_streams_new_rows(source):
     t0 = time.time() - 20
-    fly(lab, steps=3, t0=t0)
-    store = DataStore(source=lab)
+    source.fly(steps=3, t0=t0)
+    store = DataStore(source=source)
     view = TelemetryPanel(data_store=store)
     store.refresh()
     assert store.selected == "ugv-1" or store.selected == "uav-1"  # auto-selected: the first option
@@ -47,7 +45,7 @@ def test_panel_plots_the_selected_entity_and_streams_new_rows(lab):
     assert "uav-2" in view.figures["altitude"].title.text
     assert "mode <b>GUIDED</b>" in view.summary.object and "battery <b>70 %</b>" in view.summary.object
 
-    fly(lab, steps=2, t0=t0 + 10)
+    source.fly(steps=2, t0=t0 + 10)
     store.refresh()
     assert view.sources == sources and all(
         view.sources[k] is sources[k] for k in sources
@@ -62,9 +60,8 @@ def test_panel_plots_the_selected_entity_and_streams_new_rows(lab):
     assert "ugv-1" in view.figures["speed"].title.text
 
 
-def test_no_auto_select_when_disabled(lab):
-    register_fleet(lab)
-    store = DataStore(source=lab)
+def test_no_auto_select_when_disabled(source):
+    store = DataStore(source=source)
     view = TelemetryPanel(data_store=store, auto_select=False)
     store.refresh()
     assert store.selected is None and "Select an entity" in view.summary.object

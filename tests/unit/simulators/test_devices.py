@@ -10,8 +10,7 @@ from simulators import behaviours as bh
 from simulators import kinematics as k
 from simulators.devices import KINDS
 from simulators.devices.base import MAV_VTOL_STATE_FW, MAV_VTOL_STATE_MC
-
-from .conftest import LAT0, LON0, TICK_S
+from tests.unit.simulators.rig import LAT0, LON0, TICK_S
 
 
 class LimitWatch:

@@ -18,19 +18,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from overwatch_lab.errors import DatabaseError
+from overwatch_lab.errors import DatabaseError, DatabaseUnavailable
 from overwatch_lab.protocol.envelopes import format_timestamp
 from overwatch_lab.store import queries
-from overwatch_lab.store.database import (
-    DEVICE_EVENT_INSERT_COLUMNS,
-    TELEMETRY_INSERT_COLUMNS,
-    Store,
-    connect,
-    is_remote,
-    normalise_location,
-    redact,
-)
-from overwatch_lab.store.schema import SCHEMA_VERSION
+from overwatch_lab.store.connection import connect, is_remote, normalise_location, redact
+from overwatch_lab.store.database import Store
+from overwatch_lab.store.schema import DEVICE_EVENT_INSERT_COLUMNS, SCHEMA_VERSION, TELEMETRY_INSERT_COLUMNS
 
 T0 = 1_800_000_000.0
 NOW = format_timestamp(T0)
@@ -328,6 +321,21 @@ async def test_a_null_in_a_not_null_column_fails_the_batch_instead_of_being_igno
     event = (None, "org-a", "e1", "bootsequence", None, T0, "{}")
     with pytest.raises(DatabaseError, match="device_events row 0: timestamp is None"):
         await store.insert_device_events([event])
+
+
+async def test_a_value_sqlite_cannot_bind_is_a_database_error(store):
+    # JSON "\ud800" decodes to a lone surrogate and JSON allows any integer: sqlite3 refuses
+    # both with builtin errors (UnicodeEncodeError, OverflowError) that must not leak.
+    with pytest.raises(DatabaseError, match="upsert entity 'e1' failed.*surrogates") as info:
+        await store.upsert_entity(entity_record(name="\ud800"), NOW)
+    assert isinstance(info.value.__cause__, UnicodeEncodeError)
+    with pytest.raises(DatabaseError, match="insert 1 telemetry rows failed.*too large") as info:
+        await store.insert_telemetry([telemetry_row(1, system_id=2**64)])
+    assert isinstance(info.value.__cause__, OverflowError)
+    assert not isinstance(info.value, DatabaseUnavailable)  # the data's fault: retried, then quarantined
+    assert await store.counts() == {"organizations": 1, "entities": 0, "telemetry": 0, "device_events": 0}
+    with pytest.raises(DatabaseError, match="query failed.*surrogates"):
+        queries.read_frame(store.location, "SELECT * FROM entities WHERE entity_id = ?", ("\ud800",))
 
 
 async def test_insert_is_atomic(store):

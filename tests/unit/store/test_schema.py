@@ -11,7 +11,7 @@ from overwatch_lab.errors import DatabaseError
 from overwatch_lab.protocol import entities as proto_entities
 from overwatch_lab.protocol import mavlink
 from overwatch_lab.store import schema
-from overwatch_lab.store.database import connect
+from overwatch_lab.store.connection import connect
 
 NOW = "2026-11-27T08:00:00.000000Z"
 

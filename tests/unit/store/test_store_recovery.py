@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from overwatch_lab.errors import DatabaseError, DatabaseUnavailable
-from overwatch_lab.store.database import TELEMETRY_INSERT_COLUMNS, Store
+from overwatch_lab.store.database import Store
+from overwatch_lab.store.schema import TELEMETRY_INSERT_COLUMNS
 
 
 def rows(start: int, n: int) -> list[tuple[Any, ...]]:

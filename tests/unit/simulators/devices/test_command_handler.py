@@ -8,8 +8,7 @@ from overwatch_lab.errors import EnvelopeError
 from overwatch_lab.protocol.command_actions import Action, validate_params
 from simulators import behaviours as bh
 from simulators.devices.command_handler import DEFAULT_ORBIT_RADIUS_M, MODE_ACTIONS, parse_command
-
-from .conftest import LAT0, LON0
+from tests.unit.simulators.rig import LAT0, LON0
 
 PARAMS = {
     Action.GOTO: {"lat": 47.61, "lon": -122.3, "alt_m": 30.0, "speed_mps": 5.0},
