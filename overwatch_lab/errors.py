@@ -101,7 +101,15 @@ class DataDirInUse(LabStateError):
 
 
 class CommandError(OverwatchError):
-    """Raised by the command API."""
+    """Raised by the command API.
+
+    When a delivery ended in a status other than the one awaited, ``status`` (a
+    ``CommandStatus``), ``reason`` and ``entity_id`` say which one and why; otherwise None.
+    """
+
+    status: str | None = None
+    reason: str | None = None
+    entity_id: str | None = None
 
 
 class CommandRejected(CommandError):

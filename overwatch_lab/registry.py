@@ -7,8 +7,27 @@ registered after boot can send telemetry at once (Overwatch only reloads it on r
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from overwatch_lab.workers.progress import ConsumerProgress
+
+@dataclass(frozen=True, slots=True)
+class ConsumerProgress:
+    """What one durable consumer has acknowledged of its stream, read at one moment.
+
+    Attributes:
+        stream: the stream name.
+        ack_floor: every stream sequence up to this one is acknowledged.
+        horizon: epoch seconds (server clock); every message stored in the stream before this
+            time is acknowledged: the time of the read when nothing is pending, else the stored
+            time of the first message after the ack floor.
+        idle: nothing undelivered and nothing unacknowledged when read.
+    """
+
+    stream: str
+    ack_floor: int
+    horizon: float
+    idle: bool
+
 
 ProgressSource = Callable[[], Awaitable[ConsumerProgress]]
 """Reads the progress of one lifecycle consumer from the server (``workers.progress``)."""

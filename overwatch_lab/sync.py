@@ -114,7 +114,11 @@ class Synchronizer:
             current = docs.get(eid)
             if current is None:
                 doc = state.new_entity_doc(row, org_name, now)
-                rev, written = await self.ekv.mutate(eid, lambda d, doc=doc: doc if d is None else None)
+
+                def create(d: Doc | None, doc: Doc = doc) -> Doc | None:
+                    return doc if d is None else None
+
+                rev, written = await self.ekv.mutate(eid, create)
                 if written is doc:
                     st.created += 1
                 if written is not None:
@@ -123,7 +127,10 @@ class Synchronizer:
             counts = {"repaired": False, "stale": False}
 
             def fix(
-                d: Doc | None, row: dict = row, org_name: str | None = org_name, counts=counts
+                d: Doc | None,
+                row: dict[str, Any] = row,
+                org_name: str | None = org_name,
+                counts: dict[str, bool] = counts,
             ) -> Doc | None:
                 if d is None:
                     return None

@@ -37,7 +37,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ S = CommandStatus
 
 Hook = Callable[[dict[str, Any]], Any]
 """Receives the device command; returns an object with ``accepted`` (bool) and ``reason`` (str)."""
-Execute = Callable[[dict[str, Any], Any], Awaitable[str | None]]
+Execute = Callable[[dict[str, Any], Any], Coroutine[Any, Any, str | None]]
 """Runs an accepted command: returns None on success or the reason it failed."""
 
 DEFAULT_MEMORY = 10_000  # command ids remembered for dedup

@@ -77,7 +77,7 @@ class _Slot:
     schedule: MessageSchedule
     link: Link
     faults: list[Fault] = field(default_factory=list)
-    active: frozenset[str] = frozenset()
+    active: frozenset[int] = frozenset()  # id() of each active fault
     fx: LinkEffects = NO_EFFECTS
 
 

@@ -129,9 +129,9 @@ class ProcessRunHandle:
         elif op == "error":
             self.error = f"worker {i}: {msg[1]}"
             log.error("simulator worker %d failed: %s", i, msg[1])
-            for fut in (self._ready[i], self._done[i]):
-                if not fut.done():
-                    fut.set_exception(BrokerError(self.error))
+            for waiter in (self._ready[i], self._done[i]):
+                if not waiter.done():
+                    waiter.set_exception(BrokerError(self.error))
 
     def _maybe_progress(self, force: bool = False) -> None:
         now = time.monotonic()

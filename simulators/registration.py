@@ -138,6 +138,6 @@ async def register(nc: Client, model: FleetModel, *, timeout_s: float | None = R
 
 async def _flush_quietly(nc: Client) -> None:
     try:
-        await nc.flush(timeout=FLUSH_TIMEOUT_S)
+        await nc.flush(timeout=FLUSH_TIMEOUT_S)  # type: ignore[arg-type]  # nats-py annotates int; it is asyncio.wait_for's float
     except (nats.errors.Error, TimeoutError) as exc:
         log.warning("flush failed: %r", exc)

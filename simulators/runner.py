@@ -303,7 +303,7 @@ class RunHandle:
         if self.nc.is_closed:
             return
         try:
-            await self.nc.flush(timeout=FLUSH_TIMEOUT_S)
+            await self.nc.flush(timeout=FLUSH_TIMEOUT_S)  # type: ignore[arg-type]  # nats-py annotates int; it is asyncio.wait_for's float
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("flush failed: %r", exc)
         self._last_flush = time.monotonic()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 from overwatch_lab.errors import ScenarioError, SubjectError
 from overwatch_lab.protocol.subjects import check_token
@@ -87,6 +87,10 @@ def unknown(obj: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
         )
 
 
+@overload
+def latlon(value: object, path: str) -> tuple[float, float]: ...
+@overload
+def latlon(value: object, path: str, *, with_alt: bool) -> tuple[float, ...]: ...
 def latlon(value: object, path: str, *, with_alt: bool = False) -> tuple[float, ...]:
     """``[lat, lon]`` in degrees, or ``[lat, lon, alt_m]`` when ``with_alt`` allows it."""
     values = items(value, path)

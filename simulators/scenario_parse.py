@@ -228,7 +228,7 @@ def _parse_fleet(value: object, i: int, tick_hz: float) -> FleetSpec:
         kind=kind,
         count=count,
         id_prefix=prefix,
-        at=at,  # type: ignore[arg-type]
+        at=at,
         formation=formation,
         spacing_m=check.number(obj.get("spacing_m", 20.0), f"{path}.spacing_m", positive=True),
         heading_deg=check.number(obj.get("heading_deg", 0.0), f"{path}.heading_deg") % 360.0,
@@ -306,9 +306,10 @@ def _parse_start(value: object) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return check.number(value, "start", positive=True)
     if hasattr(value, "isoformat"):  # YAML/TOML parse bare timestamps into datetime
-        value = value.isoformat().replace("+00:00", "Z")
-        if not value.endswith("Z") and "+" not in value[10:] and "-" not in value[10:]:
-            value += "Z"
+        text = str(value.isoformat()).replace("+00:00", "Z")
+        if not text.endswith("Z") and "+" not in text[10:] and "-" not in text[10:]:
+            text += "Z"
+        value = text
     try:
         return parse_timestamp(value, "start")[1]
     except EnvelopeError as exc:

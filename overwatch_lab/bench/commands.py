@@ -218,7 +218,7 @@ def _burst(lab: Lab, entities: list[str], n: int, timeout_s: float) -> dict[str,
 
     def finished() -> bool:
         st = lab.stats()["commands"]
-        return st["queued"] + st["rejected_by_lab"] >= n and st["open"] == 0
+        return bool(st["queued"] + st["rejected_by_lab"] >= n and st["open"] == 0)
 
     lab.wait_for(finished, timeout=timeout_s, interval=0.01, what=f"{n} commands final")
     frame = lab.commands_frame()

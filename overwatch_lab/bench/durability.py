@@ -104,7 +104,9 @@ class _UpProcess:
 class _Publisher:
     """Publishes every item until each has its PubAck, across disconnects and restarts."""
 
-    def __init__(self, items: list[tuple[str, bytes, str]], info: dict[str, Any], reread: float, data_dir: Path):
+    def __init__(
+        self, items: list[tuple[str, bytes, str]], info: dict[str, Any], reread: float, data_dir: Path
+    ):
         self.items = items
         self.url, self.token = info["nats_url"], info.get("nats_token")
         self.first_url, self.first_token = self.url, self.token
@@ -264,7 +266,9 @@ def run(*, fault: str, messages: int, entities: int, out_dir: Path, data_dir: Pa
         ids = [f"dur-{k:04d}" for k in range(entities)]
         try:
             lab.register_org(ORG, "Durability")
-            lab.register_entities([{"org_id": ORG, "entity_id": e, "entity_type": "aircraft_multirotor"} for e in ids])
+            lab.register_entities(
+                [{"org_id": ORG, "entity_id": e, "entity_type": "aircraft_multirotor"} for e in ids]
+            )
         finally:
             lab.down()
         items = build(ORG, ids, messages)

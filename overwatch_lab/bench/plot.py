@@ -17,7 +17,8 @@ def write_html(fig: Any, path: Path, title: str) -> Path:
 
 def stage_latency_figure(stages: dict[str, dict[str, float]], title: str) -> Any:
     """Horizontal bars of p50 and p99 (ms) per stage, stages top to bottom in lifecycle order."""
-    from bokeh.models import ColumnDataSource, Legend
+    from bokeh.models import ColumnDataSource, DataRange1d, FactorRange
+    from bokeh.models.annotations import Legend
     from bokeh.plotting import figure
     from bokeh.transform import dodge
 
@@ -30,7 +31,12 @@ def stage_latency_figure(stages: dict[str, dict[str, float]], title: str) -> Any
         }
     )
     fig = figure(
-        y_range=names, title=title, x_axis_label="milliseconds", width=900, height=60 + 45 * len(names)
+        x_range=DataRange1d(start=0),
+        y_range=FactorRange(factors=names),
+        title=title,
+        x_axis_label="milliseconds",
+        width=900,
+        height=60 + 45 * len(names),
     )
     r50 = fig.hbar(
         y=dodge("stage", 0.18, range=fig.y_range), right="p50", height=0.34, source=src, color="#3b82f6"
@@ -38,6 +44,7 @@ def stage_latency_figure(stages: dict[str, dict[str, float]], title: str) -> Any
     r99 = fig.hbar(
         y=dodge("stage", -0.18, range=fig.y_range), right="p99", height=0.34, source=src, color="#f59e0b"
     )
-    fig.add_layout(Legend(items=[("p50", [r50]), ("p99", [r99])], location="bottom_right"))
-    fig.x_range.start = 0
+    # bokeh 3.9 stubs GlyphRenderer as invariant in its glyph, so GlyphRenderer[HBar] is refused here.
+    items = [("p50", [r50]), ("p99", [r99])]
+    fig.add_layout(Legend(items=items, location="bottom_right"))  # type: ignore[arg-type]
     return fig

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 from nats.js.kv import KeyValue
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 S = CommandStatus
 Docs = dict[str, dict[str, Any]]
+_T = TypeVar("_T")
 Transition = Callable[[str, str, str, "str | None"], None]
 STAGE_PAIRS: tuple[tuple[str, str], ...] = (
     ("queued", "sent"),
@@ -153,7 +154,7 @@ class CommandHandle:
             await watcher.stop()
         return docs
 
-    async def _watch(self, step: Callable[[Docs], Any], timeout: float) -> Any:  # noqa: ASYNC109
+    async def _watch(self, step: Callable[[Docs], _T | None], timeout: float) -> _T:  # noqa: ASYNC109
         """Feed every change of this command's documents to ``step`` until it returns non-None."""
         kv = await self._kv()
         watcher = await kv.watch(self._pattern())
@@ -232,9 +233,9 @@ def _outcome_error(
 ) -> CommandError:
     msg = f"command {command_id} to {entity_id} ended {status} (waiting for {target}): {reason or 'no reason given'}"
     exc: CommandError = CommandRejected(msg) if status is S.REJECTED else CommandError(msg)
-    exc.status = status  # type: ignore[attr-defined]
-    exc.reason = reason  # type: ignore[attr-defined]
-    exc.entity_id = entity_id  # type: ignore[attr-defined]
+    exc.status = status
+    exc.reason = reason
+    exc.entity_id = entity_id
     return exc
 
 

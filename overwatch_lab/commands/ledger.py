@@ -399,7 +399,7 @@ class CommandLedger:
                 await self.nc.publish(
                     f"$KV.{KV_COMMAND_STATE}.{state_key(rec.command_id, rec.entity_id)}", data
                 )
-            await self.nc.flush(timeout=KV_PUT_TIMEOUT_S)
+            await self.nc.flush(timeout=KV_PUT_TIMEOUT_S)  # type: ignore[arg-type]  # nats-py annotates int; it is asyncio.wait_for's float
         except (nats.errors.Error, TimeoutError) as exc:
             self.stats.kv_errors += 1
             for key, rec in batch.items():

@@ -75,7 +75,7 @@ class Overview(pn.viewable.Viewer):
     @param.depends("data_store.refreshes", "data_store.errors", watch=True)
     def _sync(self) -> None:
         store = self.data_store
-        if store is None:
+        if store is None or store.fleet is None:
             return
         fleet, stats, rates = store.fleet, store.stats, store.rates
         live = int(fleet["is_live"].sum()) if not fleet.empty else 0
@@ -170,7 +170,11 @@ class Dashboard(pn.viewable.Viewer):
         """
         doc = pn.state.curdoc
         if doc is not None and doc.session_context is not None:
-            pn.state.onload(self.data_store.start)  # which stops it when the session is destroyed
+
+            def start_refresh() -> None:
+                self.data_store.start()  # which stops it when the session is destroyed
+
+            pn.state.onload(start_refresh)
             pn.state.on_session_destroyed(self._session_destroyed)
         else:
             self.data_store.refresh()  # a notebook shows the fleet in the cell's own output
@@ -270,7 +274,8 @@ def build_app(
     """
     dashboard = Dashboard(source=source, period_s=period_s, tile_url=tile_url)
     layout = dashboard.__panel__()
-    layout.dashboard = dashboard  # notebooks reach the DataStore via layout.dashboard.data_store
+    # Notebooks reach the DataStore via layout.dashboard.data_store (an attribute Viewable does not declare).
+    layout.dashboard = dashboard  # type: ignore[attr-defined]
     if start:
         dashboard.start()
     return layout
@@ -281,6 +286,11 @@ if pn.state.served:
     # Imported here, not at the top: server.py imports this module (Dashboard, TITLE).
     from overwatch_lab.dashboard.server import AttachedLab, default_data_dir
 
-    _source = pn.state.as_cached("overwatch-lab-attached", AttachedLab, data_dir=str(default_data_dir()))
+    # Panel types the factory as taking no arguments, but passes **kwargs to it (and keys the cache on them).
+    _source = pn.state.as_cached(
+        "overwatch-lab-attached",
+        AttachedLab,  # type: ignore[arg-type]
+        data_dir=str(default_data_dir()),
+    )
     _dashboard = Dashboard(source=_source).start()
     _dashboard.template().servable(title=TITLE)

@@ -177,7 +177,7 @@ class DataStore(param.Parameterized):
         self._inflight: threading.Thread | None = None
         self._skipped = 0
         self._callback: Any = None
-        self._deliver: Callable[[Callable[[], None]], None] | None = None
+        self._deliver: Callable[[Callable[[], None]], object] | None = None
         self._started = False
         self._stopped = False
         self._quarantine_read_at = -math.inf

@@ -249,7 +249,7 @@ class FleetTable(pn.viewable.Viewer):
 
     @param.depends("data_store.fleet", watch=True)
     def _sync(self) -> None:
-        if self.data_store is None:
+        if self.data_store is None or self.data_store.fleet is None:
             return
         fleet = self.data_store.fleet
         self.last_update = sync_tabulator(self.table, fleet, "entity_id")
@@ -266,7 +266,8 @@ class FleetTable(pn.viewable.Viewer):
 
     @param.depends("data_store.selected", watch=True)
     def _on_store_selection(self) -> None:
-        self._select(self.data_store.selected)
+        if self.data_store is not None:
+            self._select(self.data_store.selected)
 
     def _select(self, entity: str | None) -> None:
         value = self.table.value

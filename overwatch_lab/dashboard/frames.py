@@ -124,8 +124,9 @@ def fleet_frame(states: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
     states = states.reset_index(drop=True)
     vx = _numbers(states, "position.local.vx")
     vy = _numbers(states, "position.local.vy")
-    moving = np.hypot(vx, vy)
-    course = (np.degrees(np.arctan2(vy, vx)) % 360.0).where(moving > 0.2)
+    # numpy ufuncs on Series return Series; wrapping says so to the type checker (same index, same values)
+    moving = pd.Series(np.hypot(vx, vy), index=states.index)
+    course = pd.Series(np.degrees(np.arctan2(vy, vx)) % 360.0, index=states.index).where(moving > 0.2)
     battery = _numbers(states, "power.battery_remaining")
     seen = pd.to_datetime(_texts(states, "last_seen"), utc=True, format="ISO8601", errors="coerce")
     seen_s = pd.Series(

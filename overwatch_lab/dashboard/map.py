@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, HoverTool, LabelSet, TapTool, WMTSTileSource
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, TapTool, WMTSTileSource
+from bokeh.models.annotations import LabelSet
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from overwatch_lab.dashboard.datastore import DataStore
+
+if TYPE_CHECKING:
+    from bokeh.models.sources import DataDict
 
 EARTH_RADIUS_M = 6378137.0
 """WGS 84 semi-major axis (m), the Web Mercator sphere."""
@@ -93,7 +97,7 @@ def _fmt(value: Any, fmt: str, missing: str = "–") -> str:
     return format(value, fmt)
 
 
-def entity_columns(fleet: pd.DataFrame, color_by: str, colors: ColorMap) -> dict[str, list[Any]]:
+def entity_columns(fleet: pd.DataFrame, color_by: str, colors: ColorMap) -> DataDict:
     """Build the map's entity source columns from a fleet frame (entities without a position are left out).
 
     Args:
@@ -141,7 +145,7 @@ def entity_columns(fleet: pd.DataFrame, color_by: str, colors: ColorMap) -> dict
     }
 
 
-def trail_columns(telemetry: pd.DataFrame, points: int) -> dict[str, list[float]]:
+def trail_columns(telemetry: pd.DataFrame | None, points: int) -> DataDict:
     """Return the x/y (and lon/lat) of the newest ``points`` positions in a telemetry frame."""
     if telemetry is None or telemetry.empty or "latitude" not in telemetry.columns:
         return {"x": [], "y": [], "longitude": [], "latitude": []}
@@ -159,7 +163,7 @@ class FleetMap(pn.viewable.Viewer):
     """Bokeh map of the fleet: one glyph per entity, hover details, the selected entity's trail."""
 
     data_store = param.ClassSelector(class_=DataStore, doc="Where the fleet and telemetry frames come from.")
-    color_by = param.Selector(
+    color_by: param.Selector[str] = param.Selector(
         default="org", objects=["org", "kind"], doc="Colour glyphs by organisation or kind."
     )
     show_labels = param.Boolean(default=True, doc="Write each entity's name next to its glyph.")
@@ -186,7 +190,10 @@ class FleetMap(pn.viewable.Viewer):
         self._sync()
 
     def _build_figure(self) -> Any:
+        # Never show less than MIN_SPAN_M across (one entity, or a fleet parked in one spot).
         fig = figure(
+            x_range=DataRange1d(range_padding=0.15, min_interval=MIN_SPAN_M),
+            y_range=DataRange1d(range_padding=0.15, min_interval=MIN_SPAN_M),
             x_axis_type="mercator",
             y_axis_type="mercator",
             match_aspect=True,
@@ -200,9 +207,6 @@ class FleetMap(pn.viewable.Viewer):
             name="fleet-map",
         )
         fig.toolbar.logo = None
-        fig.x_range.range_padding = fig.y_range.range_padding = 0.15
-        # Never show less than MIN_SPAN_M across (one entity, or a fleet parked in one spot).
-        fig.x_range.min_interval = fig.y_range.min_interval = MIN_SPAN_M
         fig.xaxis.axis_label = "longitude"
         fig.yaxis.axis_label = "latitude"
         fig.grid.grid_line_color = "#d0d7de"
@@ -225,7 +229,7 @@ class FleetMap(pn.viewable.Viewer):
             line_alpha="alpha",
             line_width=1,
             selection_line_color="#0969da",
-            selection_line_width=3,
+            selection_line_width=3,  # type: ignore[call-arg]  # a glyph visual; bokeh 3.9's stub omits it
             selection_fill_alpha="alpha",
             nonselection_fill_alpha="alpha",
             nonselection_line_alpha="alpha",
@@ -268,7 +272,7 @@ class FleetMap(pn.viewable.Viewer):
 
     @param.depends("data_store.fleet", "color_by", watch=True)
     def _sync(self) -> None:
-        if self.data_store is None:
+        if self.data_store is None or self.data_store.fleet is None:
             return
         data = entity_columns(self.data_store.fleet, self.color_by, self.colors)
         self._syncing = True
@@ -294,6 +298,8 @@ class FleetMap(pn.viewable.Viewer):
 
     @param.depends("data_store.selected", watch=True)
     def _on_store_selection(self) -> None:
+        if self.data_store is None:
+            return
         self._syncing = True
         try:
             self._select_in_source(self.data_store.selected)
@@ -301,7 +307,7 @@ class FleetMap(pn.viewable.Viewer):
             self._syncing = False
 
     def _select_in_source(self, entity: str | None) -> None:
-        ids = self.source.data["entity_id"]
+        ids = list(self.source.data["entity_id"])
         wanted = [ids.index(entity)] if entity is not None and entity in ids else []
         if list(self.source.selected.indices) != wanted:
             self.source.selected.indices = wanted

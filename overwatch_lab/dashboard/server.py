@@ -21,13 +21,16 @@ import uuid
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import panel as pn
 
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
+
+if TYPE_CHECKING:
+    from overwatch_lab.lab import Lab
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +49,13 @@ class AttachedLab:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._lab: Any = None
+        self._lab: Lab | None = None
         self._stamp: bytes | None = None
 
     def __repr__(self) -> str:
         return f"<AttachedLab data_dir={str(self.data_dir)!r}>"
 
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         """Return the attached Lab, attaching (again) when ``lab.json`` changed."""
         from overwatch_lab.errors import ConfigError
         from overwatch_lab.lab import LAB_JSON, Lab, LabState

@@ -264,7 +264,7 @@ class WorkerStats(pn.viewable.Viewer):
     @param.depends("data_store.quarantine", watch=True)
     def _sync_quarantine(self) -> None:
         store = self.data_store
-        if store is None:
+        if store is None or store.quarantine is None:
             return
         frame = store.quarantine.reindex(columns=list(QUARANTINE_COLUMNS))
         if not frame.equals(self.quarantine.value):

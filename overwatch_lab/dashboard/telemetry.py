@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool, Range1d
+from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, HoverTool, Range1d
+from bokeh.models.annotations import Title
+from bokeh.models.renderers import DataRenderer
 from bokeh.plotting import figure
 
 from overwatch_lab.dashboard.datastore import DataStore
+
+if TYPE_CHECKING:
+    from bokeh.models.sources import DataDict
 
 SERIES: dict[str, tuple[str, ...]] = {
     "altitude": ("altitude_msl", "altitude_relative"),
@@ -49,7 +54,7 @@ COLORS: dict[str, str] = {
 }
 
 
-def series_columns(telemetry: pd.DataFrame, plot: str) -> dict[str, list[float]]:
+def series_columns(telemetry: pd.DataFrame | None, plot: str) -> DataDict:
     """Return one plot's source columns (``t`` in epoch ms, then its :data:`SERIES`) from telemetry rows.
 
     Rows are those where the plot's first column is set (other message types leave it NaN);
@@ -57,7 +62,7 @@ def series_columns(telemetry: pd.DataFrame, plot: str) -> dict[str, list[float]]
     rows can be recognised.
     """
     columns = SERIES[plot]
-    empty: dict[str, list[float]] = {"t": [], "id": [], **{c: [] for c in columns}}
+    empty: DataDict = {"t": [], "id": [], **{c: [] for c in columns}}
     if telemetry is None or telemetry.empty or columns[0] not in telemetry.columns:
         return empty
     rows = telemetry[telemetry[columns[0]].notna()]
@@ -65,7 +70,7 @@ def series_columns(telemetry: pd.DataFrame, plot: str) -> dict[str, list[float]]
         rows = rows[rows["battery_remaining"] >= 0]
     if rows.empty:
         return empty
-    out: dict[str, list[float]] = {
+    out: DataDict = {
         "t": (rows["ts"].to_numpy(dtype="float64") * 1000.0).tolist(),
         "id": rows["id"].astype("int64").tolist(),
     }
@@ -107,7 +112,7 @@ class TelemetryPanel(pn.viewable.Viewer):
 
     def _build_figures(self) -> dict[str, Any]:
         figures: dict[str, Any] = {}
-        shared_x = None
+        shared_x = DataRange1d(min_interval=MIN_WINDOW_MS)  # one point still gets a readable time axis
         for plot, columns in SERIES.items():
             fig = figure(
                 x_axis_type="datetime",
@@ -116,14 +121,10 @@ class TelemetryPanel(pn.viewable.Viewer):
                 tools="xpan,xwheel_zoom,reset,save",
                 active_scroll="xwheel_zoom",
                 toolbar_location="right",
-                title=plot,
+                title=Title(text=plot, text_font_size="9pt"),
                 name=f"telemetry-{plot}",
-                **({"x_range": shared_x} if shared_x is not None else {}),
+                x_range=shared_x,
             )
-            if shared_x is None:
-                fig.x_range.min_interval = MIN_WINDOW_MS  # one point still gets a readable time axis
-            shared_x = fig.x_range
-            fig.title.text_font_size = "9pt"
             fig.xaxis.major_label_text_font_size = fig.yaxis.major_label_text_font_size = "8pt"
             fig.min_border_left = 50
             fig.xaxis.formatter = DatetimeTickFormatter(
@@ -137,8 +138,8 @@ class TelemetryPanel(pn.viewable.Viewer):
                 context=None,
             )
             if plot == "battery":
-                fig.y_range = Range1d(0, 105)
-            lines = []
+                fig.y_range = Range1d(start=0, end=105)
+            lines: list[DataRenderer] = []
             for c in columns:
                 lines.append(
                     fig.line(
@@ -158,7 +159,8 @@ class TelemetryPanel(pn.viewable.Viewer):
             fig.legend.label_text_font_size = "8pt"
             fig.legend.label_height = fig.legend.glyph_height = 10
             fig.legend.background_fill_alpha = 0.7
-            fig.legend.padding = fig.legend.spacing = fig.legend.margin = 2
+            fig.legend.spacing = fig.legend.margin = 2
+            fig.legend.padding = 2  # type: ignore[assignment]  # bokeh 3.9's stub wraps Padding in a Property
             fig.toolbar.logo = None
             fig.toolbar.autohide = True
             fig.add_tools(
@@ -179,7 +181,7 @@ class TelemetryPanel(pn.viewable.Viewer):
     @param.depends("data_store.fleet", "data_store.selected", watch=True)
     def _sync_options(self) -> None:
         store = self.data_store
-        if store is None:
+        if store is None or store.fleet is None:  # the DataStore sets fleet; None only before that
             return
         fleet = store.fleet
         options = {
@@ -195,11 +197,9 @@ class TelemetryPanel(pn.viewable.Viewer):
             self.entity.options = options
         if store.selected is not None and self.entity.value != store.selected:
             self.entity.value = store.selected
-        self._sync_summary()
+        self._sync_summary(store, fleet)
 
-    def _sync_summary(self) -> None:
-        store = self.data_store
-        fleet = store.fleet
+    def _sync_summary(self, store: DataStore, fleet: pd.DataFrame) -> None:
         row = (
             fleet[fleet["entity_id"] == store.selected]
             if store.selected and not fleet.empty

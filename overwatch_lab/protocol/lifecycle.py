@@ -140,7 +140,7 @@ def _opt_choice(data: dict[str, Any], key: str, allowed: tuple[str, ...], what: 
     v = data.get(key)
     if v is None:
         return None
-    if v not in allowed:
+    if not isinstance(v, str) or v not in allowed:
         raise EnvelopeError(f"{what}: data.{key} {v!r:.40} is not one of {', '.join(allowed)}")
     return v
 

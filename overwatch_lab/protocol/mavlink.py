@@ -255,15 +255,16 @@ def _shown(value: object) -> str:
 
 def _check_int(mt: str, key: str, v: object, lo: int, hi: int, label: str, skipped: list[str]) -> int | None:
     """Return ``v`` as an int if it is an integer in [lo, hi], else record why and return None."""
-    t = type(v)
-    if t is float and v.is_integer():  # type: ignore[union-attr]
+    if type(v) is int:  # not isinstance: a bool is not an integer here
+        n = v
+    elif type(v) is float and v.is_integer():
         # Go-built senders decode every JSON number as float64: 3.0 is the integer 3.
-        v = int(v)  # type: ignore[arg-type]
-    elif t is not int:
+        n = int(v)
+    else:
         skipped.append(f"{mt}.{key}: expected an integer, got {_shown(v)}")
         return None
-    if lo <= v <= hi:  # type: ignore[operator]
-        return v  # type: ignore[return-value]
+    if lo <= n <= hi:
+        return n
     skipped.append(f"{mt}.{key}: {_shown(v)} out of {label} range")
     return None
 
@@ -292,7 +293,7 @@ def project(message_type: str, data: dict[str, Any], timestamp: str) -> Projecti
         v = get(key, _MISSING)
         if v is _MISSING:
             continue
-        if lo is None:
+        if lo is None or hi is None:  # a float field (both bounds are None)
             t = type(v)
             if t is float:
                 if v - v != 0.0:  # inf or nan (JSON cannot carry them, a caller's dict can)
@@ -308,11 +309,11 @@ def project(message_type: str, data: dict[str, Any], timestamp: str) -> Projecti
                 skipped.append(f"{message_type}.{key}: expected a number, got {_shown(v)}")
                 continue
         else:
-            v = _check_int(message_type, key, v, lo, hi, label, skipped)  # type: ignore[arg-type]
+            v = _check_int(message_type, key, v, lo, hi, label, skipped)
             if v is None:
                 continue
             if conv is not None:
-                v = v / conv if type(conv) is float else conv(v)  # type: ignore[operator,misc]
+                v = v / conv if isinstance(conv, float) else conv(v)
         sets[path] = v
         sets[ts_path] = timestamp
     if message_type == "HEARTBEAT":

@@ -339,8 +339,7 @@ class ConsumerLoop:
             results = [hold(f"{type(exc).__name__}: {exc}")] * len(msgs)
         except Exception as exc:  # a bug or an outage: every message is retried, never lost
             log.exception("%s failed on a batch of %d", w.name, len(msgs))
-            reason = f"{type(exc).__name__}: {exc}"
-            results = [retry(reason)] * len(msgs)
+            results = [retry(f"{type(exc).__name__}: {exc}")] * len(msgs)
         finally:
             self._handling = []
         held: list[Msg] = []

@@ -23,10 +23,9 @@ from overwatch_lab.kvstate import Doc
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import now_timestamp
 from overwatch_lab.protocol.subjects import STREAM_ENTITIES, STREAM_ORGANIZATIONS
-from overwatch_lab.registry import Registry
+from overwatch_lab.registry import ConsumerProgress, Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import Result, defer, hold, poison, retry
-from overwatch_lab.workers.progress import ConsumerProgress
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def miss_is_final(stored: float, horizon: float, grace_s: float) -> bool:
     """True when a message stored at ``stored`` can no longer be waiting for a registration.
 
     ``horizon`` is the time before which every lifecycle event is acknowledged (see
-    :class:`~overwatch_lab.workers.progress.ConsumerProgress`); ``grace_s`` covers an event
+    :class:`~overwatch_lab.registry.ConsumerProgress`); ``grace_s`` covers an event
     published before the message but stored after it.
     """
     return stored + grace_s <= horizon

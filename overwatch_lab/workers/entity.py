@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 Forget = Callable[[str], None]
 
 
-async def sync_static(ekv: EntityKV, row: dict, org_name: str | None) -> None:
+async def sync_static(ekv: EntityKV, row: dict[str, Any], org_name: str | None) -> None:
     """Create the entity's KV document, or merge its static fields into the existing one."""
     now = now_timestamp()
     eid = row["entity_id"]
@@ -143,6 +143,8 @@ class OrganizationWorker(_InOrderWorker):
                 self.forget(eid)
                 await self.ekv.delete(eid)
             return ACK
+        if ev.name is None or ev.org_type is None:  # decode_org_event requires both unless deleted
+            return poison(f"organization event {ev.kind!r} of {ev.org_id!r} without name or org_type")
         previous = self.registry.orgs.get(ev.org_id)
         await self.store.upsert_organization(ev.org_id, ev.name, ev.org_type, ev.metadata, now)
         self.registry.orgs[ev.org_id] = ev.name

@@ -140,9 +140,9 @@ class EventWorker(Worker):
             if isinstance(res, asyncio.CancelledError):
                 raise res
             if isinstance(res, BaseException):
-                failed = kv_failure(eid, res)
+                kv_failed = kv_failure(eid, res)
                 for i in per_entity[eid].indices:
-                    results[i] = failed
+                    results[i] = kv_failed
             else:
                 self.ignored(res)
         return results

@@ -13,10 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from overwatch_lab.workers.base import WorkerStats
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +37,7 @@ class Backoff:
 
     def next(self) -> float:
         """Return the next delay in seconds and advance."""
-        base = min(self.cap_s, self.initial_s * 2 ** min(self._n, _MAX_EXPONENT))
+        base = min(self.cap_s, self.initial_s * 2.0 ** min(self._n, _MAX_EXPONENT))
         self._n += 1
         return base * (0.5 + 0.5 * self._rng.random())
 
@@ -49,18 +46,29 @@ class Backoff:
         self._n = 0
 
 
+class HoldCounters(Protocol):
+    """The fields of a worker's stats a hold keeps (``workers.base.WorkerStats`` has them)."""
+
+    holding: bool
+    hold_reason: str | None
+    hold_since: float | None
+    holds: int
+    held: int
+    hold_attempts: int
+    last_hold_s: float | None
+
+
 class HoldAlarm:
     """The visible side of a hold: stats fields, a warning when it starts and while it lasts,
     and an info line with its duration when it ends.
 
     Args:
         worker: the worker's name, for log lines.
-        stats: the worker's stats, whose ``holding``, ``hold_reason``, ``hold_since``, ``holds``,
-            ``held``, ``hold_attempts`` and ``last_hold_s`` fields this keeps.
+        stats: the worker's stats (:class:`HoldCounters`: the fields this keeps).
         reminder_s: how often a lasting hold is logged again.
     """
 
-    def __init__(self, worker: str, stats: WorkerStats, reminder_s: float) -> None:
+    def __init__(self, worker: str, stats: HoldCounters, reminder_s: float) -> None:
         self.worker = worker
         self.stats = stats
         self.reminder_s = reminder_s

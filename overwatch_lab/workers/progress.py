@@ -13,32 +13,13 @@ them, so "acknowledged" implies "known".
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors as js_errors
 from nats.js import JetStreamContext
 
 from overwatch_lab.errors import BrokerError
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerProgress:
-    """What one durable consumer has acknowledged of its stream, read at one moment.
-
-    Attributes:
-        stream: the stream name.
-        ack_floor: every stream sequence up to this one is acknowledged.
-        horizon: epoch seconds (server clock); every message stored in the stream before this
-            time is acknowledged: the time of the read when nothing is pending, else the stored
-            time of the first message after the ack floor.
-        idle: nothing undelivered and nothing unacknowledged when read.
-    """
-
-    stream: str
-    ack_floor: int
-    horizon: float
-    idle: bool
+from overwatch_lab.registry import ConsumerProgress
 
 
 async def consumer_progress(js: JetStreamContext, stream: str, durable: str) -> ConsumerProgress:

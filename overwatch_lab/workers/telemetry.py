@@ -187,11 +187,11 @@ class TelemetryWorker(Worker):
             if unreadable:  # no cursor to compare with: hold the entity's messages, no row
                 kept = []
                 for item in decoded:
-                    exc = unreadable.get(item[1].entity_id)
-                    if exc is None:
+                    error = unreadable.get(item[1].entity_id)
+                    if error is None:
                         kept.append(item)
                     else:
-                        results[item[0]] = hold(f"KV read of {item[1].entity_id!r} failed: {exc!r}")
+                        results[item[0]] = hold(f"KV read of {item[1].entity_id!r} failed: {error!r}")
                 decoded = kept
 
         def cursor_of(entity_id: str, message_type: str) -> str | None:

@@ -375,7 +375,7 @@ class Device:
                 else 0.1 * spec.max_w * (self.speed_mps / max(spec.min_speed_mps, 1.0))
             )
         ratio = self.speed_mps / max(spec.cruise_speed_mps, 0.1)
-        p = spec.hover_w + spec.cruise_w * ratio**spec.speed_exponent
+        p: float = spec.hover_w + spec.cruise_w * ratio**spec.speed_exponent
         p += spec.climb_w_per_mps * max(0.0, self.climb_mps)
         return min(p, spec.max_w)
 

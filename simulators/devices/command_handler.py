@@ -241,7 +241,7 @@ class CommandHandler:
         if "alt_msl_m" in p:
             return float(p["alt_msl_m"])
         if "alt_m" in p:
-            return dev.home.alt_msl_m + p["alt_m"]
+            return dev.home.alt_msl_m + float(p["alt_m"])
         if not dev.spec.airborne_kind:
             return dev.ground_alt_msl_m
         if dev.airborne:

@@ -48,7 +48,7 @@ class Vtol(Device):
             return super()._propulsion_w()
         lift_share = max(0.0, 1.0 - self.speed_mps / spec.transition_speed_mps)
         ratio = self.speed_mps / spec.cruise_speed_mps
-        p = spec.hover_w * lift_share + spec.cruise_w * ratio**spec.speed_exponent
+        p: float = spec.hover_w * lift_share + spec.cruise_w * ratio**spec.speed_exponent
         p += spec.climb_w_per_mps * max(0.0, self.climb_mps)
         return min(p, spec.max_w)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from overwatch_lab import Lab, LabConfig
-from tests.integration.test_lab_lifecycle import nats_server_pids, wait_until
+from tests.integration.test_lab_lifecycle import nats_server_pids
+from tests.polling import wait_until
 from tests.unit.test_datadir_lock import HOLD, dead_pid
 
 STOP_TIMEOUT_S = LabConfig().stop_timeout_s
@@ -30,16 +31,16 @@ RUNNING = "Ctrl-C to stop."
 
 
 def _up(data_dir: Path, stderr_file: Path | None = None) -> subprocess.Popen[str]:
-    err = stderr_file.open("w") if stderr_file is not None else subprocess.PIPE
+    err = stderr_file.open("w") if stderr_file is not None else None
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "overwatch_lab.cli", "up", "--data-dir", str(data_dir),
              "--fleet", "none", "--no-dashboard"],
-            stdout=subprocess.PIPE, stderr=err, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE if err is None else err, text=True,
             env=os.environ | {"PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack
         )  # fmt: skip
     finally:
-        if stderr_file is not None:
+        if err is not None:
             err.close()
 
 
@@ -153,7 +154,9 @@ def test_a_second_sigint_forces_exit_through_a_hanging_stop(tmp_path):
         assert time.monotonic() - sent < 3.0
         assert "received SIGINT again; forcing exit" in err
         assert "stopped cleanly" not in out
-        wait_until(lambda: nats_server_pids(str(data_dir)) == [], 5, "the broker killed by the forced exit")
+        wait_until(
+            lambda: nats_server_pids(str(data_dir)) == [], 5, what="the broker killed by the forced exit"
+        )
     finally:
         _kill(proc)
         for pid in nats_server_pids(str(data_dir)):  # this test's own broker, by its data dir
@@ -187,7 +190,9 @@ def test_a_second_sigint_forces_exit_during_a_hanging_boot(held_data_dir, tmp_pa
     proc = _up(data_dir, tmp_path / "err")
     try:
         _read_until(proc, STARTING)
-        wait_until(lambda: "waiting up to" in (tmp_path / "err").read_text(), 20, "up waiting for the lock")
+        wait_until(
+            lambda: "waiting up to" in (tmp_path / "err").read_text(), 20, what="up waiting for the lock"
+        )
         proc.send_signal(signal.SIGINT)
         assert "received SIGINT; stopping" in _read_until(proc, "stopping")
         proc.send_signal(signal.SIGINT)
@@ -204,7 +209,9 @@ def test_sigterm_during_boot_ends_in_a_clean_stop(held_data_dir, tmp_path):
     proc = _up(data_dir, tmp_path / "err")
     try:
         _read_until(proc, STARTING)
-        wait_until(lambda: "waiting up to" in (tmp_path / "err").read_text(), 20, "up waiting for the lock")
+        wait_until(
+            lambda: "waiting up to" in (tmp_path / "err").read_text(), 20, what="up waiting for the lock"
+        )
         proc.send_signal(signal.SIGTERM)
         assert "received SIGTERM; stopping" in _read_until(proc, "stopping")
         holder.stdin.close()  # the boot goes on: it gets the lock, starts, then stops cleanly
@@ -230,7 +237,7 @@ def test_up_exits_nonzero_when_the_lab_fails_on_its_own(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             return proc.poll() is not None
 
-        wait_until(broker_killed_and_up_gone, 60, "up exiting without its broker")
+        wait_until(broker_killed_and_up_gone, 60, what="up exiting without its broker")
         out, err = proc.communicate(timeout=5)
         assert proc.returncode == 2, err
         assert "error:" in err and "nats-server" in err, err

@@ -41,7 +41,7 @@ def devices(cmd_lab: Lab) -> Iterator[Devices]:
     d.close()
 
 
-def row(lab: Lab, command_id: str, entity_id: str | None = None) -> dict[str, Any]:
+def row(lab: Lab, command_id: str, entity_id: str | None = None) -> dict[Any, Any]:
     filters = {"command_id": command_id} | ({"entity_id": entity_id} if entity_id else {})
     frame = lab.commands_frame(**filters)
     assert len(frame) == 1, frame

@@ -174,7 +174,9 @@ def test_a_device_reconnecting_after_the_lab_restarts_gets_pending_commands(tmp_
         assert device.executed == [h.command_id]
         # The KV mirror follows the ledger: wait for it rather than read it at once.
         docs = lab2.wait_for(
-            lambda: (d := lab2.command(h.command_id).docs()).get("uav-0", {}).get("status") == "SUCCEEDED" and d,
+            lambda: (
+                (d := lab2.command(h.command_id).docs()).get("uav-0", {}).get("status") == "SUCCEEDED" and d
+            ),
             what="SUCCEEDED mirrored to KV",
         )
         doc = docs["uav-0"]

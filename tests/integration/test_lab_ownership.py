@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from overwatch_lab import DataDirInUse, Lab, LabState
-from tests.integration.test_lab_lifecycle import nats_server_pids, wait_until
+from tests.integration.test_lab_lifecycle import nats_server_pids
+from tests.polling import wait_until
 
 ORG = "org-own"
 
@@ -88,7 +89,9 @@ def test_after_a_sigkill_a_new_owner_waits_for_the_orphaned_broker(tmp_path):
     second = None
     try:
         assert first.stdout is not None
-        wait_until(lambda: _lab_json_pid(data_dir) == first.pid or first.poll() is not None, 30, "first up")
+        wait_until(
+            lambda: _lab_json_pid(data_dir) == first.pid or first.poll() is not None, 30, what="first up"
+        )
         [orphan] = nats_server_pids(str(data_dir))
         os.kill(orphan, signal.SIGSTOP)
         os.kill(first.pid, signal.SIGKILL)
@@ -98,7 +101,7 @@ def test_after_a_sigkill_a_new_owner_waits_for_the_orphaned_broker(tmp_path):
         wait_until(
             lambda: "waiting up to" in (tmp_path / "second.err").read_text() or second.poll() is not None,
             30,
-            "the new lab waiting for the lock",
+            what="the new lab waiting for the lock",
         )
         log = (tmp_path / "second.err").read_text()
         assert f"its lab (pid {first.pid}) is gone" in log, log
@@ -114,7 +117,7 @@ def test_after_a_sigkill_a_new_owner_waits_for_the_orphaned_broker(tmp_path):
             seen.update(pids)
             return _lab_json_pid(data_dir) == second.pid or second.poll() is not None
 
-        wait_until(second_is_up, 30, "the new lab up")
+        wait_until(second_is_up, 30, what="the new lab up")
         assert second.poll() is None, (tmp_path / "second.err").read_text()
         [broker] = nats_server_pids(str(data_dir))
         assert broker != orphan and seen <= {orphan, broker}

@@ -52,7 +52,9 @@ class Recorder:
                 self.rows.append((round(t, 1), em, body))
         return self
 
-    def telemetry(self, entity_id: str = TARGET, mtype: str | None = None) -> list[tuple[float, Any, dict]]:
+    def telemetry(
+        self, entity_id: str = TARGET, mtype: str | None = None
+    ) -> list[tuple[float, Any, dict | None]]:
         return [
             r
             for r in self.rows

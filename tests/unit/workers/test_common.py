@@ -7,10 +7,9 @@ from nats.aio.msg import Msg
 from overwatch_lab.errors import BrokerError, DatabaseError, DatabaseUnavailable
 from overwatch_lab.kvstate import KvConflictError
 from overwatch_lab.protocol.subjects import STREAM_ENTITIES, STREAM_ORGANIZATIONS
-from overwatch_lab.registry import Registry
+from overwatch_lab.registry import ConsumerProgress, Registry
 from overwatch_lab.workers.base import Outcome
 from overwatch_lab.workers.common import MissCheck, earlier_events_done, kv_failure, miss_is_final
-from overwatch_lab.workers.progress import ConsumerProgress
 
 T0 = 1_800_000_000.0
 
