@@ -57,6 +57,7 @@ class AckedPublisher:
         try:
             js = nc.jetstream()
             await asyncio.gather(*(self._lane(js, eid) for eid in self.entities))
+            assert nc.connected_url is not None
             self.reconnects, self.last_server = nc.stats["reconnects"], nc.connected_url.netloc
         finally:
             await nc.close()
