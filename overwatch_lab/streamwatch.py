@@ -352,7 +352,7 @@ class StreamWatch:
                 else:
                     await self._check_consumed(w)
                 w.counters.last_error = None
-            except (nats.errors.Error, TimeoutError, ValueError, KeyError) as exc:  # the next pass retries
+            except (nats.errors.Error, OSError, ValueError, KeyError) as exc:  # the next pass retries
                 if w.counters.last_error is None:  # say it once per outage, not every period
                     log.warning("stream watch of %s failed: %r", w.name, exc)
                 w.counters.last_error = f"{type(exc).__name__}: {exc}"
