@@ -6,18 +6,14 @@ talk to nats-server through these functions, never by catching nats-py's errors 
 ``nats.js.errors`` error) raised inside becomes one of ours, with the nats-py error chained
 (``raise ... from exc``):
 
-=====================================================  =============================
-nats-py                                                ours (:mod:`overwatch_lab.errors`)
-=====================================================  =============================
-``ConnectionClosedError``, ``ConnectionDrainingError``  :class:`BrokerConnectionClosed`
-``NoRespondersError``, ``NoServersError``,               :class:`BrokerUnavailable`
-``ConnectionReconnectingError``, ``StaleConnectionError``,
-``OutboundBufferLimitError``
-``TimeoutError`` (request, flush, fetch, publish ack)   :class:`BrokerTimeout` (a ``TimeoutError``)
-``js.errors.NotFoundError`` (404)                       :class:`BrokerNotFound`
-any other ``js.errors.APIError``                        :class:`BrokerApiError`
-any other ``nats.errors.Error``                         :class:`BrokerError`
-=====================================================  =============================
+- ``ConnectionClosedError``, ``ConnectionDrainingError`` -> :class:`BrokerConnectionClosed`
+- ``NoRespondersError``, ``NoServersError``, ``ConnectionReconnectingError``,
+  ``StaleConnectionError``, ``OutboundBufferLimitError``, ``js.errors.NoStreamResponseError``
+  -> :class:`BrokerUnavailable`
+- ``TimeoutError`` (request, flush, fetch, publish ack) -> :class:`BrokerTimeout` (a ``TimeoutError``)
+- ``js.errors.NotFoundError`` (404) -> :class:`BrokerNotFound`
+- any other ``js.errors.APIError`` -> :class:`BrokerApiError` (with the server's code and description)
+- any other ``nats.errors.Error`` -> :class:`BrokerError`
 
 ``asyncio.CancelledError`` is not a nats-py error: it passes through untouched.
 
@@ -56,6 +52,7 @@ _UNAVAILABLE = (
     nats.errors.ConnectionReconnectingError,
     nats.errors.StaleConnectionError,
     nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,  # a JetStream publish nothing answered (no stream, no responders)
 )
 _STREAM_NOT_FOUND = 10059  # JetStream's err_code for "stream not found"
 
@@ -143,7 +140,9 @@ async def api_request(nc: NATS, subject: str, timeout_s: float) -> dict[str, Any
     msg = await request(nc, subject, b"", timeout_s)
     resp: dict[str, Any] = json.loads(msg.data)
     if "error" in resp:
-        raise translate(nats.js.errors.APIError.from_error(resp["error"]), subject)
+        with translated(subject):
+            nats.js.errors.APIError.from_error(resp["error"])  # raises the matching nats-py error
+        raise BrokerApiError(f"{subject}: {resp['error']}")  # not reached: from_error always raises
     return resp
 
 
