@@ -42,10 +42,12 @@ async def run_passes(sync: Synchronizer, n: int, counter: str) -> None:
     """Kick ``n`` passes one after another, each waited for on ``sync.stats.<counter>``."""
     for _ in range(n):
         before = getattr(sync.stats, counter)
+
+        def moved(before: int = before) -> bool:
+            return bool(getattr(sync.stats, counter) > before)
+
         sync.kick()
-        await wait_for(
-            lambda before=before: getattr(sync.stats, counter) > before, what=f"one more {counter}"
-        )
+        await wait_for(moved, what=f"one more {counter}")
 
 
 async def test_a_database_outage_is_one_warning_line_however_many_passes_fail(tmp_path, caplog):
