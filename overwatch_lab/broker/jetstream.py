@@ -198,7 +198,8 @@ async def consumer_info(
         BrokerTimeout, BrokerUnavailable: the server did not answer.
     """
     with translated(f"info of consumer {stream}/{durable}"):
-        return await js.consumer_info(stream, durable, timeout=timeout_s)
+        info: ConsumerInfo = await js.consumer_info(stream, durable, timeout=timeout_s)
+    return info
 
 
 async def next_stored(js: JetStreamContext, stream: str, seq: int, subject: str) -> RawStreamMsg | None:
