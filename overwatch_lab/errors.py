@@ -7,13 +7,20 @@ Hierarchy::
     ├── ProtocolError          a message that breaks WIRE.md (never retried)
     │   ├── SubjectError       bad subject or identifier token
     │   └── EnvelopeError      bad JSON body / envelope field
-    ├── BrokerError            NATS side
+    ├── BrokerError            NATS side (nats-py's errors are translated to these in broker/ and kvstate)
     │   ├── BrokerStartError   nats-server did not become ready
     │   ├── BrokerExited       nats-server died while the lab needed it
-    │   └── ProvisionError     streams / consumers / KV could not be created
+    │   ├── ProvisionError     streams / consumers / KV could not be created
+    │   ├── BrokerUnavailable  no server to talk to now (reconnecting, no responders, buffer full)
+    │   │   └── BrokerConnectionClosed  our client connection is closed or draining
+    │   ├── BrokerTimeout      a request got no answer in time (also a TimeoutError)
+    │   ├── BrokerApiError     JetStream answered a request with an error
+    │   │   └── BrokerNotFound the stream, consumer or message asked for does not exist
+    │   └── KvError            a KV read or write failed
+    │       └── KvConflictError  a compare-and-set write kept conflicting
     ├── DatabaseError          libSQL side (translated from sqlite3 / libsql errors)
     │   └── DatabaseUnavailable  an infrastructure fault (full, read-only, locked, unreachable)
-    ├── SyncError              the KV synchronizer could not complete a pass
+    ├── SyncError              a synchronizer pass could not complete (a KV step failed)
     ├── LabStateError          lab used in the wrong lifecycle state
     │   └── DataDirInUse       another live lab owns the data directory (lab.lock)
     ├── CommandError           command API (issue 4)
@@ -63,6 +70,53 @@ class ProvisionError(BrokerError):
     """Raised when a stream, consumer or KV bucket cannot be created or updated."""
 
 
+class BrokerUnavailable(BrokerError):
+    """Raised by a call through the broker seam (``broker/jetstream.py``) when no server can take
+    it now: the client is reconnecting, its outbound buffer is full, the connection went stale,
+    or nothing answered the request (no responders: JetStream or the consumer is gone).
+
+    Infrastructure, not the message's fault: callers hold or retry later.
+    """
+
+
+class BrokerConnectionClosed(BrokerUnavailable):
+    """Raised by a call through the broker seam when our client connection is closed or draining
+    (the lab is stopping, or it gave up reconnecting)."""
+
+
+class BrokerTimeout(BrokerError, TimeoutError):
+    """Raised by a call through the broker seam when a request, flush or JetStream publish got no
+    answer within its timeout (the server may still have done it)."""
+
+
+class BrokerApiError(BrokerError):
+    """Raised by a call through the broker seam when the JetStream API answers with an error.
+
+    ``code`` (HTTP-like status), ``err_code`` (JetStream's own number) and ``description`` are the
+    server's, when it sent them.
+    """
+
+    code: int | None = None
+    err_code: int | None = None
+    description: str | None = None
+
+
+class BrokerNotFound(BrokerApiError):
+    """Raised by a call through the broker seam when the stream, consumer or stored message it
+    names does not exist (JetStream's 404)."""
+
+
+class KvError(BrokerError):
+    """Raised by :class:`~overwatch_lab.kvstate.EntityKV` when a KV read, write, delete or replay
+    fails (timeout, lost connection, an API error); the message names the key and the cause is
+    chained. Infrastructure: workers hold the message instead of quarantining it."""
+
+
+class KvConflictError(KvError):
+    """Raised by :meth:`~overwatch_lab.kvstate.EntityKV.mutate` when a compare-and-set write still
+    conflicts after the configured number of attempts (other writers kept winning)."""
+
+
 class DatabaseError(OverwatchError):
     """Raised when the libSQL store fails (open, migrate, write or query).
 
@@ -84,7 +138,11 @@ class DatabaseUnavailable(DatabaseError):
 
 
 class SyncError(OverwatchError):
-    """Raised when the KV synchronizer cannot complete a pass."""
+    """Raised by ``Synchronizer.run_pass`` when a pass cannot complete because one of its KV
+    steps failed (reading every document, creating, repairing or removing one); the message names
+    the step and the entity, the :class:`KvError` is chained. The sync loop counts it in
+    ``failed_passes`` and logs one warning per outage. A store outage is not wrapped: the pass
+    raises the store's :class:`DatabaseUnavailable` as it is."""
 
 
 class LabStateError(OverwatchError, RuntimeError):

@@ -3,20 +3,26 @@
 Every writer of an entity document (entity worker, telemetry worker, event worker, synchronizer)
 goes through :class:`EntityKV`, so no writer can silently drop another writer's fields: a write
 carries the revision it read, and a conflict re-reads and re-applies the same mutation.
+
+This module is the KV seam: nats-py's errors never leave it. A failed KV call raises
+:class:`~overwatch_lab.errors.KvError` (the key in the message, the nats-py error chained) and a
+conflict storm :class:`~overwatch_lab.errors.KvConflictError`; cancellation propagates as is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import nats.errors
 import nats.js.errors as js_errors
 from nats.js.kv import KeyValue
 
-from overwatch_lab.errors import BrokerError
+from overwatch_lab.errors import KvConflictError, KvError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,13 @@ to write nothing. It may mutate and return its argument: the caller never reuses
 whose write failed."""
 
 
-class KvConflictError(BrokerError):
-    """Raised when a CAS write still conflicts after the configured number of attempts."""
+@contextlib.contextmanager
+def _kv_errors(what: str) -> Iterator[None]:
+    """Translate nats-py's errors of the KV call(s) inside into :class:`KvError`."""
+    try:
+        yield
+    except nats.errors.Error as exc:  # nats.js.errors.* and nats-py's timeouts are subclasses
+        raise KvError(f"KV {what} failed: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 
 def dumps(doc: Doc) -> bytes:
@@ -45,11 +56,16 @@ class EntityKV:
         self.conflicts = 0
 
     async def read(self, key: str) -> tuple[int, Doc | None]:
-        """Return (revision, document); (0, None) when the key is absent or deleted."""
-        try:
-            entry = await self.kv.get(key)
-        except js_errors.KeyNotFoundError:
-            return 0, None
+        """Return (revision, document); (0, None) when the key is absent or deleted.
+
+        Raises:
+            KvError: the read failed.
+        """
+        with _kv_errors(f"read of {key!r}"):
+            try:
+                entry = await self.kv.get(key)
+            except js_errors.KeyNotFoundError:  # also KeyDeletedError
+                return 0, None
         if entry.value is None:
             return 0, None
         return entry.revision or 0, json.loads(entry.value)
@@ -69,6 +85,7 @@ class EntityKV:
 
         Raises:
             KvConflictError: still conflicting after ``attempts`` tries.
+            KvError: a read or write failed otherwise.
         """
         rev, doc = current if current is not None else await self.read(key)
         for attempt in range(self.attempts):
@@ -76,39 +93,52 @@ class EntityKV:
             if new is None:
                 return rev, doc
             data = dumps(new)
-            try:
-                if rev == 0:
-                    new_rev = await self.kv.create(key, data)
-                else:
-                    new_rev = await self.kv.update(key, data, last=rev)
-                return new_rev, new
-            except js_errors.KeyWrongLastSequenceError:
-                self.conflicts += 1
-                await asyncio.sleep(0.01 * 2**attempt)
-                rev, doc = await self.read(key)
+            with _kv_errors(f"write of {key!r}"):
+                try:
+                    if rev == 0:
+                        new_rev = await self.kv.create(key, data)
+                    else:
+                        new_rev = await self.kv.update(key, data, last=rev)
+                    return new_rev, new
+                except js_errors.KeyWrongLastSequenceError:  # another writer won: re-read, re-apply
+                    pass
+            self.conflicts += 1
+            await asyncio.sleep(0.01 * 2**attempt)
+            rev, doc = await self.read(key)
         raise KvConflictError(f"KV write of {key!r} still conflicted after {self.attempts} attempts")
 
     async def delete(self, key: str) -> bool:
-        """Delete a document; returns False when it did not exist."""
+        """Delete a document; returns False when it did not exist.
+
+        Raises:
+            KvError: the read or the delete failed.
+        """
         rev, doc = await self.read(key)
         if doc is None:
             return False
-        await self.kv.delete(key)
+        with _kv_errors(f"delete of {key!r}"):
+            await self.kv.delete(key)
         return True
 
     async def all(self) -> dict[str, tuple[int, Doc]]:
-        """Return every live document in the bucket (replayed with a watcher, not keys()+get())."""
+        """Return every live document in the bucket (replayed with a watcher, not keys()+get()).
+
+        Raises:
+            KvError: the replay failed or stalled for 5 s.
+        """
         out: dict[str, tuple[int, Doc]] = {}
-        watcher = await self.kv.watchall()
-        try:
-            while True:
-                entry = await watcher.updates(timeout=5.0)
-                if entry is None:  # end of the initial replay
-                    break
-                if entry.operation is None and entry.value:
-                    out[entry.key] = (entry.revision or 0, json.loads(entry.value))
-                else:
-                    out.pop(entry.key, None)
-        finally:
-            await watcher.stop()
+        with _kv_errors("replay of every document"):
+            watcher = await self.kv.watchall()
+            try:
+                while True:
+                    entry = await watcher.updates(timeout=5.0)
+                    if entry is None:  # end of the initial replay
+                        break
+                    if entry.operation is None and entry.value:
+                        out[entry.key] = (entry.revision or 0, json.loads(entry.value))
+                    else:
+                        out.pop(entry.key, None)
+            finally:
+                with contextlib.suppress(nats.errors.Error):  # the replay's own error matters more
+                    await watcher.stop()
         return out

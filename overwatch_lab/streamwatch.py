@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import json
 import logging
 import math
 import time
@@ -56,14 +55,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from overwatch_lab.broker import jetstream
 from overwatch_lab.config import LabConfig, StreamLimits
-from overwatch_lab.errors import ConfigError
+from overwatch_lab.errors import BrokerError, ConfigError
 from overwatch_lab.protocol.commands import STREAM_COMMAND_ACKS
 
 log = logging.getLogger(__name__)
@@ -352,7 +350,7 @@ class StreamWatch:
                 else:
                     await self._check_consumed(w)
                 w.counters.last_error = None
-            except (nats.errors.Error, OSError, ValueError, KeyError) as exc:  # the next pass retries
+            except (BrokerError, OSError, ValueError, KeyError) as exc:  # the next pass retries (OSError: a reset)
                 if w.counters.last_error is None:  # say it once per outage, not every period
                     log.warning("stream watch of %s failed: %r", w.name, exc)
                 w.counters.last_error = f"{type(exc).__name__}: {exc}"
@@ -364,7 +362,7 @@ class StreamWatch:
         gaps = w.gaps
         seen = gaps.seen  # before the reads: the loop keeps observing while they are awaited
         state = await self._stream_state(w)  # first: see the module docstring
-        info = await self.js.consumer_info(w.name, w.durable, timeout=REQUEST_TIMEOUT_S)
+        info = await jetstream.consumer_info(self.js, w.name, w.durable, timeout_s=REQUEST_TIMEOUT_S)
         first, delivered = int(state["first_seq"]), info.delivered.stream_seq if info.delivered else 0
         if seen is not None and int(state["last_seq"]) < seen:
             log.warning(
@@ -415,10 +413,7 @@ class StreamWatch:
 
     async def _stream_state(self, w: _Watched) -> dict[str, Any]:
         """The stream's ``state`` (raw: nats-py's StreamState drops ``first_ts``); fills the counters."""
-        msg = await self.nc.request(f"{API_PREFIX}.STREAM.INFO.{w.name}", b"", timeout=REQUEST_TIMEOUT_S)
-        resp = json.loads(msg.data)
-        if "error" in resp:
-            raise nats.js.errors.APIError.from_error(resp["error"])
+        resp = await jetstream.api_request(self.nc, f"{API_PREFIX}.STREAM.INFO.{w.name}", REQUEST_TIMEOUT_S)
         state: dict[str, Any] = resp["state"]
         c = w.counters
         c.messages, c.bytes = int(state.get("messages", 0)), int(state.get("bytes", 0))

@@ -12,6 +12,12 @@ One pass (at boot, then every ``sync_period_s``):
 
 Each action is counted in :class:`SyncStats`. Every KV write is a compare-and-set, so a pass
 racing with the workers never drops their fields.
+
+A pass that cannot complete raises: :class:`~overwatch_lab.errors.SyncError` when a KV step failed
+(the message names the step; the KV error is chained), the store's
+:class:`~overwatch_lab.errors.DatabaseUnavailable` as it is. The loop (:meth:`Synchronizer.run`)
+counts every failed pass but logs an outage once: one warning line when it starts (a traceback
+only for an unexpected error, a bug), then quiet until a pass succeeds again, which is logged too.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from overwatch_lab.config import LabConfig
+from overwatch_lab.errors import DatabaseUnavailable, KvError, SyncError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import now_timestamp
@@ -44,6 +51,8 @@ class SyncStats:
     written_back: int = 0
     history_pruned: int = 0
     failed_passes: int = 0
+    outages: int = 0  # runs of consecutive failed passes
+    failing_since: float | None = None  # epoch s of the first failed pass of the current outage
     last_pass_at: float | None = None
     last_pass_s: float = 0.0
     last_error: str | None = None
@@ -66,6 +75,7 @@ class Synchronizer:
         self._written: dict[str, dict[str, Any]] = {}
         self._stopping = asyncio.Event()
         self._kick = asyncio.Event()
+        self._step = ""  # what the pass is doing, for a SyncError's message
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return after the current pass."""
@@ -93,17 +103,55 @@ class Synchronizer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the next pass tries again; the failure is on the record
-                self.stats.failed_passes += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("sync pass failed")
+                self._failed(exc)
                 if self.on_failure is not None:
                     self.on_failure(exc)
+            else:
+                self._recovered()
+
+    def _failed(self, exc: Exception) -> None:
+        """Count a failed pass; log it only when it starts an outage (once, not every period)."""
+        st = self.stats
+        st.failed_passes += 1
+        st.last_error = f"{type(exc).__name__}: {exc}"
+        if st.failing_since is not None:
+            log.debug("sync pass failed again: %s", st.last_error)
+            return
+        st.outages += 1
+        st.failing_since = time.time()
+        if isinstance(exc, SyncError | DatabaseUnavailable):  # infrastructure: one line says it all
+            log.warning("sync pass failed (retried every %g s): %s", self.config.sync_period_s, st.last_error)
+        else:  # not expected: a bug, worth its traceback (once)
+            log.exception("sync pass failed (retried every %g s)", self.config.sync_period_s)
+
+    def _recovered(self) -> None:
+        st = self.stats
+        if st.failing_since is not None:
+            log.info(
+                "sync recovered after %.1f s (%d failed passes in all)",
+                time.time() - st.failing_since,
+                st.failed_passes,
+            )
+            st.failing_since = None  # last_error stays on the record
 
     async def run_pass(self) -> SyncStats:
-        """Run one reconciliation pass and return the cumulative stats."""
+        """Run one reconciliation pass and return the cumulative stats.
+
+        Raises:
+            SyncError: a KV read, write or delete of the pass failed (names the step).
+            DatabaseUnavailable: the store is down (full, read-only, locked, unreachable).
+        """
+        self._step = "starting"
+        try:
+            return await self._pass()
+        except KvError as exc:
+            raise SyncError(f"sync pass failed while {self._step}: {exc}") from exc
+
+    async def _pass(self) -> SyncStats:
         started = time.perf_counter()
         st = self.stats
         rows = {r["entity_id"]: r for r in await self.store.entities()}
+        self._step = "reading the KV documents"
         docs = await self.ekv.all()
         now = now_timestamp()
         now_ts = time.time()
@@ -118,6 +166,7 @@ class Synchronizer:
                 def create(d: Doc | None, doc: Doc = doc) -> Doc | None:
                     return doc if d is None else None
 
+                self._step = f"creating the KV document of {eid!r}"
                 rev, written = await self.ekv.mutate(eid, create)
                 if written is doc:
                     st.created += 1
@@ -144,6 +193,7 @@ class Synchronizer:
             if state.static_drift(current[1], row, org_name) or (
                 current[1].get("is_live") and _silent(current[1], now_ts, stale_after)
             ):
+                self._step = f"repairing the KV document of {eid!r}"
                 rev, written = await self.ekv.mutate(eid, fix, current=current)
                 st.repaired += counts["repaired"]
                 st.marked_stale += counts["stale"]
@@ -152,6 +202,7 @@ class Synchronizer:
 
         for eid in set(docs) - set(rows):
             self.forget(eid)
+            self._step = f"removing the KV document of {eid!r} (no entity row)"
             if await self.ekv.delete(eid):
                 st.removed += 1
             self._written.pop(eid, None)

@@ -23,11 +23,12 @@ import logging
 import time
 from collections.abc import Callable
 
-import nats.errors
 from nats.aio.client import Client as NATS
 
+from overwatch_lab.broker import jetstream
 from overwatch_lab.commands.ledger import Change, CommandLedger, Tracked
 from overwatch_lab.config import LabConfig
+from overwatch_lab.errors import BrokerError
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol.commands import CommandStatus, delivery_subject, make_delivery
 
@@ -143,8 +144,10 @@ class Deliverer:
         for rec, attempt in deliveries:
             msg = make_delivery(rec.envelope, expires_ts=rec.expires_ts, attempt=attempt)
             try:
-                await self.nc.publish(delivery_subject(rec.org_id, rec.entity_id), envelopes.encode(msg))
-            except nats.errors.Error as exc:  # recorded as an attempt: the next one follows the backoff
+                await jetstream.publish(
+                    self.nc, delivery_subject(rec.org_id, rec.entity_id), envelopes.encode(msg)
+                )
+            except BrokerError as exc:  # recorded as an attempt: the next one follows the backoff
                 log.warning("delivery of %s to %s failed: %r", rec.command_id, rec.entity_id, exc)
                 continue
             stats.deliveries += 1

@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client as NATS
 
+from overwatch_lab.broker import jetstream
 from overwatch_lab.config import LabConfig
+from overwatch_lab.errors import BrokerError
 from overwatch_lab.protocol.commands import (
     ALLOWED_FROM,
     BROADCAST,
@@ -396,11 +397,11 @@ class CommandLedger:
         try:
             for rec in batch.values():
                 data = json.dumps(rec.doc(), separators=(",", ":")).encode()
-                await self.nc.publish(
-                    f"$KV.{KV_COMMAND_STATE}.{state_key(rec.command_id, rec.entity_id)}", data
+                await jetstream.publish(
+                    self.nc, f"$KV.{KV_COMMAND_STATE}.{state_key(rec.command_id, rec.entity_id)}", data
                 )
-            await self.nc.flush(timeout=KV_PUT_TIMEOUT_S)  # type: ignore[arg-type]  # nats-py annotates int; it is asyncio.wait_for's float
-        except (nats.errors.Error, TimeoutError) as exc:
+            await jetstream.flush(self.nc, KV_PUT_TIMEOUT_S)
+        except (BrokerError, TimeoutError) as exc:
             self.stats.kv_errors += 1
             for key, rec in batch.items():
                 self._dirty.setdefault(key, rec)  # retried with the next flush

@@ -20,6 +20,7 @@ import time
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from overwatch_lab.broker import jetstream
 from overwatch_lab.commands.ledger import Change, CommandLedger, Tracked
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import DatabaseUnavailable, ProtocolError
@@ -136,7 +137,9 @@ class CommandWorker(Worker):
             log.info("cancel of %s: nothing open to cancel", c.command_id)
         for rec in targets:  # tell the device, so a delivery still in flight is not executed
             notice = make_cancel(rec.org_id, rec.entity_id, rec.command_id, source=c.source)
-            await self.nc.publish(delivery_subject(rec.org_id, rec.entity_id), envelopes.encode(notice))
+            await jetstream.publish(
+                self.nc, delivery_subject(rec.org_id, rec.entity_id), envelopes.encode(notice)
+            )
 
 
 class CommandAckWorker(Worker):

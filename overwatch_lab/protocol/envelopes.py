@@ -50,12 +50,8 @@ UINT32_MAX = 0xFFFFFFFF
 # JSON
 
 
-class _NonFinite(ValueError):
-    pass
-
-
 def _reject_constant(name: str) -> Any:
-    raise _NonFinite(name)
+    raise EnvelopeError(f"{name} is not valid JSON (non-finite numbers are rejected)")
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
@@ -81,8 +77,8 @@ def loads_strict(body: bytes | bytearray | memoryview | str, what: str) -> Any:
         raise EnvelopeError(f"{what}: body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         return _decode_json(text)
-    except _NonFinite as exc:
-        raise EnvelopeError(f"{what}: {exc} is not valid JSON (non-finite numbers are rejected)") from None
+    except EnvelopeError as exc:  # from _reject_constant: NaN, Infinity, -Infinity
+        raise EnvelopeError(f"{what}: {exc}") from None
     except json.JSONDecodeError as exc:
         reason = "trailing data after the JSON value" if exc.msg == "Extra data" else exc.msg
         raise EnvelopeError(f"{what}: malformed JSON: {reason} at char {exc.pos}") from None

@@ -26,6 +26,10 @@ TERM. If the quarantine publish itself fails (broker trouble) the message is hel
 nothing is ever dropped silently and a broker outage does not burn deliveries.
 
 At stop, held messages are NAKed (no delay) so the next run gets them at once.
+
+Every call to the broker (pull, ack/nak/term/in-progress, the quarantine publish) goes through the
+broker seam (:mod:`overwatch_lab.broker.jetstream`), so the loop handles our
+:class:`~overwatch_lab.errors.BrokerError` types only.
 """
 
 from __future__ import annotations
@@ -42,13 +46,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from overwatch_lab.broker import jetstream
 from overwatch_lab.config import LabConfig
-from overwatch_lab.errors import DatabaseUnavailable
+from overwatch_lab.errors import BrokerConnectionClosed, BrokerError, DatabaseUnavailable
 from overwatch_lab.protocol.envelopes import now_timestamp
 from overwatch_lab.protocol.subjects import quarantine_subject
 from overwatch_lab.workers.hold import Backoff, HoldAlarm
@@ -280,8 +284,8 @@ class ConsumerLoop:
                 msgs.extend(self._handling)
             try:
                 for msg in msgs:
-                    await msg.in_progress()
-            except nats.errors.Error as exc:  # reconnecting: the next round tries again
+                    await jetstream.in_progress(msg)
+            except BrokerError as exc:  # reconnecting: the next round tries again
                 log.debug("%s: in-progress for %d messages failed: %r", self.worker.name, len(msgs), exc)
 
     async def _release(self, msgs: list[Msg]) -> None:
@@ -291,8 +295,8 @@ class ConsumerLoop:
         self.worker.stats.deferred = 0
         try:
             for msg in msgs:
-                await msg.nak()
-        except nats.errors.Error as exc:  # they come back after ack_wait instead
+                await jetstream.nak(msg)
+        except BrokerError as exc:  # they come back after ack_wait instead
             log.warning("%s: could not release %d messages at stop: %r", self.worker.name, len(msgs), exc)
         if holding:
             log.warning(
@@ -304,11 +308,11 @@ class ConsumerLoop:
         w = self.worker
         try:
             msgs = await puller.fetch(self.config.fetch_batch, self.config.fetch_timeout_s)
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+        except BrokerConnectionClosed:
             if self._stopping.is_set():
                 return []
             raise
-        except nats.errors.Error as exc:  # reconnecting etc.: keep going
+        except BrokerError as exc:  # reconnecting etc.: keep going
             w.stats.last_error = f"fetch: {exc!r}"
             log.warning("%s fetch failed: %r", w.name, exc)
             await asyncio.sleep(0.2)
@@ -375,12 +379,12 @@ class ConsumerLoop:
         """Settle one message; returns why it must be held instead (its quarantine failed), else None."""
         st = self.worker.stats
         if result.outcome is Outcome.ACK:
-            await msg.ack()
+            await jetstream.ack(msg)
             st.acked += 1
             return None
         st.last_error = result.reason
         if result.outcome is Outcome.RETRY and msg.metadata.num_delivered < self.config.quarantine_after:
-            await msg.nak(delay=self.config.retry_delay_s)
+            await jetstream.nak(msg, self.config.retry_delay_s)
             st.retried += 1
             return None
         reason = result.reason or "unknown"
@@ -388,7 +392,7 @@ class ConsumerLoop:
             reason = f"failed on delivery {msg.metadata.num_delivered}: {reason}"
         problem = await self._quarantine(msg, reason)
         if problem is None:
-            await msg.term()
+            await jetstream.term(msg)
             st.quarantined += 1
         return problem
 
@@ -409,12 +413,13 @@ class ConsumerLoop:
             "quarantined_at": now_timestamp(),
         }
         try:
-            await self.js.publish(
+            await jetstream.js_publish(
+                self.js,
                 quarantine_subject(w.name),
                 json.dumps(record).encode(),
                 headers={"Nats-Msg-Id": f"quarantine-{w.stream}-{seq}"},
             )
-        except (nats.errors.Error, TimeoutError) as exc:
+        except (BrokerError, TimeoutError) as exc:
             log.error("%s could not quarantine %s seq %s (held): %r", w.name, msg.subject, seq, exc)
             return f"quarantine publish failed: {exc!r}"
         log.warning("%s quarantined %s (seq %s): %s", w.name, msg.subject, seq, reason)

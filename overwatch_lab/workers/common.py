@@ -15,7 +15,6 @@ import logging
 import math
 from collections.abc import Awaitable, Iterable, Sequence
 
-import nats.errors
 from nats.aio.msg import Msg
 
 from overwatch_lab.errors import BrokerError, DatabaseUnavailable
@@ -30,9 +29,8 @@ from overwatch_lab.workers.base import Result, defer, hold, poison, retry
 log = logging.getLogger(__name__)
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    BrokerError,
+    BrokerError,  # KvError and the broker seam's translations of nats-py's errors included
     DatabaseUnavailable,
-    nats.errors.Error,
     OSError,  # TimeoutError, ConnectionError
 )
 """Failures of the KV, broker or database rather than of the message: held, never quarantined."""

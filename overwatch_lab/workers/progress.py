@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import time
 
-import nats.errors
-import nats.js.errors as js_errors
 from nats.js import JetStreamContext
 
+from overwatch_lab.broker import jetstream
 from overwatch_lab.errors import BrokerError
 from overwatch_lab.registry import ConsumerProgress
 
@@ -30,17 +29,16 @@ async def consumer_progress(js: JetStreamContext, stream: str, durable: str) -> 
     """
     asked_at = time.time()  # before the request: everything stored before it is in the answer
     try:
-        info = await js.consumer_info(stream, durable)
+        info = await jetstream.consumer_info(js, stream, durable)
         floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
         if not info.num_pending and not info.num_ack_pending:
             return ConsumerProgress(stream, floor, asked_at, idle=True)
         subject = info.config.filter_subject or ">"
-        try:
-            first = await js.get_msg(stream, seq=floor + 1, subject=subject, next=True)
-        except js_errors.NotFoundError:  # nothing after the floor (any more): all acknowledged
+        first = await jetstream.next_stored(js, stream, floor + 1, subject)
+        if first is None:  # nothing after the floor (any more): all acknowledged
             return ConsumerProgress(stream, floor, asked_at, idle=False)
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise BrokerError(f"progress of consumer {stream}/{durable} unavailable: {exc!r}") from exc
+    except (BrokerError, TimeoutError) as exc:
+        raise BrokerError(f"progress of consumer {stream}/{durable} unavailable: {exc}") from exc
     # nats-py truncates the stored time to microseconds: an earlier horizon, so never a miss
     # declared final too soon.
     horizon = first.time.timestamp() if first.time is not None else 0.0

@@ -18,6 +18,10 @@ forgotten it): the next fetch issues a new one.
 A consumer that disappeared answers "409 Consumer Deleted" (to an open request) or "503" (no
 responders, to a new one). The puller reports that to ``on_gone`` (the lab re-provisions) and
 waits ``GONE_BACKOFF_S`` before asking again, instead of spinning on immediate 503s.
+
+Its client calls go through the broker seam (:mod:`overwatch_lab.broker.jetstream`), so a failed
+pull request raises :class:`~overwatch_lab.errors.BrokerError` (``BrokerConnectionClosed`` once the
+connection is closed or draining), never a nats-py error.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections.abc import Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from overwatch_lab.broker import jetstream
 
 _STATUS = "Status"
 _DESCRIPTION = "Description"
@@ -60,16 +66,18 @@ class BatchPuller:
         self.last_status: str | None = None
 
     async def start(self) -> None:
-        """Subscribe the inbox."""
-        self._sub = await self._nc.subscribe(
-            self._inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
+        """Subscribe the inbox.
+
+        Raises:
+            BrokerError: the subscription could not be made (the connection is closed).
+        """
+        self._sub = await jetstream.subscribe(self._nc, self._inbox, self._on_msg, unbounded=True)
 
     async def stop(self) -> None:
         """Unsubscribe; buffered, unacknowledged messages are redelivered after ack_wait."""
         if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+            sub, self._sub = self._sub, None
+            await jetstream.unsubscribe(sub)
 
     async def _on_msg(self, msg: Msg) -> None:
         headers = msg.headers
@@ -100,7 +108,7 @@ class BatchPuller:
             self._open_until = time.monotonic() + expires_s + _LOST_REQUEST_MARGIN_S
         self._open, self._open_left, self._no_wait = True, batch, expires_s is None
         self._open_reconnects = self._nc.stats["reconnects"]
-        await self._nc.publish(self._api, json.dumps(req).encode(), reply=self._inbox)
+        await jetstream.publish(self._nc, self._api, json.dumps(req).encode(), reply=self._inbox)
 
     def buffered(self) -> list[Msg]:
         """Return (a copy of) the messages delivered but not yet fetched, leaving them buffered."""
@@ -118,7 +126,11 @@ class BatchPuller:
         return [buf.popleft() for _ in range(n)]
 
     async def fetch(self, batch: int, wait_s: float) -> list[Msg]:
-        """Return up to ``batch`` messages; an empty list when none arrived within ``wait_s``."""
+        """Return up to ``batch`` messages; an empty list when none arrived within ``wait_s``.
+
+        Raises:
+            BrokerError: the pull request could not be sent (see :func:`.jetstream.publish`).
+        """
         deadline = time.monotonic() + wait_s
         while True:
             if self._open and (

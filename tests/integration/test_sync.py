@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.provision import open_kv, provision
 from overwatch_lab.config import LabConfig
+from overwatch_lab.errors import KvError, SyncError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import format_timestamp, now_timestamp
@@ -257,3 +260,37 @@ async def test_the_loop_runs_on_a_kick_counts_a_failed_pass_and_stops(rig):
                 await task
     finally:
         await reopened.close()
+
+
+async def test_a_kv_outage_fails_passes_with_a_sync_error_logged_once(rig, nats_server, caplog):
+    """A KV the synchronizer cannot reach: each pass raises SyncError (naming the step), the loop
+    counts them all and logs one line for the outage, and says when it is over."""
+    caplog.set_level(logging.INFO, logger="overwatch_lab.sync")
+    await rig.add_entity("e1")
+    config = LabConfig(data_dir=rig.config.data_dir, sync_period_s=3600)  # only kicks start a pass
+    lost = await connect(nats_server.url, token=nats_server.token, name="pytest-lost-kv")
+    sync = Synchronizer(rig.store, EntityKV(await open_kv(lost.jetstream())), config, rig.forgotten.append)
+    await lost.close()  # every KV call of this synchronizer now fails
+    with pytest.raises(SyncError, match="while reading the KV documents") as caught:
+        await sync.run_pass()
+    assert isinstance(caught.value.__cause__, KvError)
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(sync.run(ready), name="sync-under-test")
+        async with asyncio.timeout(5):
+            await ready.wait()
+        for n in (1, 2, 3):
+            sync.kick()
+            await wait_for(lambda n=n: sync.stats.failed_passes == n, what=f"failed pass {n}")
+        logged = [r for r in caplog.records if r.name == "overwatch_lab.sync"]
+        assert len(logged) == 1 and logged[0].levelno == logging.WARNING and logged[0].exc_info is None
+        assert "SyncError: sync pass failed while reading the KV documents" in logged[0].getMessage()
+        sync.ekv = rig.ekv  # the KV is reachable again
+        sync.kick()
+        await wait_for(lambda: sync.stats.passes == 1, what="a pass after the KV came back")
+        assert await rig.doc("e1") is not None
+        assert [
+            r.getMessage().split(" after")[0] for r in caplog.records[1:] if r.name == "overwatch_lab.sync"
+        ] == ["sync recovered"]
+        sync.request_stop()
+    assert task.done() and sync.stats.outages == 1

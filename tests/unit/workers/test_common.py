@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from nats.aio.msg import Msg
 
-from overwatch_lab.errors import BrokerError, DatabaseError, DatabaseUnavailable
-from overwatch_lab.kvstate import KvConflictError
+from overwatch_lab.errors import BrokerError, DatabaseError, DatabaseUnavailable, KvConflictError
 from overwatch_lab.protocol.subjects import STREAM_ENTITIES, STREAM_ORGANIZATIONS
 from overwatch_lab.registry import ConsumerProgress, Registry
 from overwatch_lab.workers.base import Outcome
