@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import panel as pn
 
+from overwatch_lab.config import default_data_dir as config_default_data_dir
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
 
@@ -106,8 +108,8 @@ class AttachedLab:
 
 
 def default_data_dir() -> Path:
-    """``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data`` (as ``LabConfig``)."""
-    return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data")).expanduser().resolve()
+    """LabConfig's default data dir (``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data``), resolved."""
+    return config_default_data_dir().expanduser().resolve()
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -303,7 +305,11 @@ def serve(
 
     Returns:
         A :class:`DashboardServer` (``.port``, ``.url``, ``.stop()``; also a context manager).
+
+    Raises:
+        ConfigError: ``port`` is taken (or cannot be bound on ``address``).
     """
+    from overwatch_lab.errors import ConfigError
 
     def app() -> Dashboard:
         return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title)
@@ -321,7 +327,8 @@ def serve(
         )
         try:
             return server.start()
-        except OSError:
+        except OSError as exc:
             if attempt == attempts - 1:
-                raise
+                why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+                raise ConfigError(f"dashboard port {server.port} on {address} is {why}") from exc
     raise AssertionError("unreachable")
