@@ -19,7 +19,6 @@ from overwatch_lab.cli_flags import (
     UP_CONFIG_FLAGS,
     add_config_flags,
     check_data_dir,
-    check_port_free,
     config_field,
 )
 from overwatch_lab.cli_status import format_status, lab_status
@@ -53,6 +52,18 @@ def _data_dir(a: argparse.Namespace) -> Path:
     return Path(a.data_dir) if a.data_dir is not None else default_data_dir()
 
 
+def check_dashboard_port(a: argparse.Namespace) -> None:
+    """Fail with one line, before anything boots, when ``--dashboard-port`` cannot be served."""
+    from overwatch_lab.dashboard.server import check_port
+
+    try:
+        check_port(a.dashboard_address, a.dashboard_port)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; pick another with --dashboard-port (0: any free port) or pass --no-dashboard"
+        ) from None
+
+
 def load_fleet(name: str, duration_s: float | None) -> Scenario | None:
     """The scenario ``up --fleet`` flies (None for 'none'), loaded and checked before the lab boots.
 
@@ -83,7 +94,7 @@ def _check_up(a: argparse.Namespace) -> tuple[LabConfig, Scenario | None]:
     cfg = _lab_config(a)
     check_data_dir(cfg.data_dir)
     if not a.no_dashboard:
-        check_port_free(a.dashboard_address, a.dashboard_port)
+        check_dashboard_port(a)
     return cfg, load_fleet(a.fleet, a.duration)
 
 
@@ -177,7 +188,7 @@ async def _dashboard(a: argparse.Namespace) -> int:
     from overwatch_lab.dashboard import AttachedLab, serve
 
     with StopSignals(on_force=_forced) as signals:
-        check_port_free(a.dashboard_address, a.dashboard_port)
+        check_dashboard_port(a)
         source = AttachedLab(_data_dir(a))
         try:
             server = await asyncio.to_thread(
@@ -311,7 +322,8 @@ class _DescribeAction(argparse.Action):
             text = describe_action(str(values))
         except OverwatchError as exc:
             parser.exit(2, f"error: {exc}\n")
-        parser.exit(0, text + "\n")
+        print(text, flush=True)  # on stdout, like --help
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
-import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,27 +84,3 @@ def check_data_dir(path: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"data directory {path} is not writable: {exc.strerror}") from None
-
-
-def check_port_free(address: str, port: int) -> None:
-    """Fail with one line when ``address:port`` cannot be bound (0, any free port, always can).
-
-    Binds with SO_REUSEADDR, as the dashboard's server does, so a port in TIME_WAIT counts as free.
-
-    Raises:
-        ConfigError: the port is out of range, in use, or the address is not local.
-    """
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--dashboard-port must be in 0..65535, got {port}")
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError as exc:
-            why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ConfigError(
-                f"dashboard port {port} on {address} is {why}; pick another with --dashboard-port "
-                "(0: any free port) or pass --no-dashboard"
-            ) from None

@@ -119,6 +119,27 @@ def _free_port(address: str) -> int:
         return int(s.getsockname()[1])
 
 
+def check_port(address: str, port: int) -> None:
+    """Raise ConfigError unless ``address:port`` can be bound now (port 0, any free one, always can).
+
+    Binds with SO_REUSEADDR, as the server does, so a port in TIME_WAIT counts as free. Checked
+    before the server is built: a failed bind inside Tornado leaks its socket.
+    """
+    from overwatch_lab.errors import ConfigError
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"dashboard port must be in 0..65535, got {port}")
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as exc:
+            why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise ConfigError(f"dashboard port {port} on {address} is {why}") from None
+
+
 class DashboardServer:
     """A Panel server running the dashboard on a thread of this process.
 
@@ -307,13 +328,14 @@ def serve(
         A :class:`DashboardServer` (``.port``, ``.url``, ``.stop()``; also a context manager).
 
     Raises:
-        ConfigError: ``port`` is taken (or cannot be bound on ``address``).
+        ConfigError: ``port`` is taken (or cannot be bound on ``address``); see :func:`check_port`.
     """
     from overwatch_lab.errors import ConfigError
 
     def app() -> Dashboard:
         return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title)
 
+    check_port(address, port)
     attempts = 1 if port else 3  # a picked port can be taken before the server binds it
     for attempt in range(attempts):
         server = DashboardServer(
