@@ -92,10 +92,11 @@ def _check_up(a: argparse.Namespace) -> tuple[LabConfig, Scenario | None]:
     if a.duration is not None and a.duration <= 0:
         raise ConfigError(f"--duration must be > 0, got {a.duration:g}")
     cfg = _lab_config(a)
-    check_data_dir(cfg.data_dir)
+    fleet = load_fleet(a.fleet, a.duration)
     if not a.no_dashboard:
         check_dashboard_port(a)
-    return cfg, load_fleet(a.fleet, a.duration)
+    check_data_dir(cfg.data_dir)  # last: it creates the folder
+    return cfg, fleet
 
 
 def _stopping(sig: signal.Signals) -> None:
