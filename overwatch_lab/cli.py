@@ -14,29 +14,89 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from overwatch_lab.config import LabConfig
-from overwatch_lab.errors import LabStateError, OverwatchError
+from overwatch_lab.cli_flags import (
+    DATA_DIR_FLAG,
+    UP_CONFIG_FLAGS,
+    add_config_flags,
+    check_data_dir,
+    config_field,
+)
+from overwatch_lab.cli_status import format_status, lab_status
+from overwatch_lab.config import LabConfig, default_data_dir
+from overwatch_lab.errors import ConfigError, LabStateError, OverwatchError, ScenarioError
+from overwatch_lab.protocol.command_actions import Action
 from overwatch_lab.stop_signals import StopSignals, arm_early, exit_now
 from simulators import cli as simulators_cli
 
 if TYPE_CHECKING:
     from overwatch_lab.dashboard.server import DashboardServer
     from overwatch_lab.lab import Lab
+    from simulators.scenario import Scenario
+
+DASHBOARD_PORT = 5006
+DASHBOARD_ADDRESS = "127.0.0.1"
 
 
 def _lab_config(a: argparse.Namespace) -> LabConfig:
-    kwargs: dict[str, Any] = {"data_dir": Path(a.data_dir)}
-    if a.nats_url:
-        kwargs["nats_url"] = a.nats_url
-    for name in ("nats_token", "nats_user", "nats_password", "nats_creds", "db_url", "sync_interval"):
-        value = getattr(a, name, None)
-        if value:
-            kwargs[name] = value
-    if a.stale_after is not None:
-        kwargs["stale_after_s"] = a.stale_after
-    if getattr(a, "history_max_age", None) is not None:
-        kwargs["history_max_age_s"] = a.history_max_age
-    return LabConfig(**kwargs)
+    """The LabConfig of the flags given; the others keep LabConfig's defaults."""
+    given = {f.field: getattr(a, f.field) for f in UP_CONFIG_FLAGS if getattr(a, f.field, None) is not None}
+    try:
+        return LabConfig(**given)
+    except ConfigError as exc:  # LabConfig names its field; say which flag set it
+        flags = [f.flag for f in UP_CONFIG_FLAGS if f.field in given and f.field in str(exc)]
+        raise ConfigError(f"{exc} (from {', '.join(flags)})" if flags else str(exc)) from None
+
+
+def _data_dir(a: argparse.Namespace) -> Path:
+    """``--data-dir``, else LabConfig's default (``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data``)."""
+    return Path(a.data_dir) if a.data_dir is not None else default_data_dir()
+
+
+def check_dashboard_port(a: argparse.Namespace) -> None:
+    """Fail with one line, before anything boots, when ``--dashboard-port`` cannot be served."""
+    from overwatch_lab.dashboard.server import check_port
+
+    try:
+        check_port(a.dashboard_address, a.dashboard_port)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; pick another with --dashboard-port (0: any free port) or pass --no-dashboard"
+        ) from None
+
+
+def load_fleet(name: str, duration_s: float | None) -> Scenario | None:
+    """The scenario ``up --fleet`` flies (None for 'none'), loaded and checked before the lab boots.
+
+    With ``duration_s`` None the fleet flies until the lab stops, whatever the scenario's own
+    ``duration_s``.
+
+    Raises:
+        ScenarioError: not a known fleet nor a readable, valid .yaml/.toml file (names the known ones).
+    """
+    if name == "none":
+        return None
+    from simulators.catalog import list_scenarios, load_scenario
+
+    known = list(list_scenarios())
+    if Path(name).suffix.lower() not in (".yaml", ".yml", ".toml") and name.replace("_", "-") not in known:
+        raise ScenarioError(
+            f"unknown fleet {name!r}; known fleets: {', '.join(known)} (or a .yaml/.toml file, or 'none')"
+        )
+    return load_scenario(name).replace(duration_s=duration_s)
+
+
+def _check_up(a: argparse.Namespace) -> tuple[LabConfig, Scenario | None]:
+    """Everything ``up`` can check before it boots anything; one ConfigError/ScenarioError otherwise."""
+    if a.speed <= 0:
+        raise ConfigError(f"--speed must be > 0, got {a.speed:g}")
+    if a.duration is not None and a.duration <= 0:
+        raise ConfigError(f"--duration must be > 0, got {a.duration:g}")
+    cfg = _lab_config(a)
+    fleet = load_fleet(a.fleet, a.duration)
+    if not a.no_dashboard:
+        check_dashboard_port(a)
+    check_data_dir(cfg.data_dir)  # last: it creates the folder
+    return cfg, fleet
 
 
 def _stopping(sig: signal.Signals) -> None:
@@ -67,7 +127,7 @@ async def _up(a: argparse.Namespace) -> int:
 
     lab: Lab | None = None  # read by the force handler when it runs
     with StopSignals(on_first=_stopping, on_force=lambda sig: _forced(sig, lab)) as signals:
-        cfg = _lab_config(a)
+        cfg, fleet = _check_up(a)
         lab = Lab(cfg)
         print(f"overwatch-lab: starting in {cfg.data_dir}", flush=True)
         await lab.start()  # a first signal meanwhile: stop once started; a second: forced exit
@@ -75,7 +135,7 @@ async def _up(a: argparse.Namespace) -> int:
         server = None
         try:
             if not signals.stop_requested.is_set():
-                server = await asyncio.to_thread(_show_and_serve, lab, a)
+                server = await asyncio.to_thread(_show_and_serve, lab, a, fleet)
             await signals.stop_requested.wait()
         finally:
             if server is not None:
@@ -89,24 +149,32 @@ async def _up(a: argparse.Namespace) -> int:
     return 0
 
 
-def _show_and_serve(lab: Lab, a: argparse.Namespace) -> DashboardServer | None:
-    """Print where the running lab is, start its fleet and dashboard (blocking: runs in a thread)."""
+def _show_and_serve(lab: Lab, a: argparse.Namespace, fleet: Scenario | None) -> DashboardServer | None:
+    """Start the lab's fleet and dashboard, then print where it all is (blocking: runs in a thread).
+
+    Nothing is announced before both started: a dashboard that cannot serve (its port taken
+    since the check) raises here and ``up`` stops the lab and exits 2 with one line.
+    """
     cfg = lab.config
     info = lab.connection_info()
-    print("overwatch-lab is up")
-    for key in ("data_dir", "nats_url", "monitor_url", "db_url", "pid"):
-        print(f"  {key:<12} {info[key]}")
-    print(f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})")
-    if a.fleet != "none":
-        sim = lab.simulate(a.fleet, speed=a.speed)
+    lines = [f"  {key:<12} {info[key]}" for key in ("data_dir", "nats_url", "monitor_url", "db_url", "pid")]
+    lines.append(
+        f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})"
+    )
+    if fleet is not None:
+        sim = lab.simulate(fleet, speed=a.speed)
         sc = sim.scenario
-        print(f"  {'fleet':<12} {sc.name}: {len(sc.devices())} devices, seed {sc.seed}, speed {a.speed:g}")
+        until = "until Ctrl-C" if sc.duration_s is None else f"for {sc.duration_s:g} simulated s"
+        lines.append(
+            f"  {'fleet':<12} {sc.name}: {len(sc.devices())} devices, seed {sc.seed}, speed {a.speed:g}, {until}"
+        )
     server = None
     if not a.no_dashboard:
         from overwatch_lab.dashboard import serve
 
         server = serve(lab, port=a.dashboard_port, address=a.dashboard_address)
-        print(f"  {'dashboard':<12} {server.url}")
+        lines.append(f"  {'dashboard':<12} {server.url}")
+    print("overwatch-lab is up", *lines, sep="\n")
     print("Ctrl-C to stop.", flush=True)
     return server
 
@@ -121,7 +189,8 @@ async def _dashboard(a: argparse.Namespace) -> int:
     from overwatch_lab.dashboard import AttachedLab, serve
 
     with StopSignals(on_force=_forced) as signals:
-        source = AttachedLab(a.data_dir)
+        check_dashboard_port(a)
+        source = AttachedLab(_data_dir(a))
         try:
             server = await asyncio.to_thread(
                 serve, source, port=a.dashboard_port, address=a.dashboard_address, show=a.show
@@ -137,20 +206,31 @@ async def _dashboard(a: argparse.Namespace) -> int:
 
 
 def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dashboard-port", type=int, default=5006, help="dashboard port (0: any free port)")
-    p.add_argument("--dashboard-address", default="127.0.0.1", help="dashboard address (loopback by default)")
+    p.add_argument(
+        "--dashboard-port", type=int, default=DASHBOARD_PORT, metavar="PORT",
+        help="dashboard port; 0: any free port (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dashboard-address", default=DASHBOARD_ADDRESS, metavar="ADDRESS",
+        help="dashboard address (default: %(default)s, loopback)",
+    )  # fmt: skip
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    """Attach to a running lab and print its counters as JSON."""
-    from overwatch_lab.lab import Lab
+    """Attach to a running lab and print what it is (from its lab.json), its state and its counters."""
+    from overwatch_lab.lab import LAB_JSON, Lab
 
-    lab = Lab.attach(a.data_dir)
+    data_dir = _data_dir(a)
+    lab = Lab.attach(data_dir)  # raises ConfigError (one line) when no lab runs there
     try:
-        print(json.dumps({"connection": lab.connection_info() | {"nats_token": "***"}}, indent=2))
-        print(lab.states().shape[0], "entities in KV")
+        try:
+            info = json.loads((lab.config.data_dir / LAB_JSON).read_text())
+        except (OSError, ValueError) as exc:  # the lab stopped between the attach and this read
+            raise ConfigError(f"cannot read the lab's {LAB_JSON}: {exc}") from None
+        report = lab_status(info, lab.stats(), lab.states())
     finally:
         lab.down()
+    print(json.dumps(report, indent=2) if a.json else format_status(report), flush=True)
     return 0
 
 
@@ -171,7 +251,7 @@ def cmd_command(a: argparse.Namespace) -> int:
     from overwatch_lab.protocol.commands import CommandStatus
 
     params = dict(a.params)
-    lab = Lab.attach(a.data_dir)
+    lab = Lab.attach(_data_dir(a))
     try:
         if a.broadcast:
             handle = lab.broadcast_command(a.entity, a.action, ttl_s=a.ttl, source="cli", **params)
@@ -230,96 +310,139 @@ def cmd_bench_durability(a: argparse.Namespace) -> int:
     return 0 if result["lost"] == 0 else 1
 
 
+class _DescribeAction(argparse.Action):
+    """``command --help-action ACTION``: print the action's parameters and exit (like ``--help``)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+        option_string: str | None = None,
+    ) -> None:  # fmt: skip
+        from simulators.catalog import describe_action
+
+        try:
+            text = describe_action(str(values))
+        except OverwatchError as exc:
+            parser.exit(2, f"error: {exc}\n")
+        print(text, flush=True)  # on stdout, like --help
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="overwatch-lab", description=__doc__)
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run a lab in the foreground")
-    up.add_argument("--data-dir", default="./overwatch-data")
-    up.add_argument("--nats-url", help="use an existing NATS server/cluster instead of the embedded one")
-    up.add_argument("--nats-token")
-    up.add_argument("--nats-user")
-    up.add_argument("--nats-password")
-    up.add_argument("--nats-creds", help="credentials file")
-    up.add_argument("--db-url", help="libSQL file path or server URL (default <data-dir>/overwatch.db)")
-    up.add_argument("--stale-after", type=float, help="seconds of silence before is_live=false (default 5)")
-    up.add_argument(
-        "--history-max-age",
-        type=float,
-        help="prune telemetry history older than this many seconds (default: keep)",
+    up = sub.add_parser(
+        "up",
+        help="run a lab in the foreground",
+        description="Run a lab (broker, workers, store, synchronizer) with a simulated fleet and its "
+        "dashboard until Ctrl-C. Every value is checked before anything boots.",
     )
-    up.add_argument(
-        "--sync-interval", help="embedded broker fsync policy: 'always' or a duration (default 2m)"
-    )
+    add_config_flags(up, UP_CONFIG_FLAGS)
     up.add_argument(
         "--fleet",
         default="small-isr-patrol",
-        help="simulated fleet to fly: a named scenario or a .yaml/.toml file; 'none' for no fleet",
+        metavar="SCENARIO",
+        help="simulated fleet to fly: a named scenario (`overwatch-lab sim --list` lists them), a "
+        ".yaml/.toml file, or 'none' (default: %(default)s)",
     )
-    up.add_argument("--speed", type=float, default=1.0, help="fleet speed: simulated seconds per second")
+    up.add_argument(
+        "--speed", type=float, default=1.0, metavar="X",
+        help="fleet speed in simulated seconds per second, > 0 (default: %(default)g)",
+    )  # fmt: skip
+    up.add_argument(
+        "--duration", type=float, metavar="S",
+        help="stop the fleet after S simulated seconds (the lab keeps running); default: the fleet "
+        "flies until Ctrl-C, whatever the scenario's own duration",
+    )  # fmt: skip
     _dashboard_arguments(up)
     up.add_argument("--no-dashboard", action="store_true", help="don't serve the dashboard")
     up.set_defaults(func=cmd_up)
 
     dash = sub.add_parser("dashboard", help="serve the dashboard of a running lab")
-    dash.add_argument("--data-dir", default="./overwatch-data")
+    add_config_flags(dash, [DATA_DIR_FLAG])
     _dashboard_arguments(dash)
     dash.add_argument("--show", action="store_true", help="open a browser")
     dash.set_defaults(func=cmd_dashboard)
 
-    sim = sub.add_parser("sim", help="fly a simulated fleet against a running lab (or any NATS URL)")
+    sim = sub.add_parser(
+        "sim",
+        help="fly a simulated fleet against a running lab (or any NATS URL); --list lists the fleets",
+    )
     simulators_cli.add_arguments(sim)
     sim.set_defaults(func=simulators_cli.run)
 
-    st = sub.add_parser("status", help="attach to a running lab and print where it is")
-    st.add_argument("--data-dir", default="./overwatch-data")
+    st = sub.add_parser("status", help="attach to a running lab and print its state and counters")
+    add_config_flags(st, [DATA_DIR_FLAG])
+    st.add_argument("--json", action="store_true", help="print JSON (for machines) instead of text")
     st.set_defaults(func=cmd_status)
 
     cm = sub.add_parser(
         "command",
         help="send a command to a running lab and print its status transitions",
-        description="e.g. overwatch-lab command uav-1 goto lat=32.9 lon=-96.8 alt_m=40 --ttl 30",
+        description="e.g. overwatch-lab command uav-1 goto lat=32.9 lon=-96.8 alt_m=40 --ttl 30; "
+        "`overwatch-lab command --help-action goto` lists an action's parameters",
     )
     cm.add_argument("entity", help="entity_id (or org_id with --broadcast)")
     cm.add_argument(
-        "action", help="goto, rtl, land, hold, set_mode, arm, disarm, set_speed, follow_route, orbit"
-    )
+        "action", choices=[str(x) for x in Action], metavar="ACTION",
+        help=f"one of {', '.join(Action)} (see --help-action ACTION)",
+    )  # fmt: skip
     cm.add_argument(
         "params", nargs="*", type=_param, metavar="key=value", help="values are JSON when they parse"
     )
-    cm.add_argument("--data-dir", default="./overwatch-data")
+    cm.add_argument(
+        "--help-action", action=_DescribeAction, metavar="ACTION",
+        help="print ACTION's parameters (units, ranges, required) and exit",
+    )  # fmt: skip
+    add_config_flags(cm, [DATA_DIR_FLAG])
     cm.add_argument("--ttl", type=float, help="seconds the device has to acknowledge (default: the lab's)")
     cm.add_argument("--org", help="org_id (default: the entity's)")
     cm.add_argument("--broadcast", action="store_true", help="ENTITY is an org_id: send to all its entities")
-    cm.add_argument("--timeout", type=float, default=60.0, help="stop following after this many seconds")
+    cm.add_argument(
+        "--timeout", type=float, default=60.0,
+        help="stop following after this many seconds (default: %(default)g)",
+    )  # fmt: skip
     cm.set_defaults(func=cmd_command)
 
-    bench = sub.add_parser("bench", help="benchmarks")
+    bench = sub.add_parser(
+        "bench", help="benchmarks (each boots a throwaway lab in a temporary folder, not --data-dir)"
+    )
     bench_sub = bench.add_subparsers(dest="bench", required=True)
+    sync_default = config_field("sync_interval").default
+    sync_help = f"{config_field('sync_interval').metadata['help']} (default: %(default)s)"
+    out_help = "folder for the JSON and HTML results (default: %(default)s)"
     ing = bench_sub.add_parser("ingest", help="end-to-end telemetry ingest vs raw nats-py")
-    ing.add_argument("--entities", type=int, default=100)
-    ing.add_argument("--messages", type=int, default=100_000)
-    ing.add_argument("--out", default="bench-results")
-    ing.add_argument("--sync-interval", default="2m")
+    ing.add_argument("--entities", type=int, default=100, help="entities publishing (default: %(default)s)")
+    ing.add_argument(
+        "--messages", type=int, default=100_000, help="messages published (default: %(default)s)"
+    )
+    ing.add_argument("--out", default="bench-results", help=out_help)
+    ing.add_argument("--sync-interval", default=sync_default, help=sync_help)
     ing.set_defaults(func=cmd_bench)
     cb = bench_sub.add_parser(
         "commands", help="command delivery + acks: per-stage latency vs raw request/reply"
     )
-    cb.add_argument("--devices", type=int, default=100)
-    cb.add_argument("--commands", type=int, default=1000)
-    cb.add_argument("--sequential", type=int, default=50, help="commands sent one at a time through the API")
-    cb.add_argument("--out", default="bench-results")
-    cb.add_argument("--sync-interval", default="2m")
+    cb.add_argument("--devices", type=int, default=100, help="simulated devices (default: %(default)s)")
+    cb.add_argument("--commands", type=int, default=1000, help="commands sent (default: %(default)s)")
+    cb.add_argument(
+        "--sequential", type=int, default=50,
+        help="commands sent one at a time through the API (default: %(default)s)",
+    )  # fmt: skip
+    cb.add_argument("--out", default="bench-results", help=out_help)
+    cb.add_argument("--sync-interval", default=sync_default, help=sync_help)
     cb.set_defaults(func=cmd_bench_commands)
     du = bench_sub.add_parser(
         "durability", help="PubAck'd vs stored across a lab or broker kill, with a retrying publisher"
     )
-    du.add_argument("--fault", choices=("sigkill", "sigterm", "broker-kill"), default="sigkill")
-    du.add_argument("--messages", type=int, default=100_000)
-    du.add_argument("--entities", type=int, default=100)
-    du.add_argument("--out", default="bench-results")
+    du.add_argument(
+        "--fault", choices=("sigkill", "sigterm", "broker-kill"), default="sigkill",
+        help="what is killed mid-publish (default: %(default)s)",
+    )  # fmt: skip
+    du.add_argument("--messages", type=int, default=100_000, help="messages published (default: %(default)s)")
+    du.add_argument("--entities", type=int, default=100, help="entities publishing (default: %(default)s)")
+    du.add_argument("--out", default="bench-results", help=out_help)
     du.set_defaults(func=cmd_bench_durability)
     return p
 

@@ -97,8 +97,13 @@ DEFAULT_COMMAND_ACKS_STREAM = StreamLimits(
 """CONSTELLATION_COMMAND_ACKS (**new**, not in WIRE.md's table): device acks, kept a day for audit."""
 
 
-def _default_data_dir() -> Path:
-    return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data"))
+DATA_DIR_ENV = "OVERWATCH_LAB_DATA_DIR"
+DEFAULT_DATA_DIR = "./overwatch-data"
+
+
+def default_data_dir() -> Path:
+    """``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data`` (``LabConfig.data_dir``'s default)."""
+    return Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR))
 
 
 def _default_nats_server() -> Path | None:
@@ -165,19 +170,41 @@ class LabConfig:
             checks at once on a symptom: a "consumer deleted" answer, a failed sync pass).
     """
 
-    data_dir: Path = field(default_factory=_default_data_dir)
-    nats_url: str | None = None
-    nats_token: str | None = None
-    nats_user: str | None = None
-    nats_password: str | None = None
-    nats_creds: Path | None = None
-    db_url: str | None = None
+    data_dir: Path = field(
+        default_factory=default_data_dir,
+        metadata={
+            "help": f"folder of the broker store, libSQL file and lab.json (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})"
+        },
+    )
+    nats_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "an existing NATS server (or comma-separated cluster URLs) instead of the embedded one"
+        },
+    )
+    nats_token: str | None = field(default=None, metadata={"help": "token for --nats-url"})
+    nats_user: str | None = field(default=None, metadata={"help": "user name for --nats-url"})
+    nats_password: str | None = field(default=None, metadata={"help": "password for --nats-url"})
+    nats_creds: Path | None = field(default=None, metadata={"help": "NATS credentials file for --nats-url"})
+    db_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "libSQL file path or server URL (libsql://, ws://, wss://; default <data-dir>/overwatch.db)"
+        },
+    )
     nats_server_path: Path | None = field(default_factory=_default_nats_server)
-    sync_interval: str = "2m"
-    stale_after_s: float = 5.0
+    sync_interval: str = field(
+        default="2m", metadata={"help": "embedded broker fsync policy: 'always' or a duration like 2m"}
+    )
+    stale_after_s: float = field(
+        default=5.0, metadata={"help": "seconds of silence before an entity is marked is_live=false"}
+    )
     sync_period_s: float = 2.0
     stats_period_s: float = 1.0
-    history_max_age_s: float | None = None
+    history_max_age_s: float | None = field(
+        default=None,
+        metadata={"help": "prune telemetry history older than this many seconds (default: keep everything)"},
+    )
     fetch_batch: int = 5000
     fetch_timeout_s: float = 0.5
     max_ack_pending: int = 50_000

@@ -59,7 +59,7 @@ In worker processes (large fleets; same handle surface, ``command`` is async)::
 
     handle = await run_scenario_processes(scenario, url, token=token, processes=2)
 
-From the shell: ``overwatch-lab sim SCENARIO [--lab DATA_DIR | --nats-url URL] [--token T]
+From the shell: ``overwatch-lab sim SCENARIO [--data-dir DIR | --nats-url URL] [--token T]
 [--speed X] [--seed N] [--duration S] [--processes N]`` (``--list`` names the scenarios); the lab's CLI hooks
 :func:`simulators.cli.add_arguments` and :func:`simulators.cli.run` into its ``sim`` subcommand.
 """

@@ -2,15 +2,16 @@
 
 ::
 
-    overwatch-lab sim small-isr-patrol --lab ./overwatch-data --speed 2 --duration 300
+    overwatch-lab sim small-isr-patrol --data-dir ./overwatch-data --speed 2 --duration 300
     overwatch-lab sim my-fleet.yaml --nats-url nats://127.0.0.1:4222 --token s3cret
-    overwatch-lab sim load-1000 --lab ./overwatch-data --processes 2
+    overwatch-lab sim load-1000 --processes 2                        # the lab in $OVERWATCH_LAB_DATA_DIR
     overwatch-lab sim small-isr-patrol --dry-run --duration 60      # no NATS: counts and hash
     overwatch-lab sim --list                                        # the named scenarios
 
 SCENARIO is a named scenario (``simulators.fleets``) or a ``.yaml``/``.toml`` file. Without
-``--lab`` or ``--nats-url`` the lab in ``$OVERWATCH_LAB_DATA_DIR`` (default ``./overwatch-data``)
-is used. Progress goes to stderr once a second; Ctrl-C stops the run cleanly. Exit codes: 0 done,
+``--data-dir`` or ``--nats-url`` the lab in LabConfig's default data dir is used
+(``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data``), as by every other command. ``--lab`` is
+a deprecated alias of ``--data-dir``. Progress goes to stderr once a second; Ctrl-C stops the run cleanly. Exit codes: 0 done,
 1 broker or connection failure, 2 bad arguments or scenario.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from overwatch_lab.config import LabConfig, default_data_dir
 from overwatch_lab.errors import BrokerError, ConfigError, OverwatchError, ScenarioError
 from overwatch_lab.protocol.envelopes import format_timestamp, parse_timestamp
 from simulators.catalog import list_scenarios, load_scenario
@@ -38,7 +41,6 @@ from simulators.scenario import Scenario
 log = logging.getLogger(__name__)
 
 LAB_JSON = "lab.json"
-DEFAULT_DATA_DIR = "./overwatch-data"
 
 
 def build_parser(prog: str = "overwatch-lab sim") -> argparse.ArgumentParser:
@@ -58,15 +60,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--list", action="store_true", help="list the named scenarios and exit")
     where = p.add_mutually_exclusive_group()
+    data_dir_help = {f.name: f for f in dataclasses.fields(LabConfig)}["data_dir"].metadata["help"]
     where.add_argument(
-        "--lab", metavar="DATA_DIR", type=Path, help="data dir of a running lab (reads lab.json)"
+        "--data-dir", metavar="DIR", type=Path, help=f"the running lab's {data_dir_help}; reads its lab.json"
     )
+    where.add_argument("--lab", type=Path, dest="lab_deprecated", help=argparse.SUPPRESS)  # old --data-dir
     where.add_argument("--nats-url", metavar="URL", help="NATS server URL")
     p.add_argument(
         "--token", metavar="T", help="NATS token (default: from lab.json or $OVERWATCH_LAB_NATS_TOKEN)"
     )
     p.add_argument(
-        "--speed", metavar="X", type=float, default=1.0, help="simulated seconds per second (default 1)"
+        "--speed",
+        metavar="X",
+        type=float,
+        default=1.0,
+        help="simulated seconds per second (default %(default)g)",
     )
     p.add_argument("--seed", metavar="N", type=int, help="override the scenario's seed")
     p.add_argument(
@@ -77,7 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="scenario start: RFC 3339 time, epoch seconds or 'now' (default: the scenario's, else now)",
     )
-    p.add_argument("--processes", metavar="N", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--processes", metavar="N", type=int, default=1, help="worker processes (default %(default)s)"
+    )
     p.add_argument(
         "--register-timeout",
         metavar="S",
@@ -100,7 +110,7 @@ def resolve_nats(args: argparse.Namespace) -> tuple[str, str | None]:
     token = args.token or os.environ.get("OVERWATCH_LAB_NATS_TOKEN")
     if args.nats_url:
         return args.nats_url, token
-    data_dir = args.lab or Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", DEFAULT_DATA_DIR))
+    data_dir = getattr(args, "data_dir", None) or default_data_dir()
     path = Path(data_dir).expanduser() / LAB_JSON
     try:
         info = json.loads(path.read_text())
@@ -261,6 +271,10 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         sys.stdout.write(format_scenario_list())
         return 0
+    if getattr(args, "lab_deprecated", None) is not None:
+        sys.stderr.write("overwatch-lab sim: --lab is deprecated; use --data-dir (as every other command)\n")
+        if args.data_dir is None:
+            args.data_dir = args.lab_deprecated
     try:
         if args.scenario is None:
             raise ScenarioError("give a SCENARIO (a name or a .yaml/.toml file); --list shows the named ones")

@@ -32,6 +32,7 @@ import param
 
 from overwatch_lab.dashboard.datastore import DataStore, FleetSource
 from overwatch_lab.dashboard.fleet import FleetTable
+from overwatch_lab.dashboard.frames import quarantine_records
 from overwatch_lab.dashboard.map import FleetMap
 from overwatch_lab.dashboard.stats import WorkerStats
 from overwatch_lab.dashboard.streams import lost_total
@@ -80,7 +81,7 @@ class Overview(pn.viewable.Viewer):
         fleet, stats, rates = store.fleet, store.stats, store.rates
         live = int(fleet["is_live"].sum()) if not fleet.empty else 0
         workers = {k: v for k, v in stats.items() if isinstance(v, dict) and "handled" in v}
-        quarantined = sum(int(v.get("quarantined") or 0) for v in workers.values())
+        quarantined = quarantine_records(stats)  # the stream's records: they survive a restart
         lag = max((int(v.get("lag") or 0) for v in workers.values()), default=0)
         lost = lost_total(stats)
         tel_rate = rates.get("telemetry-worker", {}).get("handled_per_s")

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overwatch_lab.protocol.subjects import STREAM_QUARANTINE
+
 QUARANTINE_COLUMNS: tuple[str, ...] = (
     "quarantined_at",
     "worker",
@@ -196,6 +198,18 @@ def worker_rates(
 def quarantine_total(stats: dict[str, dict[str, Any]]) -> int:
     """Return the sum of every worker's ``quarantined`` counter."""
     return sum(int(c.get("quarantined") or 0) for c in stats.values() if isinstance(c, dict))
+
+
+def quarantine_records(stats: dict[str, dict[str, Any]]) -> int:
+    """Return the records the quarantine stream holds (they outlive restarts).
+
+    Falls back to :func:`quarantine_total` (this run's worker counters) until the stream watch
+    has checked the stream once.
+    """
+    stream = (stats.get("streams") or {}).get(STREAM_QUARANTINE) or {}
+    if stream.get("checks"):
+        return int(stream.get("messages") or 0)
+    return quarantine_total(stats)
 
 
 def trim_quarantine(frame: pd.DataFrame, rows: int) -> pd.DataFrame:

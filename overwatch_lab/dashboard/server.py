@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import panel as pn
 
+from overwatch_lab.config import default_data_dir as config_default_data_dir
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
 
@@ -106,8 +108,8 @@ class AttachedLab:
 
 
 def default_data_dir() -> Path:
-    """``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data`` (as ``LabConfig``)."""
-    return Path(os.environ.get("OVERWATCH_LAB_DATA_DIR", "./overwatch-data")).expanduser().resolve()
+    """LabConfig's default data dir (``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data``), resolved."""
+    return config_default_data_dir().expanduser().resolve()
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -115,6 +117,27 @@ def _free_port(address: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
         s.bind((address, 0))
         return int(s.getsockname()[1])
+
+
+def check_port(address: str, port: int) -> None:
+    """Raise ConfigError unless ``address:port`` can be bound now (port 0, any free one, always can).
+
+    Binds with SO_REUSEADDR, as the server does, so a port in TIME_WAIT counts as free. Checked
+    before the server is built: a failed bind inside Tornado leaks its socket.
+    """
+    from overwatch_lab.errors import ConfigError
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"dashboard port must be in 0..65535, got {port}")
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as exc:
+            why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise ConfigError(f"dashboard port {port} on {address} is {why}") from None
 
 
 class DashboardServer:
@@ -303,11 +326,16 @@ def serve(
 
     Returns:
         A :class:`DashboardServer` (``.port``, ``.url``, ``.stop()``; also a context manager).
+
+    Raises:
+        ConfigError: ``port`` is taken (or cannot be bound on ``address``); see :func:`check_port`.
     """
+    from overwatch_lab.errors import ConfigError
 
     def app() -> Dashboard:
         return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title)
 
+    check_port(address, port)
     attempts = 1 if port else 3  # a picked port can be taken before the server binds it
     for attempt in range(attempts):
         server = DashboardServer(
@@ -321,7 +349,8 @@ def serve(
         )
         try:
             return server.start()
-        except OSError:
+        except OSError as exc:
             if attempt == attempts - 1:
-                raise
+                why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+                raise ConfigError(f"dashboard port {server.port} on {address} is {why}") from exc
     raise AssertionError("unreachable")

@@ -69,12 +69,17 @@ def test_cli_up_on_an_owned_data_dir_exits_with_one_line(lab):
     assert len(nats_server_pids(str(data_dir))) == 1
     assert _lab_json_pid(data_dir) == os.getpid()
     status = subprocess.run(
-        [sys.executable, "-m", "overwatch_lab.cli", "status", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "overwatch_lab.cli", "status", "--data-dir", str(data_dir), "--json"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert status.returncode == 0, status.stderr
-    printed = json.loads(status.stdout[: status.stdout.rindex("}") + 1])
-    assert printed["connection"]["nats_url"] == lab.nats_url
+    printed = json.loads(status.stdout)
+    # the lab's own connection info (its pid, its start), not the status process's
+    assert printed["lab"]["nats_url"] == lab.nats_url and printed["lab"]["pid"] == os.getpid()
+    assert printed["lab"]["started_at"] == json.loads((data_dir / "lab.json").read_text())["started_at"]
+    assert printed["lab"]["embedded"] is True and "nats_token" not in printed["lab"]
+    assert printed["lab"]["state"] in ("running", "starting (no counters published yet)")
+    assert "telemetry-worker" in printed["workers"] or printed["lab"]["state"].startswith("starting")
 
 
 @pytest.mark.slow

@@ -220,7 +220,7 @@ async def test_the_sim_command_flies_a_scenario_against_a_broker(broker, tmp_pat
         "-m",
         "simulators.cli",
         "small-isr-patrol",
-        "--lab",
+        "--data-dir",
         str(tmp_path),
         "--speed",
         "20",

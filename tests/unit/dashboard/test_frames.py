@@ -11,6 +11,7 @@ from overwatch_lab.dashboard.frames import (
     FLEET_COLUMNS,
     fleet_frame,
     merge_telemetry,
+    quarantine_records,
     quarantine_total,
     trim_quarantine,
     worker_rates,
@@ -108,3 +109,11 @@ def test_quarantine_helpers():
     kept = trim_quarantine(frame, 2)
     assert kept["error"].tolist() == ["b", "c"]  # newest first
     assert "original_data" not in kept.columns and "worker" in kept.columns
+
+
+def test_quarantine_records_prefers_the_stream_once_checked():
+    workers = {"a": {"quarantined": 2}}
+    unchecked = workers | {"streams": {"CONSTELLATION_QUARANTINE": {"messages": 0, "checks": 0}}}
+    checked = workers | {"streams": {"CONSTELLATION_QUARANTINE": {"messages": 9, "checks": 3}}}
+    assert quarantine_records(workers) == quarantine_records(unchecked) == 2  # not read yet: this run's count
+    assert quarantine_records(checked) == 9

@@ -10,6 +10,8 @@ import urllib.request
 import pytest
 
 from overwatch_lab.dashboard import DataStore, serve
+from overwatch_lab.dashboard.server import check_port
+from overwatch_lab.errors import ConfigError
 from tests.polling import wait_for
 
 
@@ -53,3 +55,13 @@ async def test_a_stopped_server_leaves_nothing_behind_for_other_refreshes(source
         assert store.errors == 0
     finally:
         store.stop()
+
+
+def test_serving_on_a_taken_port_raises_one_config_error(source):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"^dashboard port {port} on 127.0.0.1 is in use$"):
+            serve(source, port=port)
+    check_port("127.0.0.1", 0)  # any free port

@@ -55,3 +55,14 @@ def test_fabric_health_shows_quarantine_drops(source):
     assert lost_card.startswith(
         '<div style="font-size:22px;font-weight:600;color:#cf222e;line-height:1.3">2<'
     )
+
+
+def test_quarantined_card_counts_the_streams_records_not_this_runs_counter(source):
+    """After a restart the workers' counters start at 0; the records (and the card) remain."""
+    store = DataStore(source=source)
+    overview = Overview(data_store=store)
+    source.counters["telemetry-worker"] = {"handled": 5, "quarantined": 0}  # a fresh run
+    source.counters["streams"] = {Q: {**STATS["streams"][Q], "messages": 7, "checks": 1}}
+    store.refresh()
+    card = overview.cards.object.split(">Quarantined</div>")[1]
+    assert card.startswith('<div style="font-size:22px;font-weight:600;color:#cf222e;line-height:1.3">7<')

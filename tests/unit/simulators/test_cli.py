@@ -60,23 +60,30 @@ def test_no_scenario_exits_2_pointing_at_list(capsys):
 
 
 def test_no_running_lab_exits_2(tmp_path, capsys):
-    assert main(["small-isr-patrol", "--lab", str(tmp_path)]) == 2
+    assert main(["small-isr-patrol", "--data-dir", str(tmp_path)]) == 2
     assert "no running lab" in capsys.readouterr().err
 
 
 def test_nats_comes_from_lab_json_or_the_flags(tmp_path, monkeypatch):
     monkeypatch.delenv("OVERWATCH_LAB_NATS_TOKEN", raising=False)
     (tmp_path / "lab.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:4999", "nats_token": "t0k"}))
-    args = build_parser().parse_args(["x", "--lab", str(tmp_path)])
+    args = build_parser().parse_args(["x", "--data-dir", str(tmp_path)])
     assert resolve_nats(args) == ("nats://127.0.0.1:4999", "t0k")
-    args = build_parser().parse_args(["x", "--lab", str(tmp_path), "--token", "other"])
+    args = build_parser().parse_args(["x", "--data-dir", str(tmp_path), "--token", "other"])
     assert resolve_nats(args) == ("nats://127.0.0.1:4999", "other")
     monkeypatch.setenv("OVERWATCH_LAB_DATA_DIR", str(tmp_path))
     assert resolve_nats(build_parser().parse_args(["x"]))[0] == "nats://127.0.0.1:4999"
-    assert resolve_nats(argparse.Namespace(nats_url="nats://h:1", token=None, lab=None)) == (
+    assert resolve_nats(argparse.Namespace(nats_url="nats://h:1", token=None, data_dir=None)) == (
         "nats://h:1",
         None,
     )
     (tmp_path / "lab.json").write_text("{broken")
     with pytest.raises(ConfigError, match="cannot read"):
-        resolve_nats(build_parser().parse_args(["x", "--lab", str(tmp_path)]))
+        resolve_nats(build_parser().parse_args(["x", "--data-dir", str(tmp_path)]))
+
+
+def test_lab_is_a_deprecated_alias_of_data_dir(tmp_path, capsys):
+    assert main(["small-isr-patrol", "--lab", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--lab is deprecated; use --data-dir" in err and f"{tmp_path}/lab.json does not exist" in err
+    assert "--lab" not in build_parser().format_help()  # hidden
