@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from overwatch_lab.config import LabConfig
+from overwatch_lab.protocol.subjects import STREAM_TELEMETRY
 from simulators.fleets.load_1000 import MESSAGES_PER_DEVICE_S, scaled
 from simulators.model import FleetModel
 
@@ -77,7 +78,7 @@ async def _trial(
 ) -> dict[str, Any]:
     from simulators.multiproc import run_scenario_processes
 
-    before = (await js.stream_info("CONSTELLATION_TELEMETRY")).state.last_seq
+    before = (await js.stream_info(STREAM_TELEMETRY)).state.last_seq
     sc = scaled(devices)
     handle = await run_scenario_processes(
         sc, url, token=token, processes=processes, speed=1.0, duration_s=seconds
@@ -91,7 +92,7 @@ async def _trial(
     settle_start = time.monotonic()
     after = before
     while time.monotonic() - settle_start < SETTLE_TIMEOUT_S:
-        after = (await js.stream_info("CONSTELLATION_TELEMETRY")).state.last_seq
+        after = (await js.stream_info(STREAM_TELEMETRY)).state.last_seq
         if after - before >= telemetry:
             break
         await asyncio.sleep(0.2)
