@@ -98,7 +98,7 @@ def _show_and_serve(lab: Lab, a: argparse.Namespace) -> DashboardServer | None:
         print(f"  {key:<12} {info[key]}")
     print(f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})")
     if a.fleet != "none":
-        sim = lab.simulate(a.fleet, speed=a.speed)
+        sim = lab.fleet.simulate(a.fleet, speed=a.speed)
         sc = sim.scenario
         print(f"  {'fleet':<12} {sc.name}: {len(sc.devices())} devices, seed {sc.seed}, speed {a.speed:g}")
     server = None
@@ -148,7 +148,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     lab = Lab.attach(a.data_dir)
     try:
         print(json.dumps({"connection": lab.connection_info() | {"nats_token": "***"}}, indent=2))
-        print(lab.states().shape[0], "entities in KV")
+        print(lab.frames.states().shape[0], "entities in KV")
     finally:
         lab.down()
     return 0
@@ -174,9 +174,9 @@ def cmd_command(a: argparse.Namespace) -> int:
     lab = Lab.attach(a.data_dir)
     try:
         if a.broadcast:
-            handle = lab.broadcast_command(a.entity, a.action, ttl_s=a.ttl, source="cli", **params)
+            handle = lab.commands.broadcast(a.entity, a.action, ttl_s=a.ttl, source="cli", **params)
         else:
-            handle = lab.send_command(a.entity, a.action, org_id=a.org, ttl_s=a.ttl, source="cli", **params)
+            handle = lab.commands.send(a.entity, a.action, org_id=a.org, ttl_s=a.ttl, source="cli", **params)
         print(
             f"command {handle.command_id}: {a.action} → {a.entity}{' (broadcast)' if a.broadcast else ''}",
             flush=True,

@@ -221,7 +221,7 @@ def _burst(lab: Lab, entities: list[str], n: int, timeout_s: float) -> dict[str,
         return bool(st["queued"] + st["rejected_by_lab"] >= n and st["open"] == 0)
 
     lab.wait_for(finished, timeout=timeout_s, interval=0.01, what=f"{n} commands final")
-    frame = lab.commands_frame()
+    frame = lab.frames.commands()
     frame = frame[frame["command_id"].str.startswith("burst-")]
     ts = {s: frame[f"{s}_at"].astype("int64") / 1e9 for s in STAGES[1:]}
     ts["issued"] = pd.Series(issued, index=frame.index)
@@ -243,7 +243,7 @@ def _sequential(lab: Lab, entities: list[str], n: int) -> dict[str, Any]:
     rtts = []
     for i in range(n):
         t = time.perf_counter()
-        lab.send_command(entities[i % len(entities)], "set_speed", speed_mps=5.0).wait(
+        lab.commands.send(entities[i % len(entities)], "set_speed", speed_mps=5.0).wait(
             "SUCCEEDED", timeout=30
         )
         rtts.append((time.perf_counter() - t) * 1000.0)

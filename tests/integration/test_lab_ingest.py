@@ -28,7 +28,7 @@ def test_boot_writes_lab_json_and_stops_cleanly(lab_factory):
     info = json.loads(info_path.read_text())
     for key in ("nats_url", "nats_token", "db_url", "monitor_url", "pid"):
         assert info[key], key
-    server_pid = lab._fabric.server.pid
+    server_pid = lab._core.server.pid
     lab.down()
     assert lab.state is LabState.STOPPED
     assert not info_path.exists()
@@ -52,7 +52,7 @@ def test_golden_position_reaches_kv_and_history(lab):
     assert g["altitude_relative"] == pytest.approx(30.48)
     assert doc["position"]["local"]["vx"] == pytest.approx(1.23)
     assert doc["is_live"] is True and doc["name"] == "GC35" and doc["org_name"] == "Galaxy"
-    frame = lab.wait_for(lambda: (f := lab.telemetry_frame(entity_id=EID)).shape[0] == 1 and f, what="row")
+    frame = lab.wait_for(lambda: (f := lab.frames.telemetry(entity_id=EID)).shape[0] == 1 and f, what="row")
     row = frame.iloc[0]
     assert row["message_uid"] == uid and row["latitude"] == pytest.approx(32.94881)
 
@@ -84,7 +84,7 @@ def test_late_messages_are_stored_marked_and_duplicates_once_while_kv_keeps_the_
         )
         lab.publish(s.telemetry_subject(ORG, EID), env)
     lab.wait_for(lambda: lab.stats()["telemetry-worker"]["acked"] >= 5, what="5 acked")
-    frame = lab.telemetry_frame(entity_id=EID).set_index("message_uid")
+    frame = lab.frames.telemetry(entity_id=EID).set_index("message_uid")
     assert sorted(frame.index) == sorted([newest, older, same_time])  # every distinct message, once
     assert frame["late"].to_dict() == {newest: False, older: True, same_time: True}
     assert frame.loc[older, "groundspeed"] == 9.0 and frame.loc[same_time, "groundspeed"] == 7.0
@@ -105,7 +105,7 @@ def test_many_messages_for_one_entity_coalesce_into_few_kv_writes(lab):
                                        timestamp=t0 + i * 0.001)  # fmt: skip
         items.append((s.telemetry_subject(ORG, EID), envelopes.encode(env), env["message_uid"]))
     lab.publish_many(items)
-    lab.wait_for(lambda: lab.telemetry_frame(entity_id=EID).shape[0] == 500, what="500 rows")
+    lab.wait_for(lambda: lab.frames.telemetry(entity_id=EID).shape[0] == 500, what="500 rows")
     doc = lab.state_of(EID)
     assert doc["attitude"]["euler"]["yaw"] == pytest.approx(0.499)
     st = lab.stats()["telemetry-worker"]
@@ -141,4 +141,4 @@ def test_org_entity_and_telemetry_published_back_to_back_are_all_applied(lab):
     for k in range(5):
         lab.wait_for(lambda k=k: (d := lab.state_of(f"race-{k}")) and d["vfr"]["groundspeed"] == 1.0 + k,
                      timeout=15, what=f"race-{k} state")  # fmt: skip
-    assert lab.quarantine_frame().empty
+    assert lab.frames.quarantine().empty

@@ -55,7 +55,7 @@ async def test_async_context_manager_and_blocked_caller_loop(tmp_path):
         finally:
             publisher.wait(30)
             publisher.stdout.close()
-        frame = lab.wait_for(lambda: (f := lab.telemetry_frame(entity_id="busy-1")).shape[0] >= 100 and f,
+        frame = lab.wait_for(lambda: (f := lab.frames.telemetry(entity_id="busy-1")).shape[0] >= 100 and f,
                              what="all rows")  # fmt: skip
         during = frame[(frame["ingested_at"] > blocked_from) & (frame["ingested_at"] < blocked_to)]
         assert len(during) >= 20, f"only {len(during)} messages ingested while the caller loop was blocked"
@@ -86,7 +86,7 @@ def test_restart_on_same_data_dir_keeps_entities_state_and_history(tmp_path):
         lab.register_org(ORG, "Keep")
         lab.register_entity(ORG, "k1", "surface_vessel_usv")
         lab.publish_telemetry(ORG, "k1", "VFR_HUD", {"groundspeed": 6.5, "heading": 180})
-        lab.wait_for(lambda: lab.telemetry_frame(entity_id="k1").shape[0] == 1, what="row")
+        lab.wait_for(lambda: lab.frames.telemetry(entity_id="k1").shape[0] == 1, what="row")
         first = lab.connection_info()
     with Lab(cfg) as lab2:
         # Devices keep what they were given: same broker URL and token (broker/identity.json).
@@ -95,7 +95,7 @@ def test_restart_on_same_data_dir_keeps_entities_state_and_history(tmp_path):
         }
         doc = lab2.state_of("k1")
         assert doc is not None and doc["vfr"]["groundspeed"] == 6.5 and doc["org_name"] == "Keep"
-        assert lab2.telemetry_frame(entity_id="k1").shape[0] == 1
+        assert lab2.frames.telemetry(entity_id="k1").shape[0] == 1
         # the registry was reloaded: telemetry is accepted without registering again
         lab2.publish_telemetry(ORG, "k1", "VFR_HUD", {"groundspeed": 7.0, "heading": 181})
         lab2.wait_for(lambda: lab2.state_of("k1")["vfr"]["groundspeed"] == 7.0, what="new telemetry")
