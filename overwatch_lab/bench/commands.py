@@ -9,7 +9,7 @@ once: the figures measure the fabric, not a device). The run:
    Per-stage latency p50/p99 (issued→queued→sent→received→accepted→executing→done) comes from
    the stage times libSQL recorded; throughput = commands / (last done − first issued).
 2. **sequential**: ``sequential`` commands one at a time through the Python API
-   (``send_command`` + ``wait``): the unloaded end-to-end round trip.
+   (``lab.commands.send`` + ``wait``): the unloaded end-to-end round trip.
 3. **ceiling**, same run, same broker, same device process: raw nats-py request/reply to the
    devices (each device answers on ``bench.rr.{entity}``), concurrently (throughput) and one at a
    time (round trip). A command needs one JetStream publish in, a libSQL commit per batch, one
@@ -264,7 +264,7 @@ def report(r: dict[str, Any]) -> str:
         lines.append(f"  {name:<24}{p['p50_ms']:>10.1f}{p['p99_ms']:>10.1f}{p['max_ms']:>10.1f}")
     seq, ceil = r["sequential"]["api_round_trip"], r["ceiling"]
     lines += [
-        f"  sequential API round trip (send_command + wait SUCCEEDED): p50 {seq['p50_ms']:.1f} ms, "
+        f"  sequential API round trip (commands.send + wait SUCCEEDED): p50 {seq['p50_ms']:.1f} ms, "
         f"p99 {seq['p99_ms']:.1f} ms",
         f"  ceiling: raw nats-py request/reply: {ceil['concurrent_rate']:.0f} req/s concurrent "
         f"(rtt p50 {ceil['concurrent_rtt']['p50_ms']:.1f} / p99 {ceil['concurrent_rtt']['p99_ms']:.1f} ms); "

@@ -57,6 +57,30 @@ def test_golden_position_reaches_kv_and_history(lab):
     assert row["message_uid"] == uid and row["latitude"] == pytest.approx(32.94881)
 
 
+def test_publish_telemetry_can_wait_until_state_and_history_show_it(lab):
+    """The README's first snippet: read the state right after publishing, with no polling."""
+    lab.register_org(ORG)
+    lab.register_entity(ORG, EID, "aircraft_multirotor")
+    t0 = time.time()
+    uid = lab.publish_telemetry(ORG, EID, "GLOBAL_POSITION_INT", GOLDEN, timestamp=t0, wait=True)
+    assert lab.state_of(EID)["position"]["global"]["latitude"] == pytest.approx(32.94881)
+    assert lab.frames.telemetry(entity_id=EID)["message_uid"].tolist() == [uid]
+    # A late message changes history only: waiting for it ends once its row is there.
+    late = lab.publish_telemetry(
+        ORG, EID, "GLOBAL_POSITION_INT", {**GOLDEN, "lat": 0}, timestamp=t0 - 5, wait=True
+    )
+    rows = lab.frames.telemetry(entity_id=EID).set_index("message_uid")
+    assert bool(rows.loc[late, "late"]) and lab.state_of(EID)["position"]["global"][
+        "latitude"
+    ] == pytest.approx(32.94881)
+
+
+def test_waiting_for_telemetry_that_is_never_applied_times_out_naming_quarantine(lab):
+    lab.register_org(ORG)
+    with pytest.raises(TimeoutError, match=r"(?s)telemetry .* applied.*lab\.frames\.quarantine\(\)"):
+        lab.publish_telemetry(ORG, "ghost", "VFR_HUD", {"groundspeed": 1.0}, wait=True, timeout=1.0)
+
+
 def test_entity_registered_after_boot_takes_telemetry_at_once(lab):
     lab.register_org(ORG)
     record = {"entity_id": "late-1", "org_id": ORG, "entity_type": "ground_vehicle_wheeled"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from overwatch_lab import Lab, LabConfig, LabState
+from overwatch_lab import Lab, LabConfig, LabState, LabStateError
 from overwatch_lab.broker.process import NatsServer
 from tests.polling import wait_until
 
@@ -112,6 +112,19 @@ def test_attach_from_another_lab_object(lab):
     finally:
         attached.down()
     assert lab.state is LabState.RUNNING  # detaching does not stop the owner
+
+
+def test_an_attached_lab_reports_the_owners_connection(lab):
+    """Its pid and start time are the owner's (what lab.json says), not those of the attaching call."""
+    on_disk = json.loads((lab.config.data_dir / "lab.json").read_text())
+    attached = Lab.attach(lab.config.data_dir)
+    try:
+        assert attached.connection_info() == on_disk == lab.connection_info()
+        assert attached.monitor_url == lab.monitor_url is not None
+        with pytest.raises(LabStateError, match="no synchronizer"):
+            attached.sync_now()
+    finally:
+        attached.down()
 
 
 def test_external_nats_url(tmp_path):

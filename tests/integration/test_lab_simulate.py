@@ -131,6 +131,16 @@ def test_the_lab_stops_its_fleet(lab_factory):
     assert sim.done
 
 
+def test_the_fleet_part_lists_and_stops_its_simulations(lab_factory):
+    lab = lab_factory()
+    first, second = lab.fleet.simulate(tiny(seed=1)), lab.fleet.simulate(tiny(seed=2))
+    assert lab.fleet.running == [first, second]
+    first.stop()
+    assert lab.fleet.running == [second]
+    finals = lab.fleet.stop()
+    assert len(finals) == 2 and lab.fleet.running == [] and second.done
+
+
 def ignored(lab) -> int:
     return lab.stats()["telemetry-worker"]["ignored"]
 
