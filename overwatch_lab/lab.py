@@ -26,14 +26,9 @@ safe from any thread but the lab's own.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
-import contextlib
-import enum
-import logging
 import os
 import time
-import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -42,56 +37,21 @@ import pandas as pd
 from overwatch_lab.commands.client import Commands
 from overwatch_lab.config import LabConfig
 from overwatch_lab.core.attached import AttachedCore
-from overwatch_lab.core.base import LAB_JSON, LabCore, Run
+from overwatch_lab.core.base import LAB_JSON, LabCore
 from overwatch_lab.core.owner import OwnerCore
+from overwatch_lab.core.runner import CoreRunner, LabState, LiveReads
 from overwatch_lab.core.stats import Stats
-from overwatch_lab.errors import BrokerError, LabStateError
 from overwatch_lab.fleet import Fleet
 from overwatch_lab.frames import Frames
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.protocol.state import cursor_of
-from overwatch_lab.runtime import LoopThread
 from overwatch_lab.store import queries
 
 __all__ = ["LAB_JSON", "Lab", "LabState"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_running_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_forgotten_labs() -> None:
-    for lab in list(_running_labs):
-        with contextlib.suppress(Exception):
-            lab.down(timeout=lab.config.stop_timeout_s)
-
-
-class LabState(enum.Enum):
-    """Lifecycle of a Lab: it starts once and stops once."""
-
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-class _Live:
-    """The running lab's KV and quarantine stream, as blocking reads (the LiveSource of ``lab.frames``)."""
-
-    def __init__(self, lab: Lab) -> None:
-        self._lab = lab
-
-    def entity_docs(self) -> dict[str, Doc]:
-        return self._lab.call(self._lab._require().entity_docs())
-
-    def quarantine_records(self) -> list[dict[str, Any]]:
-        return self._lab.call(self._lab._require().quarantine_records())
 
 
 class Lab:
@@ -112,17 +72,24 @@ class Lab:
     def _setup(self, core: LabCore) -> None:
         self._core = core
         self.config = core.config
-        self.state = LabState.NEW
-        self.failure: BaseException | None = None
-        self._thread: LoopThread | None = None
-        self._main: concurrent.futures.Future[None] | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._commands = Commands(self, self._require)
-        self._frames = Frames(core.db_url, _Live(self))
-        self._fleet = Fleet(self, self._require)
+        runner = self._runner = CoreRunner(core)
+        self._commands = Commands(runner, runner.require)
+        self._frames = Frames(core.db_url, LiveReads(runner))
+        self._fleet = Fleet(runner, runner.require)
+        runner.on_stopping(self._fleet.close)
 
     def __repr__(self) -> str:
         return f"<Lab {self.state.value} data_dir={str(self.config.data_dir)!r}>"
+
+    @property
+    def state(self) -> LabState:
+        """Where the lab is in its lifecycle (NEW → STARTING → RUNNING → STOPPING → STOPPED | FAILED)."""
+        return self._runner.state
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the lab ended FAILED (e.g. BrokerExited), else None."""
+        return self._runner.failure
 
     # ------------------------------------------------------------------ parts
     @property
@@ -145,12 +112,12 @@ class Lab:
     def up(cls, config: LabConfig | None = None, **overrides: Any) -> Lab:
         """Build and start a lab, blocking until it runs. Works inside a running event loop."""
         lab = cls(config, **overrides)
-        lab._started(lab._begin())
+        lab._runner.started(lab._runner.begin())
         return lab
 
     async def start(self) -> Lab:
         """Start the lab and return it once every part is ready."""
-        running = self._begin()
+        running = self._runner.begin()
         try:
             await asyncio.wrap_future(running)
         except BaseException:
@@ -164,12 +131,7 @@ class Lab:
 
     def down(self, timeout: float | None = None) -> None:
         """Stop the lab, blocking until everything it started has stopped (idempotent)."""
-        fut = self._end()
-        if fut is not None:
-            with contextlib.suppress(BaseException):
-                fut.result(timeout)
-        if self._thread is not None:
-            self._thread.close()
+        self._runner.down(timeout)
 
     def ended(self) -> concurrent.futures.Future[LabState]:
         """A future that resolves to the final state once the lab has stopped or failed.
@@ -181,16 +143,7 @@ class Lab:
         Raises:
             LabStateError: the lab was never started.
         """
-        if self._main is None:
-            raise LabStateError(f"the lab is {self.state.value}; it was never started")
-        ended: concurrent.futures.Future[LabState] = concurrent.futures.Future()
-
-        def resolve(_main: concurrent.futures.Future[None]) -> None:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled by its holder
-                ended.set_result(self.state)
-
-        self._main.add_done_callback(resolve)
-        return ended
+        return self._runner.ended()
 
     def abort(self) -> None:
         """Kill the embedded broker child now (SIGKILL), from any thread, without draining.
@@ -209,7 +162,7 @@ class Lab:
         await self.stop()
 
     def __enter__(self) -> Lab:
-        self._started(self._begin())
+        self._runner.started(self._runner.begin())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,7 +180,7 @@ class Lab:
         """
         lab = cls.__new__(cls)
         lab._setup(AttachedCore.from_data_dir(data_dir))
-        lab._started(lab._begin(), timeout)
+        lab._runner.started(lab._runner.begin(), timeout)
         return lab
 
     @property
@@ -434,117 +387,17 @@ class Lab:
     # ------------------------------------------------------------------ the lab's loop
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
         """Run a coroutine on the lab's event loop and return its result (blocking)."""
-        try:
-            self._require()
-        except BaseException:
-            coro.close()
-            raise
-        assert self._thread is not None
-        return self._thread.call(coro, timeout)
+        return self._runner.call(coro, timeout)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule a coroutine on the lab's event loop; await it with ``asyncio.wrap_future``."""
-        try:
-            self._require()
-        except BaseException:
-            coro.close()
-            raise
-        assert self._thread is not None
-        return self._thread.submit(coro)
-
-    # ------------------------------------------------------------------ internals
-    def _begin(self) -> concurrent.futures.Future[None]:
-        if self.state is not LabState.NEW:
-            raise LabStateError(f"a Lab starts once; this one is {self.state.value}. Build a new Lab.")
-        self.state = LabState.STARTING
-        self._thread = LoopThread(f"overwatch-lab:{self.config.data_dir.name}")
-        running: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._main = self._thread.submit(self._run(running))
-        return running
-
-    def _started(self, running: concurrent.futures.Future[None], timeout: float | None = None) -> None:
-        """Block until ``running`` resolves; on a failed start, release the loop thread and re-raise."""
-        try:
-            running.result(timeout)
-        except BaseException:
-            self.down()
-            raise
-
-    def _end(self) -> concurrent.futures.Future[None] | None:
-        if self.state in (LabState.NEW, LabState.STOPPED, LabState.FAILED) or self._main is None:
-            if self.state is LabState.NEW:
-                self.state = LabState.STOPPED
-            return None
-        assert self._thread is not None and self._stop_requested is not None
-        if self._thread.alive:
-            self._thread.loop.call_soon_threadsafe(self._stop_requested.set)
-        return self._main
-
-    def _fail(self, exc: BrokerError) -> None:
-        """A part gave up (on the lab's loop): record why and stop the lab."""
-        if self.failure is None:
-            self.failure = exc
-        assert self._stop_requested is not None
-        self._stop_requested.set()
-
-    async def _run(self, running: concurrent.futures.Future[None]) -> None:
-        stop = self._stop_requested = asyncio.Event()
-        core = self._core
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                await core.boot(stack)
-                async with asyncio.TaskGroup() as tg:
-                    tasks = await core.start_tasks(tg, Run(stop=stop, fail=self._fail))
-                    core.running(stack)
-                    self.state = LabState.RUNNING
-                    _running_labs.add(self)
-                    running.set_result(None)
-                    log.info("lab running: nats %s, db %s", core.nats_url, core.db_url)
-                    await stop.wait()
-                    self.state = LabState.STOPPING
-                    await self._fleet.close()  # devices first: nothing new arrives while draining
-                    core.request_stop()
-                    late: set[asyncio.Task[None]] = set()
-                    if tasks:  # an attached lab runs no tasks
-                        _, late = await asyncio.wait(tasks, timeout=self.config.stop_timeout_s)
-                    for task in late:
-                        log.warning(
-                            "task %s did not stop in %.1f s; cancelling",
-                            task.get_name(),
-                            self.config.stop_timeout_s,
-                        )
-                        task.cancel()
-        except BaseException as exc:
-            if self.failure is None and not isinstance(exc, asyncio.CancelledError):
-                self.failure = exc  # a part's own failure (see _fail) stays the cause
-            self.state = LabState.FAILED
-            if not running.done():  # failed while starting: the starter gets the error
-                running.set_exception(exc if isinstance(exc, Exception) else LabStateError(repr(exc)))
-                log.info("lab failed to start: %r", exc)
-            else:  # failed while running: nobody else hears of it
-                log.error("lab failed: %r", exc)
-            raise
-        finally:
-            _running_labs.discard(self)
-            if self.state is not LabState.FAILED:
-                self.state = LabState.FAILED if self.failure is not None else LabState.STOPPED
-                if self.failure is not None:  # a part gave up (see _fail); the lab stopped itself
-                    log.error("lab failed: %s", self.failure)
+        return self._runner.submit(coro)
 
     def _booted(self) -> LabCore:
-        if not self._core.booted:
-            raise LabStateError(f"the lab is {self.state.value}; it has no broker connection yet")
-        return self._core
+        return self._runner.booted()
 
     def _require(self) -> LabCore:
-        """The core of a running lab; else the lab's failure (BrokerExited …) or LabStateError."""
-        if self.failure is not None:
-            if isinstance(self.failure, BrokerError):  # BrokerExited, ProvisionError, BrokerStartError
-                raise type(self.failure)(f"the lab failed: {self.failure}") from self.failure
-            raise LabStateError(f"the lab failed: {self.failure!r}") from self.failure
-        if self.state is not LabState.RUNNING or not self._core.booted:
-            raise LabStateError(f"the lab is {self.state.value}, not running")
-        return self._core
+        return self._runner.require()
 
 
 def _truthy(value: object) -> bool:

@@ -34,7 +34,7 @@ def test_boot_writes_lab_json_and_stops_cleanly(lab_factory):
     assert not info_path.exists()
     assert not pid_alive(server_pid)
     with pytest.raises(LabStateError):
-        lab._begin()
+        lab._runner.begin()
 
 
 def test_golden_position_reaches_kv_and_history(lab):
