@@ -5,11 +5,10 @@ Public names are listed in ``__all__``; everything else is internal.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from overwatch_lab.commands.api import CommandHandle  # noqa: E402
-from overwatch_lab.config import LabConfig, StreamLimits  # noqa: E402
-from overwatch_lab.errors import (  # noqa: E402
+from overwatch_lab.commands.api import CommandHandle
+from overwatch_lab.commands.client import Commands
+from overwatch_lab.config import LabConfig, StreamLimits
+from overwatch_lab.errors import (
     BrokerError,
     BrokerExited,
     BrokerStartError,
@@ -28,8 +27,12 @@ from overwatch_lab.errors import (  # noqa: E402
     SubjectError,
     SyncError,
 )
-from overwatch_lab.lab import Lab, LabState  # noqa: E402
-from overwatch_lab.protocol.commands import CommandStatus  # noqa: E402
+from overwatch_lab.fleet import Fleet
+from overwatch_lab.frames import Frames
+from overwatch_lab.lab import Lab, LabState
+from overwatch_lab.protocol.commands import CommandStatus
+from overwatch_lab.simulation import Simulation
+from overwatch_lab.version import __version__
 
 __all__ = [
     "BrokerError",
@@ -40,11 +43,14 @@ __all__ = [
     "CommandRejected",
     "CommandStatus",
     "CommandTimeout",
+    "Commands",
     "ConfigError",
     "DataDirInUse",
     "DatabaseError",
     "DatabaseUnavailable",
     "EnvelopeError",
+    "Fleet",
+    "Frames",
     "Lab",
     "LabConfig",
     "LabState",
@@ -52,6 +58,7 @@ __all__ = [
     "OverwatchError",
     "ProtocolError",
     "ScenarioError",
+    "Simulation",
     "StreamLimits",
     "SubjectError",
     "SyncError",

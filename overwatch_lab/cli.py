@@ -162,7 +162,7 @@ def _show_and_serve(lab: Lab, a: argparse.Namespace, fleet: Scenario | None) -> 
         f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})"
     )
     if fleet is not None:
-        sim = lab.simulate(fleet, speed=a.speed)
+        sim = lab.fleet.simulate(fleet, speed=a.speed)
         sc = sim.scenario
         until = "until Ctrl-C" if sc.duration_s is None else f"for {sc.duration_s:g} simulated s"
         lines.append(
@@ -227,7 +227,7 @@ def cmd_status(a: argparse.Namespace) -> int:
             info = json.loads((lab.config.data_dir / LAB_JSON).read_text())
         except (OSError, ValueError) as exc:  # the lab stopped between the attach and this read
             raise ConfigError(f"cannot read the lab's {LAB_JSON}: {exc}") from None
-        report = lab_status(info, lab.stats(), lab.states())
+        report = lab_status(info, lab.stats(), lab.frames.states())
     finally:
         lab.down()
     print(json.dumps(report, indent=2) if a.json else format_status(report), flush=True)
@@ -254,9 +254,9 @@ def cmd_command(a: argparse.Namespace) -> int:
     lab = Lab.attach(_data_dir(a))
     try:
         if a.broadcast:
-            handle = lab.broadcast_command(a.entity, a.action, ttl_s=a.ttl, source="cli", **params)
+            handle = lab.commands.broadcast(a.entity, a.action, ttl_s=a.ttl, source="cli", **params)
         else:
-            handle = lab.send_command(a.entity, a.action, org_id=a.org, ttl_s=a.ttl, source="cli", **params)
+            handle = lab.commands.send(a.entity, a.action, org_id=a.org, ttl_s=a.ttl, source="cli", **params)
         print(
             f"command {handle.command_id}: {a.action} → {a.entity}{' (broadcast)' if a.broadcast else ''}",
             flush=True,

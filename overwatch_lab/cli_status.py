@@ -15,7 +15,7 @@ def lab_status(info: dict[str, Any], stats: dict[str, Any], states: Any) -> dict
     Args:
         info: the lab's ``lab.json`` (its pid, embedded flag, start time, URLs).
         stats: its ``lab.stats()`` (empty until the owner first published them).
-        states: its ``lab.states()`` frame (one row per entity; ``is_live`` when any).
+        states: its ``lab.frames.states()`` frame (one row per entity; ``is_live`` when any).
     """
     workers = {
         name: {k: c.get(k) for k in _WORKER_KEYS}

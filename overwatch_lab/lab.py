@@ -1,16 +1,16 @@
-"""The Lab: the one object a user holds. Boots the fabric in order and stops it in reverse.
+"""The Lab: the one object a user holds, a small facade over one core and its parts.
 
-Boot order: the data directory's lock (``lab.lock``, see ``datadir_lock.py``) → libSQL store →
-broker (embedded nats-server, or a URL) → connection → streams, consumers and KV (idempotent) →
-registry → workers → synchronizer (first pass) → ``lab.json``.
-Stop is the reverse, graceful first (workers finish their batch) and forced after
-``stop_timeout_s``.
+- the core (``core/``): :class:`~overwatch_lab.core.owner.OwnerCore` boots and owns the fabric
+  (lock, store, supervised broker, provisioning, workers, sync, ``lab.json``);
+  :class:`~overwatch_lab.core.attached.AttachedCore` connects to a lab another process owns.
+- the parts, reached as properties: ``lab.commands`` (:class:`~overwatch_lab.commands.client.Commands`),
+  ``lab.frames`` (:class:`~overwatch_lab.frames.Frames`), ``lab.fleet`` (:class:`~overwatch_lab.fleet.Fleet`).
+- the Lab itself: lifecycle, connection info, counters, and the device-side verbs notebooks use
+  most (register, publish, read state).
 
-While it runs, the embedded broker is supervised (``broker/supervisor.py``: restarted on the same
-ports and token when it dies) and the lab's streams, consumers and buckets are kept in place
-(``broker/repair.py``). If the broker cannot be kept running the lab stops itself and ends
-FAILED with ``lab.failure`` a :class:`~overwatch_lab.errors.BrokerExited`; every later call
-raises it, and :attr:`Lab.ended` completes.
+If the broker cannot be kept running the lab stops itself and ends FAILED with ``lab.failure``
+a :class:`~overwatch_lab.errors.BrokerExited`; every later call raises it, and
+:meth:`Lab.ended` completes.
 
 Three ways to hold one::
 
@@ -19,118 +19,42 @@ Three ways to hold one::
     async with Lab(cfg) as lab: ...      # tests, scripts (also plain ``with``)
 
 The fabric runs on its own event loop on a background thread (see ``runtime.py``), so it keeps
-ingesting while a notebook cell computes. The helpers below (register, publish, state, frames)
-are plain blocking calls that are safe from any thread but the lab's own.
+ingesting while a notebook cell computes. The helpers below are plain blocking calls that are
+safe from any thread but the lab's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
-import contextlib
-import enum
-import json
-import logging
 import os
-import signal
-import weakref
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-import nats.errors
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
+import pandas as pd
 
-from overwatch_lab import __version__
-from overwatch_lab.broker.connect import connect
-from overwatch_lab.broker.process import NatsServer
-from overwatch_lab.broker.provision import open_command_kv, open_kv, provision, provision_commands
-from overwatch_lab.broker.repair import Reprovisioner
-from overwatch_lab.broker.supervisor import BrokerSupervisor
-from overwatch_lab.commands.delivery import Deliverer
-from overwatch_lab.commands.lab_methods import CommandHelpers
-from overwatch_lab.commands.ledger import CommandLedger
-from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
+from overwatch_lab.commands.client import Commands
 from overwatch_lab.config import LabConfig
-from overwatch_lab.datadir_lock import DataDirLock
-from overwatch_lab.errors import BrokerError, ConfigError, LabStateError
-from overwatch_lab.kvstate import EntityKV
-from overwatch_lab.lab_observe import STATS_KEY, ObserveHelpers, stats_kv
-from overwatch_lab.lab_wire import WireHelpers
-from overwatch_lab.protocol import envelopes
+from overwatch_lab.core.attached import AttachedCore
+from overwatch_lab.core.base import LAB_JSON, LabCore
+from overwatch_lab.core.owner import OwnerCore
+from overwatch_lab.core.runner import CoreRunner, LabState, LiveReads
+from overwatch_lab.core.stats import Stats
+from overwatch_lab.fleet import Fleet
+from overwatch_lab.frames import Frames
+from overwatch_lab.kvstate import Doc
+from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
-from overwatch_lab.registry import Registry
-from overwatch_lab.runtime import LoopThread
-from overwatch_lab.simulation import Simulation, start_simulation
-from overwatch_lab.store.database import Store
-from overwatch_lab.streamwatch import StreamWatch
-from overwatch_lab.sync import Synchronizer
-from overwatch_lab.workers.base import ConsumerLoop, Worker
-from overwatch_lab.workers.entity import EntityWorker, OrganizationWorker
-from overwatch_lab.workers.event import EventWorker
-from overwatch_lab.workers.progress import consumer_progress
-from overwatch_lab.workers.telemetry import TelemetryWorker
+from overwatch_lab.protocol.state import cursor_of
+from overwatch_lab.store import queries
 
-if TYPE_CHECKING:
-    from simulators import Scenario
+__all__ = ["LAB_JSON", "Lab", "LabState"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-LAB_JSON = "lab.json"
-
-_running_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 
 
-@atexit.register
-def _stop_forgotten_labs() -> None:
-    for lab in list(_running_labs):
-        with contextlib.suppress(Exception):
-            lab.down(timeout=lab.config.stop_timeout_s)
-
-
-class LabState(enum.Enum):
-    """Lifecycle of a Lab: it starts once and stops once."""
-
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-@dataclass(slots=True)
-class _Fabric:
-    """The parts of a running lab (owned by the lab's loop)."""
-
-    nc: NATS
-    js: JetStreamContext
-    ekv: EntityKV
-    store: Store | None = None
-    broker: BrokerSupervisor | None = None
-    repair: Reprovisioner | None = None
-    registry: Registry = field(default_factory=Registry)
-    loops: list[ConsumerLoop] = field(default_factory=list)
-    sync: Synchronizer | None = None
-    streams: StreamWatch | None = None
-    telemetry: TelemetryWorker | None = None
-    commands: CommandLedger | None = None
-    deliverer: Deliverer | None = None
-    simulations: list[Simulation] = field(default_factory=list)
-    command_kv: KeyValue | None = None
-
-    @property
-    def server(self) -> NatsServer | None:
-        """The embedded nats-server running now (a new object after each restart), if any."""
-        return self.broker.server if self.broker is not None else None
-
-
-class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
+class Lab:
     """An overwatch-lab fabric: broker, workers, store and synchronizer, owned by this object.
 
     Args:
@@ -140,34 +64,60 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
 
     def __init__(self, config: LabConfig | None = None, **overrides: Any) -> None:
         if config is None:
-            self.config = LabConfig(**overrides)
-        else:
-            self.config = config.replace(**overrides) if overrides else config
-        self.state = LabState.NEW
-        self.failure: BaseException | None = None
-        self._owner = True
-        self._attach_info: dict[str, Any] = {}
-        self._thread: LoopThread | None = None
-        self._fabric: _Fabric | None = None
-        self._main: concurrent.futures.Future[None] | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._dir_lock: DataDirLock | None = None  # held by an owner from the start of its boot
-        self._broker: NatsServer | None = None  # the current broker child, for abort()
+            config = LabConfig(**overrides)
+        elif overrides:
+            config = config.replace(**overrides)
+        self._setup(OwnerCore(config))
+
+    def _setup(self, core: LabCore) -> None:
+        self._core = core
+        self.config = core.config
+        runner = self._runner = CoreRunner(core)
+        self._commands = Commands(runner, runner.require)
+        self._frames = Frames(core.db_url, LiveReads(runner))
+        self._fleet = Fleet(runner, runner.require)
+        runner.on_stopping(self._fleet.close)
 
     def __repr__(self) -> str:
         return f"<Lab {self.state.value} data_dir={str(self.config.data_dir)!r}>"
+
+    @property
+    def state(self) -> LabState:
+        """Where the lab is in its lifecycle (NEW → STARTING → RUNNING → STOPPING → STOPPED | FAILED)."""
+        return self._runner.state
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the lab ended FAILED (e.g. BrokerExited), else None."""
+        return self._runner.failure
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def commands(self) -> Commands:
+        """Send, broadcast, look up and trace commands (:class:`~overwatch_lab.commands.client.Commands`)."""
+        return self._commands
+
+    @property
+    def frames(self) -> Frames:
+        """The lab's data as DataFrames (:class:`~overwatch_lab.frames.Frames`)."""
+        return self._frames
+
+    @property
+    def fleet(self) -> Fleet:
+        """Simulated fleets flying against this lab (:class:`~overwatch_lab.fleet.Fleet`)."""
+        return self._fleet
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def up(cls, config: LabConfig | None = None, **overrides: Any) -> Lab:
         """Build and start a lab, blocking until it runs. Works inside a running event loop."""
         lab = cls(config, **overrides)
-        lab._started(lab._begin())
+        lab._runner.started(lab._runner.begin())
         return lab
 
     async def start(self) -> Lab:
         """Start the lab and return it once every part is ready."""
-        running = self._begin()
+        running = self._runner.begin()
         try:
             await asyncio.wrap_future(running)
         except BaseException:
@@ -181,12 +131,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
 
     def down(self, timeout: float | None = None) -> None:
         """Stop the lab, blocking until everything it started has stopped (idempotent)."""
-        fut = self._end()
-        if fut is not None:
-            with contextlib.suppress(BaseException):
-                fut.result(timeout)
-        if self._thread is not None:
-            self._thread.close()
+        self._runner.down(timeout)
 
     def ended(self) -> concurrent.futures.Future[LabState]:
         """A future that resolves to the final state once the lab has stopped or failed.
@@ -198,16 +143,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         Raises:
             LabStateError: the lab was never started.
         """
-        if self._main is None:
-            raise LabStateError(f"the lab is {self.state.value}; it was never started")
-        ended: concurrent.futures.Future[LabState] = concurrent.futures.Future()
-
-        def resolve(_main: concurrent.futures.Future[None]) -> None:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled by its holder
-                ended.set_result(self.state)
-
-        self._main.add_done_callback(resolve)
-        return ended
+        return self._runner.ended()
 
     def abort(self) -> None:
         """Kill the embedded broker child now (SIGKILL), from any thread, without draining.
@@ -217,12 +153,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         it the broker would still die with this process (PDEATHSIG), but only after a graceful
         shutdown of its own; a broker still being forked dies that way.
         """
-        server = self._broker
-        pid = server.pid if server is not None else None
-        if server is not None and pid is not None and server.is_running():
-            log.warning("aborting: killing the embedded nats-server (pid %s)", pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self._core.abort()
 
     async def __aenter__(self) -> Lab:
         return await self.start()
@@ -231,7 +162,7 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
         await self.stop()
 
     def __enter__(self) -> Lab:
-        self._started(self._begin())
+        self._runner.started(self._runner.begin())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -243,400 +174,233 @@ class Lab(WireHelpers, ObserveHelpers, CommandHelpers):
 
         The attached Lab publishes, reads state and builds frames like the owner, but owns no
         broker, worker or synchronizer: ``down()`` only closes its connection.
+
+        Raises:
+            ConfigError: no lab runs there (no ``lab.json``, or its process is gone).
         """
-        path = Path(data_dir).expanduser().resolve() / LAB_JSON
-        try:
-            info = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"no running lab at {path.parent}: {LAB_JSON} not found") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from exc
-        pid = info.get("pid")
-        if not isinstance(pid, int) or not _pid_alive(pid):
-            raise ConfigError(f"the lab in {path.parent} is not running (pid {pid} is gone); start it again")
-        cfg = LabConfig(
-            data_dir=path.parent,
-            nats_url=info["nats_url"],
-            nats_token=info.get("nats_token"),
-            db_url=info["db_url"],
-        )
-        lab = cls(cfg)
-        lab._owner = False
-        lab._attach_info = info
-        lab._started(lab._begin(), timeout)
+        lab = cls.__new__(cls)
+        lab._setup(AttachedCore.from_data_dir(data_dir))
+        lab._runner.started(lab._runner.begin(), timeout)
         return lab
 
     @property
     def owner(self) -> bool:
         """False for a lab attached to another process's fabric."""
-        return self._owner
+        return self._core.owner
 
     @property
     def nats_url(self) -> str:
         """URL of the broker (embedded or external); the embedded one keeps it across restarts."""
-        f = self._booted()
-        return f.broker.url if f.broker is not None else str(self.config.nats_url)
+        return self._booted().nats_url
 
     @property
     def nats_token(self) -> str | None:
         """Token to connect to the broker (the embedded one is kept in ``broker/identity.json``)."""
-        f = self._booted()
-        return f.broker.token if f.broker is not None else self.config.nats_token
+        return self._booted().nats_token
 
     @property
     def monitor_url(self) -> str | None:
         """nats-server monitoring URL (embedded broker only)."""
-        f = self._booted()
-        if f.broker is not None:
-            return f.broker.monitor_url
-        return self._attach_info.get("monitor_url")
+        return self._booted().monitor_url
 
     @property
     def db_url(self) -> str:
         """Where the libSQL database is (file path or server URL)."""
-        return self.config.db_path
+        return self._core.db_url
 
     def connection_info(self) -> dict[str, Any]:
-        """What ``lab.json`` holds: enough for another process to attach."""
-        return {
-            "nats_url": self.nats_url,
-            "nats_token": self.nats_token,
-            "db_url": self.db_url,
-            "monitor_url": self.monitor_url,
-            "pid": os.getpid(),
-            "data_dir": str(self.config.data_dir),
-            "embedded": self.config.embedded,
-            "version": __version__,
-            "started_at": envelopes.now_timestamp(),
-        }
+        """What ``lab.json`` holds: enough for another process to attach (an attached lab: the owner's)."""
+        return self._booted().connection_info()
 
-    # ------------------------------------------------------------------ internals
-    def _begin(self) -> concurrent.futures.Future[None]:
-        if self.state is not LabState.NEW:
-            raise LabStateError(f"a Lab starts once; this one is {self.state.value}. Build a new Lab.")
-        self.state = LabState.STARTING
-        self._thread = LoopThread(f"overwatch-lab:{self.config.data_dir.name}")
-        running: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._main = self._thread.submit(self._run(running))
-        return running
+    # ------------------------------------------------------------------ counters
+    def stats(self) -> Stats:
+        """Counters per worker (handled, acked, ignored, retried, quarantined, lag…) and the synchronizer's;
+        ``broker`` (restarts of the embedded broker) and ``provision`` (objects recreated).
 
-    def _started(self, running: concurrent.futures.Future[None], timeout: float | None = None) -> None:
-        """Block until ``running`` resolves; on a failed start, release the loop thread and re-raise."""
-        try:
-            running.result(timeout)
-        except BaseException:
-            self.down()
-            raise
+        A worker that holds messages for an infrastructure fault (database full, read-only,
+        locked, unreachable) says so: ``holding`` (the alarm), ``hold_reason``, ``hold_since``,
+        ``held`` (messages kept unacked now), ``hold_attempts``, ``holds`` (episodes so far) and
+        ``last_hold_s`` (how long the last one lasted).
 
-    def _end(self) -> concurrent.futures.Future[None] | None:
-        if self.state in (LabState.NEW, LabState.STOPPED, LabState.FAILED) or self._main is None:
-            if self.state is LabState.NEW:
-                self.state = LabState.STOPPED
-            return None
-        assert self._thread is not None and self._stop_requested is not None
-        if self._thread.alive:
-            self._thread.loop.call_soon_threadsafe(self._stop_requested.set)
-        return self._main
+        ``stats()["streams"][stream]`` holds each stream's counters (see
+        :class:`~overwatch_lab.streamwatch.StreamCounters`): ``discarded`` messages the stream
+        removed before a worker saw them, ``dropped`` quarantine records removed by its limits,
+        consumer ``lag`` and its trend ``lag_rate_per_s``.
 
-    async def _run(self, running: concurrent.futures.Future[None]) -> None:
-        self._stop_requested = asyncio.Event()
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                fabric = await self._boot(stack)
-                self._fabric = fabric
-                async with asyncio.TaskGroup() as tg:
-                    watch = None
-                    if fabric.broker is not None:
-                        watch = tg.create_task(
-                            self._fail_on(fabric.broker.run(self._stop_requested)), name="broker-supervisor"
-                        )
-                    tasks = await self._start_tasks(tg, fabric)
-                    if self._owner:
-                        self._write_lab_json()
-                        stack.callback(self._remove_lab_json)
-                    self.state = LabState.RUNNING
-                    _running_labs.add(self)
-                    running.set_result(None)
-                    log.info("lab running: nats %s, db %s", self.nats_url, self.db_url)
-                    await self._stop_requested.wait()
-                    self.state = LabState.STOPPING
-                    for sim in fabric.simulations:  # devices first: nothing new arrives while draining
-                        try:
-                            await sim._stop()
-                        except Exception:  # a failing fleet must not keep the lab from stopping
-                            log.exception("stopping simulation %r failed", sim)
-                    for loop in fabric.loops:
-                        loop.request_stop()
-                    if fabric.sync is not None:
-                        fabric.sync.request_stop()
-                    if fabric.streams is not None:
-                        fabric.streams.request_stop()
-                    if fabric.deliverer is not None:
-                        fabric.deliverer.request_stop()
-                    if fabric.repair is not None:
-                        fabric.repair.request_stop()
-                    late: set[asyncio.Task[None]] = set()
-                    if tasks:  # an attached lab runs no tasks
-                        _, late = await asyncio.wait(tasks, timeout=self.config.stop_timeout_s)
-                    for task in late:
-                        log.warning(
-                            "task %s did not stop in %.1f s; cancelling",
-                            task.get_name(),
-                            self.config.stop_timeout_s,
-                        )
-                        task.cancel()
-                    if watch is not None:
-                        watch.cancel()
-        except BaseException as exc:
-            self.failure = exc if not isinstance(exc, asyncio.CancelledError) else None
-            self.state = LabState.FAILED
-            if not running.done():  # failed while starting: the starter gets the error
-                running.set_exception(exc if isinstance(exc, Exception) else LabStateError(repr(exc)))
-                log.info("lab failed to start: %r", exc)
-            else:  # failed while running: nobody else hears of it
-                log.error("lab failed: %r", exc)
-            raise
-        finally:
-            _running_labs.discard(self)
-            if self.state is not LabState.FAILED:
-                self.state = LabState.FAILED if self.failure is not None else LabState.STOPPED
-                if self.failure is not None:  # a part gave up (see _fail_on); the lab stopped itself
-                    log.error("lab failed: %s", self.failure)
-
-    async def _boot(self, stack: contextlib.AsyncExitStack) -> _Fabric:
-        cfg = self.config
-        broker: BrokerSupervisor | None = None
-        store: Store | None = None
-        if self._owner:
-            cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            # First, before anything touches the directory; released last (after the broker).
-            lock = self._dir_lock = DataDirLock(cfg.data_dir)
-            await lock.acquire(wait_s=cfg.stop_timeout_s)
-            stack.callback(lock.release)
-            store = Store(cfg.db_path)
-            await store.open()
-            stack.push_async_callback(store.close)
-            if cfg.embedded:
-                broker = BrokerSupervisor(self._new_broker, cfg)
-                stack.push_async_callback(broker.stop)
-                await broker.start()
-        url = broker.url if broker is not None else str(cfg.nats_url)
-        token = broker.token if broker is not None else cfg.nats_token
-        nc = await connect(
-            url,
-            token=token,
-            user=cfg.nats_user,
-            password=cfg.nats_password,
-            creds=cfg.nats_creds,
-            name="overwatch-lab" if self._owner else "overwatch-lab-attached",
-        )
-        stack.push_async_callback(nc.close)
-        js = nc.jetstream()
-        if self._owner:
-            report = await provision(js, cfg)
-            log.info("provisioned: %s", report)
-            log.info("provisioned commands: %s", await provision_commands(js, cfg))
-        kv = await open_kv(js)
-        fabric = _Fabric(
-            nc=nc,
-            js=js,
-            ekv=EntityKV(kv, attempts=cfg.kv_cas_attempts),
-            store=store,
-            broker=broker,
-            registry=Registry(grace_s=cfg.registration_grace_s),
-        )
-        if store is not None:
-            orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
-            fabric.registry.load(orgs, await store.entity_ids())
-        return fabric
-
-    def _new_broker(self) -> NatsServer:
-        """Build the embedded nats-server (the supervisor calls it for every start and restart).
-
-        It inherits the data-dir lock, so the lock lasts until the broker too has exited, and
-        it becomes the broker that :meth:`abort` kills.
+        An attached lab reads the owner's counters, which the owner publishes every
+        ``stats_period_s`` to the ``OVERWATCH_LAB_STATS`` KV bucket (empty until the first).
         """
-        cfg = self.config
-        assert self._dir_lock is not None
-        self._broker = NatsServer(
-            cfg.data_dir / "broker",
-            sync_interval=cfg.sync_interval,
-            ready_timeout_s=cfg.ready_timeout_s,
-            stop_timeout_s=cfg.stop_timeout_s,
-            binary=cfg.nats_server_path,
-            pass_fds=(self._dir_lock.fd,),
+        return self.call(self._require().stats())
+
+    def sync_now(self) -> dict[str, Any]:
+        """Run one synchronizer pass now and return its cumulative counters (the owner only)."""
+        return self.call(self._require().sync_now())
+
+    # ------------------------------------------------------------------ device-side verbs
+    def publish(self, subject: str, payload: bytes | dict[str, Any], *, msg_id: str | None = None) -> int:
+        """Publish one message to JetStream and return its stream sequence (raw bytes are sent as-is)."""
+        data = payload if isinstance(payload, bytes) else envelopes.encode(payload)
+        return self.call(self._require().publish(subject, data, msg_id))
+
+    def publish_many(self, items: list[tuple[str, bytes, str | None]]) -> int:
+        """Publish many (subject, payload, msg_id) to JetStream with pipelined acks; returns the count."""
+        return self.call(self._require().publish_many(items), timeout=None)
+
+    def register_org(
+        self, org_id: str, name: str | None = None, org_type: str = "civilian", *, timeout: float = 10.0
+    ) -> None:
+        """Register (or update) an organisation through the wire and wait until the lab has it."""
+        event = lifecycle.make_org_event("created", org_id, name or org_id, org_type)
+        self.publish(s.organization_subject("created"), event, msg_id=event["id"])
+        self.wait_for(
+            lambda: self.call(self._require().org_known(org_id)),
+            timeout=timeout,
+            what=f"organization {org_id!r}",
         )
-        return self._broker
 
-    async def _start_tasks(self, tg: asyncio.TaskGroup, f: _Fabric) -> list[asyncio.Task[None]]:
-        tasks: list[asyncio.Task[None]] = []
-        if not self._owner:
-            return tasks
-        assert f.store is not None
-        tel = TelemetryWorker(f.store, f.ekv, f.registry)
-        f.telemetry = tel
-        f.command_kv = await open_command_kv(f.js)
-        f.commands = CommandLedger(f.store, f.nc, self.config)
-        await f.commands.load()  # open commands of an earlier run: delivery resumes where it stopped
-        ack_worker = CommandAckWorker(f.commands)
-        workers: list[Worker] = [
-            OrganizationWorker(f.store, f.ekv, f.registry, tel.forget),
-            EntityWorker(f.store, f.ekv, f.registry, tel.forget),
-            tel,
-            EventWorker(f.store, f.ekv, f.registry),
-            CommandWorker(f.commands, f.registry, f.nc, self.config),
-            ack_worker,
-        ]
-        consumed = [(w.stream, w.durable) for w in workers]
-        watch = StreamWatch(f.nc, f.js, self.config, consumed, unconsumed=(s.STREAM_QUARANTINE,))
-        f.streams = watch
-        f.loops = [ConsumerLoop(w, f.nc, f.js, self.config, watch.observer(w.stream)) for w in workers]
-        sync = f.sync = Synchronizer(f.store, f.ekv, self.config, tel.forget)
-        repair = f.repair = Reprovisioner(f.nc, f.js, self.config, on_repaired=lambda _: sync.kick())
-        for loop in f.loops:  # symptoms of a missing consumer or bucket: check at once
-            loop.on_consumer_gone = lambda st, dur, status: repair.kick(f"a pull on {st}/{dur}: {status}")
-        sync.on_failure = lambda exc: repair.kick(f"sync pass failed: {exc}")
-        for stream, durable in (
-            (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION),
-            (s.STREAM_ENTITIES, s.CONSUMER_ENTITY),
-        ):
-            f.registry.add_progress_source(stream, partial(consumer_progress, f.js, stream, durable))
-        f.deliverer = Deliverer(f.commands, f.nc, self.config, acks_pending=ack_worker.busy)
-        await f.sync.run_pass()  # boot pass: every entity row gets a document before workers run
-        await watch.check()  # boot pass: counts what the streams discarded while the lab was down
-        readies = []
-        for loop in f.loops:
-            ready = asyncio.Event()
-            readies.append(ready)
-            tasks.append(tg.create_task(loop.run(ready), name=f"worker:{loop.worker.name}"))
-        ready = asyncio.Event()
-        readies.append(ready)
-        tasks.append(tg.create_task(f.sync.run(ready), name="synchronizer"))
-        ready = asyncio.Event()
-        readies.append(ready)
-        tasks.append(tg.create_task(watch.run(ready), name="stream-watch"))
-        tasks.append(tg.create_task(self._publish_stats(f.js), name="stats-publisher"))
-        ready = asyncio.Event()
-        readies.append(ready)
-        tasks.append(tg.create_task(self._fail_on(repair.run(ready)), name="reprovisioner"))
-        ready = asyncio.Event()
-        readies.append(ready)
-        tasks.append(tg.create_task(f.deliverer.run(ready), name=f"worker:{f.deliverer.name}"))
-        async with asyncio.timeout(self.config.ready_timeout_s):
-            for r in readies:
-                await r.wait()
-        return tasks
+    def register_entity(
+        self,
+        org_id: str,
+        entity_id: str,
+        entity_type: str,
+        *,
+        name: str | None = None,
+        status: str = "active",
+        priority: str = "normal",
+        timeout: float = 10.0,
+        **fields: Any,
+    ) -> Doc:
+        """Register an entity through the wire (an entity ``created`` event) and return its KV document.
 
-    async def _publish_stats(self, js: JetStreamContext) -> None:
-        """Publish the counters for attached labs and dashboards until the lab stops."""
-        assert self._stop_requested is not None
-        kv: KeyValue | None = None
-        while not self._stop_requested.is_set():
-            try:
-                if kv is None:  # the bucket is in memory: a restarted broker has lost it
-                    kv = await stats_kv(js)
-                await kv.put(STATS_KEY, json.dumps(self._local_stats(), default=str).encode())
-            except (nats.errors.Error, TimeoutError) as exc:  # best effort: counters are not data
-                kv = None
-                log.debug("stats publish failed: %r", exc)
-            try:
-                async with asyncio.timeout(self.config.stats_period_s):
-                    await self._stop_requested.wait()
-            except TimeoutError:
-                pass
+        The organisation must exist (``register_org``). Waits until the document is in KV, so
+        telemetry can follow at once.
+        """
+        record = {
+            "entity_id": entity_id,
+            "org_id": org_id,
+            "name": name or entity_id,
+            "entity_type": entity_type,
+            "status": status,
+            "priority": priority,
+            **fields,
+        }
+        event = lifecycle.make_entity_event("created", record)
+        self.publish(s.entity_subject(org_id, "created"), event, msg_id=event["id"])
+        return self.wait_for(
+            lambda: self.state_of(entity_id), timeout=timeout, what=f"entity {entity_id!r} in KV"
+        )
 
-    async def _fail_on(self, part: Coroutine[Any, Any, None]) -> None:
-        """Run a part that ends the lab when it raises a BrokerError (the broker or its objects are gone)."""
-        try:
-            await part
-        except BrokerError as exc:
-            if self.failure is None:
-                self.failure = exc
-            log.error("%s; stopping the lab", exc)
-            assert self._stop_requested is not None
-            self._stop_requested.set()
+    def register_entities(self, records: list[dict[str, Any]], *, timeout: float = 60.0) -> int:
+        """Register many entities at once (records as for ``register_entity``, each with ``org_id``).
 
-    def _write_lab_json(self) -> None:
-        path = self.config.data_dir / LAB_JSON
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.connection_info(), fh, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        Publishes every ``created`` event with pipelined acks, then waits until every entity has
+        its KV document. Returns the number registered.
+        """
+        items: list[tuple[str, bytes, str | None]] = []
+        for rec in records:
+            record = {"name": rec["entity_id"], "status": "active", "priority": "normal", **rec}
+            event = lifecycle.make_entity_event("created", record)
+            items.append(
+                (s.entity_subject(record["org_id"], "created"), envelopes.encode(event), event["id"])
+            )
+        self.publish_many(items)
+        wanted = {r["entity_id"] for r in records}
 
-    def _remove_lab_json(self) -> None:
-        path = self.config.data_dir / LAB_JSON
-        with contextlib.suppress(OSError):
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
+        def all_there() -> bool:
+            return wanted <= self.call(self._require().entity_docs()).keys()
 
-    def _booted(self) -> _Fabric:
-        if self._fabric is None:
-            raise LabStateError(f"the lab is {self.state.value}; it has no broker connection yet")
-        return self._fabric
+        self.wait_for(all_there, timeout=timeout, interval=0.1, what=f"{len(wanted)} entities in KV")
+        return len(wanted)
 
-    def _require(self) -> _Fabric:
-        if self.failure is not None:
-            if isinstance(self.failure, BrokerError):  # BrokerExited, ProvisionError, BrokerStartError
-                raise type(self.failure)(f"the lab failed: {self.failure}")
-            raise LabStateError(f"the lab failed: {self.failure!r}")
-        if self.state is not LabState.RUNNING or self._fabric is None:
-            raise LabStateError(f"the lab is {self.state.value}, not running")
-        return self._fabric
+    def publish_telemetry(
+        self,
+        org_id: str,
+        entity_id: str,
+        message_type: str,
+        data: dict[str, Any],
+        *,
+        timestamp: str | float | None = None,
+        message_uid: str | None = None,
+        wait: bool = False,
+        timeout: float = 10.0,
+    ) -> str:
+        """Publish one telemetry v1 envelope (as a device would) and return its message_uid.
 
+        Ingest is asynchronous: without ``wait`` the message is in the stream, not yet applied.
+        With ``wait=True`` this returns once its effect is visible: its history row is stored
+        and the entity's KV state reflects it (or, for a late message, its row marked late).
+
+        Raises:
+            TimeoutError: ``wait`` and not applied within ``timeout`` s (a message for an
+                unregistered entity is quarantined instead: see ``lab.frames.quarantine()``).
+        """
+        env = envelopes.make_telemetry(
+            org_id, entity_id, message_type, data, timestamp=timestamp, message_uid=message_uid
+        )
+        subject = s.telemetry_subject(org_id, entity_id)
+        body = envelopes.encode(env)
+        uid = str(env["message_uid"])
+        self.publish(subject, body, msg_id=uid)
+        if wait:
+            ts = envelopes.decode_telemetry(body, s.parse_telemetry_subject(subject)).timestamp
+            self.wait_for(
+                lambda: self._applied(entity_id, message_type, uid, ts),
+                timeout=timeout,
+                what=f"telemetry {uid} ({message_type} of {entity_id!r}) applied to history and KV state "
+                "(if it never is, look for it in lab.frames.quarantine())",
+            )
+        return uid
+
+    def _applied(self, entity_id: str, message_type: str, uid: str, ts: str) -> bool:
+        """True once telemetry ``uid`` has its history row and the KV state is at least as new."""
+        rows = queries.read_frame(self.db_url, "SELECT late FROM telemetry WHERE message_uid = ?", (uid,))
+        if rows.empty:
+            return False  # history is written first, then KV
+        if bool(rows.iloc[0]["late"]):
+            return True  # a late message changes history only
+        cursor = cursor_of(self.state_of(entity_id) or {}, message_type)
+        return cursor is not None and cursor >= ts
+
+    def state_of(self, entity_id: str) -> Doc | None:
+        """Return the entity's live KV document, or None."""
+        s.check_token(entity_id, "entity_id")
+        return self.call(self._require().entity_doc(entity_id))
+
+    def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        *,
+        timeout: float = 10.0,
+        interval: float = 0.02,
+        what: str = "condition",
+    ) -> T:
+        """Poll ``predicate`` until it returns something truthy, and return that; TimeoutError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value is not None and _truthy(value):
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not reached within {timeout:.1f} s")
+            time.sleep(interval)
+
+    # ------------------------------------------------------------------ the lab's loop
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
         """Run a coroutine on the lab's event loop and return its result (blocking)."""
-        self._require()
-        assert self._thread is not None
-        return self._thread.call(coro, timeout)
+        return self._runner.call(coro, timeout)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule a coroutine on the lab's event loop; await it with ``asyncio.wrap_future``."""
-        self._require()
-        assert self._thread is not None
-        return self._thread.submit(coro)
+        return self._runner.submit(coro)
 
-    # ------------------------------------------------------------------ simulated fleets
-    def simulate(
-        self,
-        scenario: Scenario | str = "small-isr-patrol",
-        *,
-        speed: float = 1.0,
-        duration_s: float | None = None,
-        seed: int | None = None,
-        processes: int = 0,
-    ) -> Simulation:
-        """Fly a simulated fleet against this lab and return its control handle.
+    def _booted(self) -> LabCore:
+        return self._runner.booted()
 
-        Args:
-            scenario: a Scenario, a named fleet (``small-isr-patrol``, ``area-search``,
-                ``load-1000``) or a YAML/TOML file.
-            speed: simulated seconds per wall second (1 = real time).
-            duration_s: stop after this many simulated seconds (default: the scenario's).
-            seed: override the scenario's seed (every random stream derives from it).
-            processes: 0 runs the fleet on the lab's loop; N > 0 splits it over N processes.
-
-        The devices talk to the lab only over NATS, like real ones. The lab stops the fleet
-        when it stops.
-        """
-        f = self._require()
-
-        async def go() -> Simulation:
-            sim = await start_simulation(
-                self, scenario, speed=speed, duration_s=duration_s, seed=seed, processes=processes
-            )
-            f.simulations.append(sim)
-            return sim
-
-        return self.call(go(), timeout=60)
+    def _require(self) -> LabCore:
+        return self._runner.require()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _truthy(value: object) -> bool:
+    if isinstance(value, pd.DataFrame | pd.Series):
+        return not value.empty
+    return bool(value)

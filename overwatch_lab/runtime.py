@@ -17,11 +17,26 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from overwatch_lab.errors import LabStateError
 
 T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """A way onto a running lab's loop: what the Lab's parts hold (``Lab`` is one).
+
+    Both raise the lab's failure (e.g. BrokerExited) or LabStateError when the lab is not running.
+    """
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
+        """Run ``coro`` on the lab's loop and return its result (blocking)."""
+        ...
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the lab's loop; a concurrent future of its result."""
+        ...
 
 
 class LoopThread:

@@ -1,26 +1,32 @@
-"""A simulated fleet flying against a running lab, owned by that lab.
+"""A simulated fleet flying against a running lab, owned by that lab (through ``lab.fleet``).
 
-``lab.simulate(scenario)`` starts it on the lab's own event loop with a NATS connection of its
+``lab.fleet.simulate(scenario)`` starts it on the lab's own event loop with a NATS connection of its
 own (the fleet behaves like outside devices, and its outgoing buffer does not compete with the
 workers'), or in worker processes for large fleets. The lab stops every simulation it started
 before it stops its workers, so a fleet never outlives its lab.
+
+The simulators package is imported only when a fleet starts (``import overwatch_lab`` stays
+free of it).
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pandas as pd
 
 from overwatch_lab.broker.connect import connect
-from simulators.command_link import CommandLink
+from overwatch_lab.runtime import Runner
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
 
-    from overwatch_lab.lab import Lab
     from simulators import ProcessRunHandle, RunHandle, Scenario
+    from simulators.command_link import CommandLink
+
+ScenarioLike: TypeAlias = "Scenario | str"
+"""A Scenario, a named fleet (``small-isr-patrol``, ``area-search``, ``load-1000``) or a YAML/TOML file."""
 
 
 class Simulation:
@@ -31,12 +37,12 @@ class Simulation:
 
     def __init__(
         self,
-        lab: Lab,
+        runner: Runner,
         handle: RunHandle | ProcessRunHandle,
         nc: NATS | None,
         links: list[CommandLink] | None = None,
     ) -> None:
-        self._lab = lab
+        self._runner = runner
         self.handle = handle
         self._nc = nc
         self.links = links or []
@@ -80,9 +86,10 @@ class Simulation:
 
     def stop(self) -> dict[str, Any]:
         """Stop the fleet and return its final counts (idempotent)."""
-        return self._lab.call(self._stop(), timeout=60)
+        return self._runner.call(self.close(), timeout=60)
 
-    async def _stop(self) -> dict[str, Any]:
+    async def close(self) -> dict[str, Any]:
+        """Stop the fleet on the lab's loop and return its final counts (``lab.fleet`` calls it)."""
         try:
             for link in self.links:
                 await link.stop()
@@ -93,26 +100,29 @@ class Simulation:
 
 
 async def start_simulation(
-    lab: Lab,
-    scenario: Scenario | str,
+    runner: Runner,
+    nats_url: str,
+    nats_token: str | None,
+    scenario: ScenarioLike,
     *,
     speed: float = 1.0,
     duration_s: float | None = None,
     seed: int | None = None,
     processes: int = 0,
 ) -> Simulation:
-    """Start ``scenario`` against ``lab`` on the lab's loop (see ``Lab.simulate``)."""
+    """Start ``scenario`` against the lab at ``nats_url``, on its loop (see ``Fleet.simulate``)."""
     from simulators import load_scenario, run_scenario, run_scenario_processes
+    from simulators.command_link import CommandLink
 
     sc = load_scenario(scenario)
     if seed is not None:
         sc = sc.replace(seed=seed)
     if processes > 0:
         handle = await run_scenario_processes(
-            sc, lab.nats_url, token=lab.nats_token, processes=processes, speed=speed, duration_s=duration_s
+            sc, nats_url, token=nats_token, processes=processes, speed=speed, duration_s=duration_s
         )
-        return Simulation(lab, handle, None)
-    nc = await connect(lab.nats_url, token=lab.nats_token, name=f"overwatch-lab-sim:{sc.name}")
+        return Simulation(runner, handle, None)
+    nc = await connect(nats_url, token=nats_token, name=f"overwatch-lab-sim:{sc.name}")
     links: list[CommandLink] = []
     try:
         run = await run_scenario(sc, nc, speed=speed, duration_s=duration_s)
@@ -126,4 +136,4 @@ async def start_simulation(
             await link.stop()
         await nc.close()
         raise
-    return Simulation(lab, run, nc, links)
+    return Simulation(runner, run, nc, links)

@@ -350,7 +350,12 @@ class StreamWatch:
                 else:
                     await self._check_consumed(w)
                 w.counters.last_error = None
-            except (BrokerError, OSError, ValueError, KeyError) as exc:  # the next pass retries (OSError: a reset)
+            except (
+                BrokerError,
+                OSError,
+                ValueError,
+                KeyError,
+            ) as exc:  # the next pass retries (OSError: a reset)
                 if w.counters.last_error is None:  # say it once per outage, not every period
                     log.warning("stream watch of %s failed: %r", w.name, exc)
                 w.counters.last_error = f"{type(exc).__name__}: {exc}"

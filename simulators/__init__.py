@@ -47,7 +47,7 @@ In-process (one connection, on the caller's event loop)::
     handle.fault_timeline()                                # DataFrame to overlay on plots
     await handle.stop()
 
-``lab.simulate(scenario)`` can wrap this on the lab's loop thread: build the client with the
+``lab.fleet.simulate(scenario)`` can wrap this on the lab's loop thread: build the client with the
 lab's URL/token (a dedicated connection, so the fleet behaves like outside devices and its
 outgoing buffer does not compete with the workers), ``lab.call(run_scenario(...))``, and hand
 the ``RunHandle`` back: its plain methods (play, pause, set_speed, inject, command) are safe to

@@ -111,7 +111,7 @@ def fly(lab: Any, steps: int = 3, *, t0: float | None = None, fleet: Fleet = FLE
 
     Returns the number of telemetry rows the store then holds.
     """
-    before = lab.telemetry_frame().shape[0]
+    before = lab.frames.telemetry().shape[0]
     sent = publish_flight(lab, flight(steps, t0=t0, fleet=fleet))
-    lab.wait_for(lambda: lab.telemetry_frame().shape[0] >= before + sent, what=f"{sent} telemetry rows")
+    lab.wait_for(lambda: lab.frames.telemetry().shape[0] >= before + sent, what=f"{sent} telemetry rows")
     return before + sent

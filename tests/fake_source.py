@@ -4,8 +4,8 @@ No broker, no database, no threads: entity documents, telemetry rows, quarantine
 counters held in memory. They are built with the lab's own pure functions, so the frames look
 like a real lab's: an entity document comes from ``protocol.state.new_entity_doc``, telemetry
 goes through ``protocol.envelopes`` (make, encode, decode), ``workers.telemetry.plan_batch``
-(live or late, the history row) and ``protocol.state.merge_telemetry``. ``states()`` flattens
-the documents as ``Lab.states()`` does. ``tests/integration/test_dashboard_lab.py`` checks
+(live or late, the history row) and ``protocol.state.merge_telemetry``. ``frames.states()``
+flattens the documents as ``lab.frames.states()`` does. ``tests/integration/test_dashboard_lab.py`` checks
 that this fake's frames keep the real lab's columns.
 
 Everything is synchronous: a view test publishes, calls ``store.refresh()`` and asserts, with no
@@ -33,7 +33,7 @@ QUARANTINE_COLUMNS = (
     "quarantined_at", "worker", "error", "original_subject", "num_delivered",
     "stream_sequence", "source_stream", "source_consumer", "original_data",
 )  # fmt: skip
-"""The columns of ``Lab.quarantine_frame()``."""
+"""The columns of ``lab.frames.quarantine()``."""
 
 WORKERS = {"entity-worker": "entity-processor", "telemetry-worker": "telemetry-processor"}
 """Worker name -> durable consumer, for the counters and quarantine records the fake keeps."""
@@ -67,25 +67,26 @@ class FakeSource:
         }
         self.reads: list[tuple[str, dict[str, Any]]] = []
         self.stopped = False
+        self.frames = FakeFrames(self)
 
     def __repr__(self) -> str:
         return f"FakeSource({len(self.docs)} entities, {len(self.rows)} rows)"
 
     # ------------------------------------------------------------------ FleetSource
-    def states(self) -> pd.DataFrame:
-        """Every document flattened into one row per entity, as ``Lab.states()``."""
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """A copy of :attr:`counters`."""
+        self._read("stats")
+        return copy.deepcopy(self.counters)
+
+    def _states(self) -> pd.DataFrame:
+        """Every document flattened into one row per entity, as ``lab.frames.states()``."""
         self._read("states")
         if not self.docs:
             return pd.DataFrame()
         frame = pd.json_normalize(copy.deepcopy(list(self.docs.values())), max_level=3)
         return frame.set_index("entity_id", drop=False).sort_index()
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """A copy of :attr:`counters`."""
-        self._read("stats")
-        return copy.deepcopy(self.counters)
-
-    def telemetry_frame(
+    def _telemetry(
         self,
         *,
         entity_id: str | None = None,
@@ -98,7 +99,7 @@ class FakeSource:
         """The rows matching, oldest first; ``limit`` keeps the newest (as ``store.queries``)."""
         filters = {"entity_id": entity_id, "org_id": org_id, "message_type": message_type,
                    "since": since, "until": until, "limit": limit}  # fmt: skip
-        self._read("telemetry_frame", {k: v for k, v in filters.items() if v is not None})
+        self._read("telemetry", {k: v for k, v in filters.items() if v is not None})
         equals = {"entity_id": entity_id, "org_id": org_id, "message_type": message_type}
         rows = [
             r
@@ -122,9 +123,9 @@ class FakeSource:
         frame["late"] = frame["late"].astype(bool)
         return frame
 
-    def quarantine_frame(self) -> pd.DataFrame:
+    def _quarantine(self) -> pd.DataFrame:
         """Every quarantine record, oldest first."""
-        self._read("quarantine_frame")
+        self._read("quarantine")
         return pd.DataFrame(self.quarantined, columns=list(QUARANTINE_COLUMNS))
 
     # ------------------------------------------------------------------ building the data
@@ -235,3 +236,22 @@ class FakeSource:
         counters = self.counters.setdefault(worker, _worker_counters())
         for key in keys:
             counters[key] = counters.get(key, 0) + 1
+
+
+class FakeFrames:
+    """``source.frames``: the FrameSource side of a :class:`FakeSource` (as ``lab.frames``)."""
+
+    def __init__(self, source: FakeSource) -> None:
+        self._source = source
+
+    def states(self) -> pd.DataFrame:
+        """Every document flattened into one row per entity, as ``lab.frames.states()``."""
+        return self._source._states()
+
+    def telemetry(self, **filters: Any) -> pd.DataFrame:
+        """The rows matching, oldest first; ``limit`` keeps the newest (as ``lab.frames.telemetry``)."""
+        return self._source._telemetry(**filters)
+
+    def quarantine(self) -> pd.DataFrame:
+        """Every quarantine record, oldest first."""
+        return self._source._quarantine()

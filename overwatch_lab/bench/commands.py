@@ -9,7 +9,7 @@ once: the figures measure the fabric, not a device). The run:
    Per-stage latency p50/p99 (issued→queued→sent→received→accepted→executing→done) comes from
    the stage times libSQL recorded; throughput = commands / (last done − first issued).
 2. **sequential**: ``sequential`` commands one at a time through the Python API
-   (``send_command`` + ``wait``): the unloaded end-to-end round trip.
+   (``lab.commands.send`` + ``wait``): the unloaded end-to-end round trip.
 3. **ceiling**, same run, same broker, same device process: raw nats-py request/reply to the
    devices (each device answers on ``bench.rr.{entity}``), concurrently (throughput) and one at a
    time (round trip). A command needs one JetStream publish in, a libSQL commit per batch, one
@@ -221,7 +221,7 @@ def _burst(lab: Lab, entities: list[str], n: int, timeout_s: float) -> dict[str,
         return bool(st["queued"] + st["rejected_by_lab"] >= n and st["open"] == 0)
 
     lab.wait_for(finished, timeout=timeout_s, interval=0.01, what=f"{n} commands final")
-    frame = lab.commands_frame()
+    frame = lab.frames.commands()
     frame = frame[frame["command_id"].str.startswith("burst-")]
     ts = {s: frame[f"{s}_at"].astype("int64") / 1e9 for s in STAGES[1:]}
     ts["issued"] = pd.Series(issued, index=frame.index)
@@ -243,7 +243,7 @@ def _sequential(lab: Lab, entities: list[str], n: int) -> dict[str, Any]:
     rtts = []
     for i in range(n):
         t = time.perf_counter()
-        lab.send_command(entities[i % len(entities)], "set_speed", speed_mps=5.0).wait(
+        lab.commands.send(entities[i % len(entities)], "set_speed", speed_mps=5.0).wait(
             "SUCCEEDED", timeout=30
         )
         rtts.append((time.perf_counter() - t) * 1000.0)
@@ -264,7 +264,7 @@ def report(r: dict[str, Any]) -> str:
         lines.append(f"  {name:<24}{p['p50_ms']:>10.1f}{p['p99_ms']:>10.1f}{p['max_ms']:>10.1f}")
     seq, ceil = r["sequential"]["api_round_trip"], r["ceiling"]
     lines += [
-        f"  sequential API round trip (send_command + wait SUCCEEDED): p50 {seq['p50_ms']:.1f} ms, "
+        f"  sequential API round trip (commands.send + wait SUCCEEDED): p50 {seq['p50_ms']:.1f} ms, "
         f"p99 {seq['p99_ms']:.1f} ms",
         f"  ceiling: raw nats-py request/reply: {ceil['concurrent_rate']:.0f} req/s concurrent "
         f"(rtt p50 {ceil['concurrent_rtt']['p50_ms']:.1f} / p99 {ceil['concurrent_rtt']['p99_ms']:.1f} ms); "

@@ -138,8 +138,8 @@ def run(
             if done_at is None:
                 raise TimeoutError(f"ingest did not finish within {timeout_s} s")
             stats = lab.stats()
-            rows = int(lab.telemetry_frame(org_id=ORG).shape[0])
-            states = lab.states()
+            rows = int(lab.frames.telemetry(org_id=ORG).shape[0])
+            states = lab.frames.states()
             _log("measuring the raw nats-py pull-consume ceiling on the same messages")
             raw_s = asyncio.run(_raw_consume(lab.nats_url, lab.nats_token, messages, 2000))
         raw_sql_s = _raw_sqlite(messages, 28)

@@ -109,32 +109,30 @@ async def connect(
         log.debug("NATS connection to %s closed", shown)
 
     nc = NATS()
-    options: dict[str, object] = {
-        "servers": servers,
-        "name": name,
-        "error_cb": on_error,
-        "disconnected_cb": on_disconnected,
-        "reconnected_cb": on_reconnected,
-        "closed_cb": on_closed,
-        "allow_reconnect": True,
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": RECONNECT_WAIT_S,
-        "connect_timeout": connect_timeout_s,
-        "ping_interval": PING_INTERVAL_S,
-        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
-        "pending_size": PENDING_SIZE,
-    }
-    if token is not None:
-        options["token"] = token
-    if user is not None:
-        options["user"] = user
-    if password is not None:
-        options["password"] = password
-    if creds is not None:
-        options["user_credentials"] = str(creds)  # read by nats-py; a missing file fails the connect
-
     # Two local tasks, both settled before this function returns (success, failure or cancel).
-    attempt = asyncio.ensure_future(nc.connect(**options))
+    attempt = asyncio.ensure_future(
+        nc.connect(
+            servers=servers,
+            name=name,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            closed_cb=on_closed,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            # nats-py annotates these two as int but only sleeps and times out on them: a float works.
+            reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]
+            connect_timeout=connect_timeout_s,  # type: ignore[arg-type]
+            ping_interval=PING_INTERVAL_S,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            pending_size=PENDING_SIZE,
+            token=token,
+            user=user,
+            password=password,
+            # read by nats-py; a missing file fails the connect
+            user_credentials=str(creds) if creds is not None else None,
+        )
+    )
     watcher = asyncio.ensure_future(give_up.wait())
     ok = False
     try:

@@ -315,6 +315,8 @@ async def open_kv(js: JetStreamContext) -> KeyValue:
 
 async def _ensure_stream(js: JetStreamContext, desired: api.StreamConfig) -> str:
     name = desired.name
+    if name is None:
+        raise ProvisionError("a stream config without a name cannot be provisioned")
     try:
         try:
             info = await js.stream_info(name)

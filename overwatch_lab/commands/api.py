@@ -1,11 +1,11 @@
 """The Python face of commands: :class:`CommandHandle` and the command DataFrames.
 
-A handle is returned by ``lab.send_command(...)`` / ``lab.broadcast_command(...)`` (or
-``lab.command(command_id)`` for an existing one). It reads the live status from the
+A handle is returned by ``lab.commands.send(...)`` / ``lab.commands.broadcast(...)`` (or
+``lab.commands.get(command_id)`` for an existing one). It reads the live status from the
 CONSTELLATION_COMMAND_STATE KV bucket (so it works the same from a lab attached from another
 process) and the history from libSQL::
 
-    h = lab.send_command("uav-1", "goto", lat=32.9, lon=-96.8, alt_m=40, ttl_s=30)
+    h = lab.commands.send("uav-1", "goto", lat=32.9, lon=-96.8, alt_m=40, ttl_s=30)
     h.wait("SUCCEEDED", timeout=10)      # blocking; raises CommandRejected / CommandTimeout
     await h.wait_async("ACCEPTED")       # the awaitable form (also ``await h``)
     h.status, h.history                  # CommandStatus, DataFrame of every transition
@@ -18,9 +18,10 @@ one (see :func:`~overwatch_lab.protocol.commands.aggregate_status`), ``statuses`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 from nats.js.kv import KeyValue
@@ -35,9 +36,6 @@ from overwatch_lab.protocol.commands import (
 )
 from overwatch_lab.store.queries import read_frame
 
-if TYPE_CHECKING:
-    from overwatch_lab.lab import Lab
-
 S = CommandStatus
 Docs = dict[str, dict[str, Any]]
 _T = TypeVar("_T")
@@ -51,11 +49,35 @@ STAGE_PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
+class CommandChannel(Protocol):
+    """What a :class:`CommandHandle` needs of its lab (``lab.commands``, see ``commands/client.py``)."""
+
+    def call(self, coro: Coroutine[Any, Any, _T], timeout: float | None = 30.0) -> _T:
+        """Run ``coro`` on the lab's loop (blocking)."""
+        ...
+
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        """Schedule ``coro`` on the lab's loop."""
+        ...
+
+    async def command_kv(self) -> KeyValue:
+        """The command status bucket (on the lab's loop)."""
+        ...
+
+    def cancel(self, org_id: str, entity_id: str | None, command_id: str) -> None:
+        """Publish a command's cancel request."""
+        ...
+
+    def history(self, command_id: str) -> pd.DataFrame:
+        """Every recorded transition and ack of a command."""
+        ...
+
+
 class CommandHandle:
     """A command sent through the lab (one entity, or an org broadcast); see the module docstring."""
 
-    def __init__(self, lab: Lab, command_id: str, org_id: str, entity_id: str | None) -> None:
-        self.lab = lab
+    def __init__(self, channel: CommandChannel, command_id: str, org_id: str, entity_id: str | None) -> None:
+        self._channel = channel
         self.command_id = command_id
         self.org_id = org_id
         self.entity_id = entity_id  # None for a broadcast
@@ -72,7 +94,7 @@ class CommandHandle:
     # ------------------------------------------------------------------ reading
     def docs(self) -> Docs:
         """The live KV documents, by entity_id (empty until the command worker has taken it)."""
-        return self.lab.call(self._docs())
+        return self._channel.call(self._docs())
 
     @property
     def statuses(self) -> dict[str, CommandStatus]:
@@ -92,7 +114,7 @@ class CommandHandle:
     @property
     def history(self) -> pd.DataFrame:
         """Every recorded transition and ack (``applied`` False: ignored), oldest first."""
-        return command_history_frame(self.lab.db_url, self.command_id)
+        return self._channel.history(self.command_id)
 
     # ------------------------------------------------------------------ waiting
     def wait(self, status: str | CommandStatus | None = S.SUCCEEDED, timeout: float = 30.0) -> CommandStatus:
@@ -103,7 +125,7 @@ class CommandHandle:
             CommandError: a delivery ended FAILED, EXPIRED or CANCELLED instead.
             CommandTimeout: not reached within ``timeout`` seconds.
         """
-        return self.lab.call(self._wait(status, timeout), timeout=timeout + 10.0)
+        return self._channel.call(self._wait(status, timeout), timeout=timeout + 10.0)
 
     async def wait_async(
         self,
@@ -111,7 +133,7 @@ class CommandHandle:
         timeout: float = 30.0,  # noqa: ASYNC109 - the deadline runs on the lab's loop, not the caller's
     ) -> CommandStatus:
         """The awaitable form of :meth:`wait` (runs on the lab's loop, awaitable from any loop)."""
-        return await asyncio.wrap_future(self.lab.submit(self._wait(status, timeout)))
+        return await asyncio.wrap_future(self._channel.submit(self._wait(status, timeout)))
 
     def __await__(self) -> Generator[Any, None, CommandStatus]:
         return self.wait_async().__await__()
@@ -119,7 +141,7 @@ class CommandHandle:
     def follow(self, on_transition: Transition, timeout: float = 60.0) -> CommandStatus | None:
         """Call ``on_transition(entity_id, status, at, reason)`` for each transition as it happens
         (from the start), until every delivery is final or ``timeout``; return the final status."""
-        return self.lab.call(self._follow(on_transition, timeout), timeout=timeout + 10.0)
+        return self._channel.call(self._follow(on_transition, timeout), timeout=timeout + 10.0)
 
     def cancel(self, timeout: float = 10.0) -> bool:
         """Cancel the command; True if every delivery ended CANCELLED.
@@ -127,7 +149,7 @@ class CommandHandle:
         A delivery not yet received by its device is cancelled by the lab; one already received
         is forwarded to the device, which may still finish it.
         """
-        self.lab._publish_cancel(self.org_id, self.entity_id, self.command_id)
+        self._channel.cancel(self.org_id, self.entity_id, self.command_id)
         try:
             final = self.wait(None, timeout)
         except CommandTimeout:
@@ -136,7 +158,7 @@ class CommandHandle:
 
     # ------------------------------------------------------------------ on the lab's loop
     async def _kv(self) -> KeyValue:
-        return await self.lab._command_kv()
+        return await self._channel.command_kv()
 
     def _pattern(self) -> str:
         return f"{self.command_id}.{self.entity_id}" if self.entity_id else f"{self.command_id}.>"

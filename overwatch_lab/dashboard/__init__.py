@@ -21,7 +21,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "AttachedLab": "server",
+    "AttachedLab": "attached",
     "Dashboard": "app",
     "DashboardServer": "server",
     "build_app": "app",

@@ -284,8 +284,7 @@ def build_app(
 
 # ---------------------------------------------------------------------------------------------- panel serve
 if pn.state.served:
-    # Imported here, not at the top: server.py imports this module (Dashboard, TITLE).
-    from overwatch_lab.dashboard.server import AttachedLab, default_data_dir
+    from overwatch_lab.dashboard.attached import AttachedLab, default_data_dir
 
     # Panel types the factory as taking no arguments, but passes **kwargs to it (and keys the cache on them).
     _source = pn.state.as_cached(

@@ -2,8 +2,8 @@
 
 Views never talk to the lab. They take ``data_store=`` and watch its output parameters
 (``fleet``, ``stats``, ``telemetry``, ...), so one read of the lab feeds every view and the same
-views work in a notebook, under ``panel serve`` and against anything with the lab's helper
-methods (a :class:`FleetSource`).
+views work in a notebook, under ``panel serve`` and against anything shaped like the lab's
+``frames`` and ``stats()`` (a :class:`FleetSource`).
 
 Refreshing: :meth:`DataStore.start` installs ONE periodic callback (``period_s``, default 1 s).
 Each tick reads the source on a short-lived daemon thread, never on the Panel event loop, so a
@@ -14,7 +14,7 @@ the previous read still running is skipped and counted. A failed read is counted
 lab never crashes the dashboard. :meth:`refresh` does the same read and apply synchronously
 (tests, scripts).
 
-Cost per tick: ``states()`` and ``stats()`` always; the selected entity's telemetry
+Cost per tick: ``frames.states()`` and ``stats()`` always; the selected entity's telemetry
 incrementally (only rows newer than the last one held); the quarantine stream only when the
 quarantine counters moved or ``quarantine_period_s`` passed (each read scans that stream, and an
 empty read waits for the broker's fetch timeout).
@@ -56,24 +56,33 @@ message that reached the store slightly out of time order is still picked up (ro
 de-duplicated by ``id``)."""
 
 
-@runtime_checkable
-class FleetSource(Protocol):
-    """What a DataStore reads: the lab's blocking helper methods (``Lab`` satisfies it)."""
+class FrameSource(Protocol):
+    """The frames a DataStore reads (``lab.frames``, a :class:`~overwatch_lab.frames.Frames`)."""
 
     def states(self) -> pd.DataFrame:
         """Every entity's KV document, flattened, one row per entity."""
         ...
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """Counters per worker and the synchronizer's."""
-        ...
-
-    def telemetry_frame(self, **filters: Any) -> pd.DataFrame:
+    def telemetry(self, **filters: Any) -> pd.DataFrame:
         """Telemetry history (``entity_id=``, ``since=``, ``limit=`` ...)."""
         ...
 
-    def quarantine_frame(self) -> pd.DataFrame:
+    def quarantine(self) -> pd.DataFrame:
         """Every quarantine record."""
+        ...
+
+
+@runtime_checkable
+class FleetSource(Protocol):
+    """What a DataStore reads: ``frames`` and ``stats()`` (``Lab`` satisfies it)."""
+
+    @property
+    def frames(self) -> FrameSource:
+        """The frames: states, telemetry history, quarantine."""
+        ...
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Counters per worker and the synchronizer's."""
         ...
 
 
@@ -144,7 +153,9 @@ class DataStore(param.Parameterized):
     quarantine_rows = param.Integer(default=200, bounds=(1, None), doc="Newest quarantine records kept.")
 
     # ---- outputs
-    states = param.DataFrame(default=None, allow_None=True, doc="lab.states(): flattened KV documents.")
+    states = param.DataFrame(
+        default=None, allow_None=True, doc="lab.frames.states(): flattened KV documents."
+    )
     fleet = param.DataFrame(default=None, allow_None=True, doc="fleet_frame(states): one row per entity.")
     stats = param.Dict(default={}, doc="lab.stats(): counters per worker and the synchronizer's.")
     rates = param.Dict(
@@ -286,7 +297,7 @@ class DataStore(param.Parameterized):
         try:
             if source is None:
                 raise RuntimeError("the DataStore has no source")
-            states = source.states()
+            states = source.frames.states()
             stats = source.stats()
             fleet = fleet_frame(states, now)
             entity, telemetry = self._read_telemetry(source, now)
@@ -313,14 +324,14 @@ class DataStore(param.Parameterized):
         since = now - self.telemetry_window_s
         held = self.telemetry if self.telemetry_entity == entity else None
         if held is not None and not held.empty:
-            new = source.telemetry_frame(
+            new = source.frames.telemetry(
                 entity_id=entity,
                 since=float(held["ts"].max()) - TELEMETRY_OVERLAP_S,
                 limit=self.telemetry_max_rows,
             )
         else:
             held = None
-            new = source.telemetry_frame(entity_id=entity, since=since, limit=self.telemetry_max_rows)
+            new = source.frames.telemetry(entity_id=entity, since=since, limit=self.telemetry_max_rows)
         return entity, merge_telemetry(held, new, since=since, max_rows=self.telemetry_max_rows)
 
     def _read_quarantine(
@@ -335,7 +346,7 @@ class DataStore(param.Parameterized):
             return None
         self._quarantine_read_at = time.monotonic()
         try:
-            frame = trim_quarantine(source.quarantine_frame(), self.quarantine_rows)
+            frame = trim_quarantine(source.frames.quarantine(), self.quarantine_rows)
         except Exception as exc:  # the rest of the snapshot is still good
             notes.append(f"quarantine read failed: {type(exc).__name__}: {exc}")
             return None

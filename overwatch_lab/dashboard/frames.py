@@ -1,7 +1,7 @@
 """Pure pandas reductions behind the dashboard: fleet frame, worker rates, quarantine, telemetry.
 
-No I/O and no Panel: each function takes what the lab returned (``lab.states()``,
-``lab.stats()``, ``lab.quarantine_frame()``, ``lab.telemetry_frame()``) and returns a new
+No I/O and no Panel: each function takes what the lab returned (``lab.frames.states()``,
+``lab.stats()``, ``lab.frames.quarantine()``, ``lab.frames.telemetry()``) and returns a new
 frame or dict. The :class:`~overwatch_lab.dashboard.datastore.DataStore` applies them on
 every refresh; tests call them directly.
 """
@@ -105,10 +105,10 @@ def _texts(states: pd.DataFrame, name: str) -> pd.Series:
 
 
 def fleet_frame(states: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
-    """Reduce ``lab.states()`` to the per-entity columns an operator watches.
+    """Reduce ``lab.frames.states()`` to the per-entity columns an operator watches.
 
     Args:
-        states: the flattened KV documents (``Lab.states()``); may be empty or lack columns.
+        states: the flattened KV documents (``lab.frames.states()``); may be empty or lack columns.
         now: epoch seconds to measure ``age_s`` against (default: the current time).
 
     Returns:

@@ -1,9 +1,8 @@
-"""Serving the dashboard: an in-process Panel server, and a source that follows a lab by folder.
+"""Serving the dashboard: an in-process Panel server.
 
-- :func:`serve` (the CLI's ``dashboard`` command) runs a Panel server on a thread of this
-  process and returns a :class:`DashboardServer` with ``.port``, ``.url`` and ``.stop()``.
-- :class:`AttachedLab` is the FleetSource of ``panel serve overwatch_lab/dashboard/app.py``:
-  it attaches to the lab running in :func:`default_data_dir` and re-attaches when it restarts.
+:func:`serve` (the CLI's ``dashboard`` command) runs a Panel server on a thread of this process
+and returns a :class:`DashboardServer` with ``.port``, ``.url`` and ``.stop()``. (The source
+that follows a lab by folder, for ``panel serve``, is :mod:`overwatch_lab.dashboard.attached`.)
 
 Each browser session gets its own :class:`~overwatch_lab.dashboard.app.Dashboard`; its
 periodic refresh stops when the session is destroyed and when :meth:`DashboardServer.stop` runs.
@@ -15,101 +14,19 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import socket
 import threading
 import uuid
 import weakref
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pandas as pd
 import panel as pn
 
-from overwatch_lab.config import default_data_dir as config_default_data_dir
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
 
-if TYPE_CHECKING:
-    from overwatch_lab.lab import Lab
-
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------- sources
-class AttachedLab:
-    """A FleetSource that attaches to the lab running in ``data_dir`` and follows its restarts.
-
-    Each call checks ``<data_dir>/lab.json``: while it is unchanged the same attached Lab is used;
-    when it changed (the lab restarted) the old attachment is closed and a new one made; when it
-    is gone (the lab stopped) the call raises ConfigError, which the DataStore shows.
-    Thread-safe: one instance serves every session of a ``panel serve`` process.
-    """
-
-    def __init__(self, data_dir: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        self.data_dir = Path(data_dir).expanduser().resolve()
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._lab: Lab | None = None
-        self._stamp: bytes | None = None
-
-    def __repr__(self) -> str:
-        return f"<AttachedLab data_dir={str(self.data_dir)!r}>"
-
-    def lab(self) -> Lab:
-        """Return the attached Lab, attaching (again) when ``lab.json`` changed."""
-        from overwatch_lab.errors import ConfigError
-        from overwatch_lab.lab import LAB_JSON, Lab, LabState
-
-        try:
-            stamp: bytes | None = (self.data_dir / LAB_JSON).read_bytes()
-        except FileNotFoundError:
-            stamp = None
-        with self._lock:
-            if self._lab is not None and stamp == self._stamp and self._lab.state is LabState.RUNNING:
-                return self._lab
-            self._close_locked()
-            if stamp is None:
-                raise ConfigError(
-                    f"no running lab in {self.data_dir} ({LAB_JSON} not found); start one with `overwatch-lab up`"
-                )
-            self._lab = Lab.attach(self.data_dir, timeout=self.timeout)
-            self._stamp = stamp
-            log.info("dashboard attached to the lab in %s", self.data_dir)
-            return self._lab
-
-    def close(self) -> None:
-        """Close the attachment (the lab itself keeps running)."""
-        with self._lock:
-            self._close_locked()
-
-    def _close_locked(self) -> None:
-        lab, self._lab, self._stamp = self._lab, None, None
-        if lab is not None:
-            with contextlib.suppress(Exception):
-                lab.down(timeout=self.timeout)
-
-    def states(self) -> pd.DataFrame:
-        """See ``Lab.states``."""
-        return self.lab().states()
-
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """See ``Lab.stats``."""
-        return self.lab().stats()
-
-    def telemetry_frame(self, **filters: Any) -> pd.DataFrame:
-        """See ``Lab.telemetry_frame``."""
-        return self.lab().telemetry_frame(**filters)
-
-    def quarantine_frame(self) -> pd.DataFrame:
-        """See ``Lab.quarantine_frame``."""
-        return self.lab().quarantine_frame()
-
-
-def default_data_dir() -> Path:
-    """LabConfig's default data dir (``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data``), resolved."""
-    return config_default_data_dir().expanduser().resolve()
 
 
 # ---------------------------------------------------------------------------------------------- server

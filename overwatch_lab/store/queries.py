@@ -78,7 +78,7 @@ def _epoch(value: TimeLike, name: str) -> float:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
         raise DatabaseError(f"{name}={value!r} is not a time: {exc}") from exc
-    if stamp is pd.NaT:
+    if pd.isna(stamp):
         raise DatabaseError(f"{name}={value!r} is not a time")
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")

@@ -84,7 +84,7 @@ class Writer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overwatch-db")
         self.state = "opening"
         try:
-            result = await self._submit("open", self._open_sync, setup)
+            result: T = await self._submit("open", self._open_sync, setup)
         except BaseException:
             await self.close()
             raise

@@ -43,14 +43,14 @@ def devices(cmd_lab: Lab) -> Iterator[Devices]:
 
 def row(lab: Lab, command_id: str, entity_id: str | None = None) -> dict[Any, Any]:
     filters = {"command_id": command_id} | ({"entity_id": entity_id} if entity_id else {})
-    frame = lab.commands_frame(**filters)
+    frame = lab.frames.commands(**filters)
     assert len(frame) == 1, frame
     return frame.iloc[0].to_dict()
 
 
 def test_goto_runs_the_whole_lifecycle(cmd_lab, devices):
     devices.add("uav-0")
-    h = cmd_lab.send_command("uav-0", "goto", lat=32.9, lon=-96.8, alt_m=40, speed_mps=8)
+    h = cmd_lab.commands.send("uav-0", "goto", lat=32.9, lon=-96.8, alt_m=40, speed_mps=8)
     assert h.wait("SUCCEEDED", timeout=10) is S.SUCCEEDED
     assert h.status is S.SUCCEEDED and devices.executed("uav-0") == [h.command_id]
     hist = h.history
@@ -64,22 +64,22 @@ def test_goto_runs_the_whole_lifecycle(cmd_lab, devices):
     assert r["total_ms"] < 5000
     doc = h.docs()["uav-0"]
     assert [x["status"] for x in doc["history"]][-1] == "SUCCEEDED" and doc["fanout"] == 1
-    assert cmd_lab.command(h.command_id).status is S.SUCCEEDED
+    assert cmd_lab.commands.get(h.command_id).status is S.SUCCEEDED
     assert cmd_lab.stats()["commands"]["open"] == 0
 
 
 async def test_the_handle_is_awaitable_from_another_loop(cmd_lab, devices):
     devices.add("uav-1")
-    h = await asyncio.to_thread(cmd_lab.send_command, "uav-1", "rtl")
+    h = await asyncio.to_thread(cmd_lab.commands.send, "uav-1", "rtl")
     assert await h.wait_async("ACCEPTED", timeout=10) is S.ACCEPTED
     assert await h is S.SUCCEEDED
 
 
 def test_offline_device_gets_the_command_when_it_returns_within_the_ttl(cmd_lab, devices):
     link = devices.add("uav-0", online=False)
-    h = cmd_lab.send_command("uav-0", "land", ttl_s=30)
+    h = cmd_lab.commands.send("uav-0", "land", ttl_s=30)
     # the lab keeps resending while the device is silent
-    attempts = lambda: cmd_lab.commands_frame(command_id=h.command_id)["attempts"].sum()  # noqa: E731
+    attempts = lambda: cmd_lab.frames.commands(command_id=h.command_id)["attempts"].sum()  # noqa: E731
     cmd_lab.wait_for(lambda: attempts() >= 3, timeout=10, what="resends")
     assert h.status is S.SENT and devices.executed("uav-0") == []
     devices.online("uav-0")
@@ -91,13 +91,13 @@ def test_offline_device_gets_the_command_when_it_returns_within_the_ttl(cmd_lab,
 
 def test_offline_device_past_the_ttl_gets_expired_and_never_executes(cmd_lab, devices):
     devices.add("uav-0", online=False)
-    h = cmd_lab.send_command("uav-0", "hold", ttl_s=0.5)
+    h = cmd_lab.commands.send("uav-0", "hold", ttl_s=0.5)
     with pytest.raises(CommandError, match="EXPIRED") as info:
         h.wait("SUCCEEDED", timeout=10)
     assert not isinstance(info.value, CommandRejected) and info.value.status is S.EXPIRED
     assert "not received within ttl_s 0.5" in h.reasons["uav-0"]
     devices.online("uav-0")
-    later = cmd_lab.send_command("uav-0", "rtl")
+    later = cmd_lab.commands.send("uav-0", "rtl")
     later.wait(timeout=10)  # the device is reachable now: the expired command was never re-sent
     assert devices.executed("uav-0") == [later.command_id]
     assert row(cmd_lab, h.command_id)["status"] == "EXPIRED"
@@ -106,10 +106,10 @@ def test_offline_device_past_the_ttl_gets_expired_and_never_executes(cmd_lab, de
 def test_bad_commands_are_rejected_with_the_reason_recorded(cmd_lab, devices):
     devices.add("uav-0")
     bad = {
-        "unknown entity": cmd_lab.send_command("ghost", "rtl", org_id=ORG),
-        "unknown action": cmd_lab.send_command("uav-0", "teleport"),
-        "invalid params": cmd_lab.send_command("uav-0", "goto", lat=91.0, lon=0.0),
-        "lat and lon": cmd_lab.send_command("uav-0", "land", lat=1.0),
+        "unknown entity": cmd_lab.commands.send("ghost", "rtl", org_id=ORG),
+        "unknown action": cmd_lab.commands.send("uav-0", "teleport"),
+        "invalid params": cmd_lab.commands.send("uav-0", "goto", lat=91.0, lon=0.0),
+        "lat and lon": cmd_lab.commands.send("uav-0", "land", lat=1.0),
     }
     expired = c.make_command(ORG, "uav-0", "rtl", command_id="old-1", issued_at=1_000_000.0, ttl_s=5)
     cmd_lab.publish(f"constellation.commands.{ORG}.uav-0", expired, msg_id="old-1")
@@ -124,7 +124,7 @@ def test_bad_commands_are_rejected_with_the_reason_recorded(cmd_lab, devices):
     assert "unknown action 'teleport'" in reasons["unknown action"]
     assert "'lat' = 91.0 is outside" in reasons["invalid params"]
     assert "lat and lon go together" in reasons["lat and lon"]
-    cmd_lab.wait_for(lambda: len(cmd_lab.commands_frame(status="REJECTED")) == 6, what="6 rejections")
+    cmd_lab.wait_for(lambda: len(cmd_lab.frames.commands(status="REJECTED")) == 6, what="6 rejections")
     assert "expired on arrival" in row(cmd_lab, "old-1")["reason"]
     assert row(cmd_lab, "big-1")["reason"].startswith("oversize")
     for h in bad.values():
@@ -133,7 +133,7 @@ def test_bad_commands_are_rejected_with_the_reason_recorded(cmd_lab, devices):
     # a body that is not even a command is quarantined, not dropped
     cmd_lab.publish(f"constellation.commands.{ORG}.uav-0", b"\x00not json", msg_id="junk-1")
     q = cmd_lab.wait_for(
-        lambda: (f := cmd_lab.quarantine_frame()).query("worker == 'command-worker'").shape[0] == 1 and f,
+        lambda: (f := cmd_lab.frames.quarantine()).query("worker == 'command-worker'").shape[0] == 1 and f,
         what="quarantine record",
     )
     assert "malformed JSON" in q.query("worker == 'command-worker'").iloc[0]["error"]
@@ -146,11 +146,11 @@ def test_device_rejection_and_failure_carry_the_device_reason(cmd_lab, devices):
         return "motor 3 failed at 40 m" if command["command_type"] == "goto" else None
 
     devices.add("uav-1", execute=motor_failure)
-    rejected = cmd_lab.send_command("uav-0", "arm")
+    rejected = cmd_lab.commands.send("uav-0", "arm")
     with pytest.raises(CommandRejected, match="battery at 12 %"):
         rejected.wait(timeout=10)
     assert list(rejected.history["status"]) == ["QUEUED", "SENT", "RECEIVED", "REJECTED"]
-    failed = cmd_lab.send_command("uav-1", "goto", lat=1.0, lon=2.0)
+    failed = cmd_lab.commands.send("uav-1", "goto", lat=1.0, lon=2.0)
     with pytest.raises(CommandError, match="motor 3 failed") as info:
         failed.wait(timeout=10)
     assert info.value.status is S.FAILED
@@ -161,7 +161,7 @@ def test_device_rejection_and_failure_carry_the_device_reason(cmd_lab, devices):
 
 def test_duplicate_delivery_and_late_acks_never_move_a_command_backwards(cmd_lab, devices):
     link = devices.add("uav-0")
-    h = cmd_lab.send_command("uav-0", "set_speed", speed_mps=6.0)
+    h = cmd_lab.commands.send("uav-0", "set_speed", speed_mps=6.0)
     h.wait(timeout=10)
     # the same delivery again (as after a lab restart): re-acked, not executed again
     delivery = c.make_delivery({"command_id": h.command_id, "action": "set_speed"}, expires_ts=9e9, attempt=9)
@@ -185,29 +185,29 @@ def test_broadcast_fans_out_and_is_tracked_per_entity(cmd_lab, devices):
     devices.add("uav-0")
     devices.add("uav-1")
     devices.add("uav-2", online=False)
-    h = cmd_lab.broadcast_command(ORG, "set_mode", mode="RTL", ttl_s=1.0)
+    h = cmd_lab.commands.broadcast(ORG, "set_mode", mode="RTL", ttl_s=1.0)
     assert h.broadcast
     with pytest.raises(CommandError, match="uav-2 ended EXPIRED"):
         h.wait("SUCCEEDED", timeout=10)
     assert h.statuses == {"uav-0": S.SUCCEEDED, "uav-1": S.SUCCEEDED, "uav-2": S.EXPIRED}
     assert h.status is S.EXPIRED
-    frame = cmd_lab.commands_frame(command_id=h.command_id)
+    frame = cmd_lab.frames.commands(command_id=h.command_id)
     assert len(frame) == 3 and frame["broadcast"].all()
     assert set(frame["entity_id"]) == {"uav-0", "uav-1", "uav-2"}
     assert devices.executed("uav-0") == devices.executed("uav-1") == [h.command_id]
-    empty = cmd_lab.broadcast_command("org-nobody", "rtl")
+    empty = cmd_lab.commands.broadcast("org-nobody", "rtl")
     with pytest.raises(CommandRejected, match="unknown organization 'org-nobody'"):
         empty.wait(timeout=10)
 
 
 def test_cancel_before_delivery_is_final_and_the_device_never_executes_it(cmd_lab, devices):
     devices.add("uav-0", online=False)
-    h = cmd_lab.send_command("uav-0", "orbit", radius_m=80, ttl_s=30)
+    h = cmd_lab.commands.send("uav-0", "orbit", radius_m=80, ttl_s=30)
     h.wait("SENT", timeout=10)
     assert h.cancel(timeout=10) is True
     assert h.status is S.CANCELLED and h.reasons["uav-0"] == "cancelled by operator"
     devices.online("uav-0")
-    later = cmd_lab.send_command("uav-0", "rtl")
+    later = cmd_lab.commands.send("uav-0", "rtl")
     later.wait(timeout=10)
     assert devices.executed("uav-0") == [later.command_id]
     assert later.cancel(timeout=2) is False  # too late: it already succeeded
@@ -222,7 +222,7 @@ def test_cancel_during_execution_is_confirmed_by_the_device(cmd_lab, devices):
         return None
 
     devices.add("uav-0", execute=long_flight)
-    h = cmd_lab.send_command("uav-0", "follow_route", waypoints=[[1, 2, 30], [1.001, 2.001, 30]], loop=True)
+    h = cmd_lab.commands.send("uav-0", "follow_route", waypoints=[[1, 2, 30], [1.001, 2.001, 30]], loop=True)
     h.wait("EXECUTING", timeout=10)
     assert h.cancel(timeout=10) is True
     hist = h.history
@@ -232,7 +232,7 @@ def test_cancel_during_execution_is_confirmed_by_the_device(cmd_lab, devices):
 
 def test_wait_times_out_with_the_statuses_seen(cmd_lab, devices):
     devices.add("uav-0", online=False)
-    h = cmd_lab.send_command("uav-0", "rtl", ttl_s=30)
+    h = cmd_lab.commands.send("uav-0", "rtl", ttl_s=30)
     with pytest.raises(CommandTimeout, match="SENT"):
         h.wait("SUCCEEDED", timeout=0.5)
     assert Counter(h.statuses.values()) == {S.SENT: 1}
@@ -250,7 +250,7 @@ def test_a_device_that_goes_silent_mid_execution_ends_failed(lab_factory):
             return None
 
         devices.add("uav-0", execute=hang)
-        h = lab.send_command("uav-0", "goto", lat=1.0, lon=2.0)
+        h = lab.commands.send("uav-0", "goto", lat=1.0, lon=2.0)
         with pytest.raises(CommandError, match="no result from the device within 0.5 s of EXECUTING"):
             h.wait(timeout=10)
         assert h.history.iloc[-1]["source"] == "lab" and lab.stats()["commands"]["timed_out"] == 1
@@ -307,11 +307,11 @@ def test_real_simulated_devices_execute_every_action(cmd_lab, devices):
         ("rtl", {}, "rtl"),
     ]
     for action, params, behaviour in actions:
-        h = cmd_lab.send_command("uav-0", action, **params)
+        h = cmd_lab.commands.send("uav-0", action, **params)
         assert h.wait(timeout=10) is S.SUCCEEDED, action
         assert copter.behaviour.name == behaviour, (action, copter.behaviour)
-    assert list(copter.executed) == cmd_lab.commands_frame(entity_id="uav-0")["command_id"].tolist()
-    refused = cmd_lab.send_command("uav-1", "goto", lat=47.7, lon=-122.3)
+    assert list(copter.executed) == cmd_lab.frames.commands(entity_id="uav-0")["command_id"].tolist()
+    refused = cmd_lab.commands.send("uav-1", "goto", lat=47.7, lon=-122.3)
     with pytest.raises(CommandRejected, match="sensor cannot move"):
         refused.wait(timeout=10)
 
@@ -333,11 +333,11 @@ def test_a_redelivered_ack_heals_a_stale_kv_mirror(cmd_lab, devices):
     """As after a crash between the libSQL commit and the KV put: the redelivered message is
     refused by the store (already applied) but re-mirrors the stored state."""
     devices.add("uav-0")
-    h = cmd_lab.send_command("uav-0", "rtl")
+    h = cmd_lab.commands.send("uav-0", "rtl")
     h.wait(timeout=10)
 
     async def forget() -> None:
-        kv = await cmd_lab._command_kv()
+        kv = await cmd_lab._core.command_kv()
         await kv.delete(c.state_key(h.command_id, "uav-0"))
 
     cmd_lab.call(forget())

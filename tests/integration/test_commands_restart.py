@@ -61,11 +61,11 @@ def publish_while_down(devices: Devices, entity_id: str, n: int) -> list[str]:
 def assert_all_succeeded_once(lab: Lab, devices: Devices, expected: dict[str, list[str]]) -> None:
     for entity_id, ids in expected.items():
         for cid in ids:
-            assert lab.command(cid).wait("SUCCEEDED", timeout=20) is S.SUCCEEDED, (entity_id, cid)
+            assert lab.commands.get(cid).wait("SUCCEEDED", timeout=20) is S.SUCCEEDED, (entity_id, cid)
         counts = Counter(devices.executed(entity_id))
         assert set(counts) == set(ids), entity_id
         assert max(counts.values()) == 1, f"{entity_id} executed a command twice: {counts}"
-    frame = lab.commands_frame()
+    frame = lab.frames.commands()
     assert len(frame) == sum(map(len, expected.values())) and (frame["status"] == "SUCCEEDED").all()
 
 
@@ -84,11 +84,11 @@ def test_graceful_restart_mid_delivery(tmp_path, broker):
     lab.register_org(ORG)
     for e in ENTITIES:
         lab.register_entity(ORG, e, "aircraft_multirotor")
-    sent = {e: [lab.send_command(e, "hold", ttl_s=120).command_id for _ in range(5)] for e in ENTITIES}
+    sent = {e: [lab.commands.send(e, "hold", ttl_s=120).command_id for _ in range(5)] for e in ENTITIES}
     for cid in sent["uav-0"]:
-        lab.command(cid).wait("EXECUTING", timeout=10)
+        lab.commands.get(cid).wait("EXECUTING", timeout=10)
     for cid in sent["uav-1"]:
-        lab.command(cid).wait("SENT", timeout=10)
+        lab.commands.get(cid).wait("SENT", timeout=10)
     lab.down()
 
     # while no lab runs: executions finish (acks wait in their stream), uav-1 comes back, and
@@ -103,7 +103,7 @@ def test_graceful_restart_mid_delivery(tmp_path, broker):
     lab2 = Lab.up(config(tmp_path, server))
     try:
         assert_all_succeeded_once(lab2, devices, sent)
-        hist = lab2.command(sent["uav-0"][0]).history
+        hist = lab2.commands.get(sent["uav-0"][0]).history
         assert list(hist["status"])[-1] == "SUCCEEDED" and hist.iloc[-1]["source"] == "device"
     finally:
         lab2.down()
@@ -130,12 +130,12 @@ def test_killed_lab_mid_delivery(tmp_path, broker):
         attached = Lab.attach(tmp_path / "lab")
         try:
             sent = {
-                e: [attached.send_command(e, "rtl", ttl_s=120).command_id for _ in range(10)]
+                e: [attached.commands.send(e, "rtl", ttl_s=120).command_id for _ in range(10)]
                 for e in ENTITIES[:2]
             }
             for cid in sent["uav-0"]:
-                attached.command(cid).wait("SENT", timeout=10)
-            attached.command(sent["uav-1"][-1]).wait("SUCCEEDED", timeout=10)
+                attached.commands.get(cid).wait("SENT", timeout=10)
+            attached.commands.get(sent["uav-1"][-1]).wait("SUCCEEDED", timeout=10)
         finally:
             attached.down()
         os.killpg(child.pid, signal.SIGKILL)
@@ -150,7 +150,7 @@ def test_killed_lab_mid_delivery(tmp_path, broker):
     lab2 = Lab.up(config(tmp_path, server))
     try:
         assert_all_succeeded_once(lab2, devices, sent)
-        counts = lab2.commands_frame(entity_id="uav-0")["attempts"]
+        counts = lab2.frames.commands(entity_id="uav-0")["attempts"]
         assert (counts >= 1).all()
     finally:
         lab2.down()
@@ -163,19 +163,20 @@ def test_a_device_reconnecting_after_the_lab_restarts_gets_pending_commands(tmp_
     lab = Lab.up(config(tmp_path, server))
     lab.register_org(ORG)
     lab.register_entity(ORG, "uav-0", "aircraft_multirotor")
-    h = lab.send_command("uav-0", "land", ttl_s=120)
+    h = lab.commands.send("uav-0", "land", ttl_s=120)
     h.wait("SENT", timeout=10)
     lab.down()
     lab2 = Lab.up(config(tmp_path, server))
     try:
         assert lab2.stats()["commands"]["open"] == 1  # resumed from libSQL
         devices.online("uav-0")
-        assert lab2.command(h.command_id).wait(timeout=10) is S.SUCCEEDED
+        assert lab2.commands.get(h.command_id).wait(timeout=10) is S.SUCCEEDED
         assert device.executed == [h.command_id]
         # The KV mirror follows the ledger: wait for it rather than read it at once.
         docs = lab2.wait_for(
             lambda: (
-                (d := lab2.command(h.command_id).docs()).get("uav-0", {}).get("status") == "SUCCEEDED" and d
+                (d := lab2.commands.get(h.command_id).docs()).get("uav-0", {}).get("status") == "SUCCEEDED"
+                and d
             ),
             what="SUCCEEDED mirrored to KV",
         )

@@ -43,7 +43,7 @@ def test_the_fake_source_keeps_the_real_labs_frames(lab):
     fake.publish_telemetry("org-a", "ghost", "VFR_HUD", {"groundspeed": 1.0})
     lab.wait_for(lambda: lab.stats()["telemetry-worker"]["quarantined"] == 1, what="the ghost quarantined")
 
-    real_states, fake_states = lab.states(), fake.states()
+    real_states, fake_states = lab.frames.states(), fake.frames.states()
     assert sorted(fake_states.columns) == sorted(real_states.columns)
     now = time.time()
     assert_same(
@@ -51,7 +51,7 @@ def test_the_fake_source_keeps_the_real_labs_frames(lab):
         fleet_frame(real_states, now).drop(columns="age_s"),
     )
 
-    real_rows, fake_rows = lab.telemetry_frame(), fake.telemetry_frame()
+    real_rows, fake_rows = lab.frames.telemetry(), fake.frames.telemetry()
     assert list(fake_rows.columns) == list(real_rows.columns)
     assert fake_rows.dtypes.to_dict() == real_rows.dtypes.to_dict()
     key = ["entity_id", "ts", "message_type"]
@@ -59,13 +59,13 @@ def test_the_fake_source_keeps_the_real_labs_frames(lab):
         fake_rows.drop(columns=SERVER_SIDE).sort_values(key, ignore_index=True),
         real_rows.drop(columns=SERVER_SIDE).sort_values(key, ignore_index=True),
     )
-    limited = lab.telemetry_frame(entity_id="uav-2", since=t0 + 1, limit=2)
+    limited = lab.frames.telemetry(entity_id="uav-2", since=t0 + 1, limit=2)
     assert_same(
-        fake.telemetry_frame(entity_id="uav-2", since=t0 + 1, limit=2).drop(columns=SERVER_SIDE),
+        fake.frames.telemetry(entity_id="uav-2", since=t0 + 1, limit=2).drop(columns=SERVER_SIDE),
         limited.drop(columns=SERVER_SIDE),
     )
 
-    real_q, fake_q = lab.quarantine_frame(), fake.quarantine_frame()
+    real_q, fake_q = lab.frames.quarantine(), fake.frames.quarantine()
     assert list(fake_q.columns) == list(real_q.columns)
     same = ["worker", "error", "original_subject", "source_stream", "source_consumer"]
     assert fake_q[same].to_dict("records") == real_q[same].to_dict("records")
@@ -108,10 +108,10 @@ def test_attached_lab_follows_restarts(lab_factory, tmp_path):
     data_dir = tmp_path / "shared"
     source = AttachedLab(data_dir)
     with pytest.raises(ConfigError, match="no running lab"):
-        source.states()
+        source.frames.states()
     first = lab_factory(data_dir=data_dir)
     register_fleet(first)
-    assert sorted(source.states()["entity_id"]) == entity_ids()
+    assert sorted(source.frames.states()["entity_id"]) == entity_ids()
     attached = source.lab()
     assert attached is source.lab() and not attached.owner
     first.down()
@@ -120,7 +120,7 @@ def test_attached_lab_follows_restarts(lab_factory, tmp_path):
     second = lab_factory(data_dir=data_dir)  # same folder, new broker port and token
     # an attached lab shows the owner's counters, which the new owner publishes from its boot
     wait_until(lambda: "telemetry-worker" in source.stats(), what="the new owner's published counters")
-    assert source.lab() is not attached and sorted(source.states()["entity_id"]) == entity_ids()
+    assert source.lab() is not attached and sorted(source.frames.states()["entity_id"]) == entity_ids()
     source.close()
     second.down()
 

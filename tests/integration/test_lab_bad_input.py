@@ -66,7 +66,7 @@ def test_every_bad_telemetry_is_quarantined_and_the_valid_one_behind_is_applied(
 
     n_bad = len(BAD_TELEMETRY) + 1
     q = lab.wait_for(
-        lambda: (f := lab.quarantine_frame()).shape[0] >= n_bad and f, timeout=15, what="quarantine"
+        lambda: (f := lab.frames.quarantine()).shape[0] >= n_bad and f, timeout=15, what="quarantine"
     )
     assert q.shape[0] == n_bad
     assert (q["worker"] == "telemetry-worker").all()
@@ -80,7 +80,7 @@ def test_every_bad_telemetry_is_quarantined_and_the_valid_one_behind_is_applied(
         lambda: (d := lab.state_of(EID)) and d["vfr"]["groundspeed"] == 12.5 and d, what="valid"
     )
     assert doc["vfr"]["heading"] == 45
-    assert uid in set(lab.telemetry_frame(entity_id=EID)["message_uid"])
+    assert uid in set(lab.frames.telemetry(entity_id=EID)["message_uid"])
     st = lab.stats()["telemetry-worker"]
     assert st["quarantined"] == n_bad
     ghost = q["original_subject"].str.endswith(".ghost")
@@ -120,7 +120,9 @@ def test_bad_entity_and_org_events_are_quarantined_with_reasons(lab):
     lab.publish(s.organization_subject("created"), {"id": "e1", "type": "created"})
     # a valid entity behind them still registers
     lab.register_entity(ORG, "ok-1", "sensor_platform")
-    q = lab.wait_for(lambda: (f := lab.quarantine_frame()).shape[0] >= 4 and f, timeout=15, what="quarantine")
+    q = lab.wait_for(
+        lambda: (f := lab.frames.quarantine()).shape[0] >= 4 and f, timeout=15, what="quarantine"
+    )
     reasons = " | ".join(q["error"])
     assert "tank" in reasons and "unknown organization" in reasons
     assert set(q["worker"]) == {"entity-worker", "organization-worker"}
@@ -149,11 +151,11 @@ def test_a_history_outage_holds_every_message_of_the_batch_and_loses_none(lab_fa
     st = lab.stats()["telemetry-worker"]
     assert st["holding"] and st["held"] == len(items), st
     assert st["quarantined"] == 0 and st["acked"] == 0 and "history insert failed" in st["hold_reason"]
-    assert lab.quarantine_frame().empty
+    assert lab.frames.quarantine().empty
     # the outage ends: the held messages are stored, each once, and the newest reaches KV
     with sqlite3.connect(lab.db_url) as conn:
         conn.execute("ALTER TABLE telemetry_away RENAME TO telemetry")
-    lab.wait_for(lambda: lab.telemetry_frame(entity_id=EID).shape[0] == len(uids), timeout=15, what="rows")
-    assert sorted(lab.telemetry_frame(entity_id=EID)["message_uid"]) == sorted(uids)
+    lab.wait_for(lambda: lab.frames.telemetry(entity_id=EID).shape[0] == len(uids), timeout=15, what="rows")
+    assert sorted(lab.frames.telemetry(entity_id=EID)["message_uid"]) == sorted(uids)
     lab.wait_for(lambda: lab.state_of(EID)["vfr"]["groundspeed"] == 99.0, what="newest in KV")
     assert lab.stats()["telemetry-worker"]["quarantined"] == 0

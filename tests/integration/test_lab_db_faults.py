@@ -69,7 +69,7 @@ def assert_all_stored_once(lab, db: Path, sent: list[tuple[str, bytes, str]]) ->
     assert set(rows) == expected and set(rows.values()) == {1}
     st = worker(lab)
     assert st["quarantined"] == 0 and not st["holding"] and st["held"] == 0
-    assert lab.quarantine_frame().empty
+    assert lab.frames.quarantine().empty
 
 
 @pytest.mark.slow
@@ -127,7 +127,7 @@ def test_a_hold_longer_than_ack_wait_causes_no_redelivery(tmpfs, lab_factory):
     lab.publish_many(sent)
     st = lab.wait_for(lambda: holding(lab, "full"), timeout=10, what="a hold")
     lab.wait_for(lambda: time.time() - st["hold_since"] >= 5.0, timeout=10, what="2.5 ack waits")
-    f = lab._fabric
+    f = lab._core
     info = lab.call(f.js.consumer_info(s.STREAM_TELEMETRY, s.CONSUMER_TELEMETRY))
     # Each delivery takes a consumer sequence: equal sequences mean no message went out twice.
     assert info.delivered.consumer_seq == info.delivered.stream_seq and info.num_redelivered == 0

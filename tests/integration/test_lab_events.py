@@ -44,7 +44,7 @@ def test_bootsequence_and_shutdown_are_recorded(cam):
     lab.publish(s.device_event_subject(ORG, EID, "shutdown"), make_device_event(ORG, EID, "shutdown"))
     lab.wait_for(lambda: lab.state_of(EID)["is_live"] is False, what="not live after shutdown")
     events = lab.wait_for(
-        lambda: (f := lab.device_events_frame(entity_id=EID)).shape[0] == 2 and f, what="rows"
+        lambda: (f := lab.frames.device_events(entity_id=EID)).shape[0] == 2 and f, what="rows"
     )
     assert list(events["event_type"]) == ["bootsequence", "shutdown"]
 
@@ -56,6 +56,6 @@ def test_bad_detection_is_quarantined(cam):
     lab.publish(s.detection_subject(ORG, EID, "trk-1"), det)
     lab.publish(s.device_event_subject(ORG, "nobody", "bootsequence"),
                 make_device_event(ORG, "nobody", "bootsequence"))  # fmt: skip
-    q = lab.wait_for(lambda: (f := lab.quarantine_frame()).shape[0] >= 2 and f, what="quarantine")
+    q = lab.wait_for(lambda: (f := lab.frames.quarantine()).shape[0] >= 2 and f, what="quarantine")
     assert set(q["worker"]) == {"event-worker"}
     assert any("x2" in e for e in q["error"]) and any("unknown entity" in e for e in q["error"])

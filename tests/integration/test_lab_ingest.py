@@ -28,13 +28,13 @@ def test_boot_writes_lab_json_and_stops_cleanly(lab_factory):
     info = json.loads(info_path.read_text())
     for key in ("nats_url", "nats_token", "db_url", "monitor_url", "pid"):
         assert info[key], key
-    server_pid = lab._fabric.server.pid
+    server_pid = lab._core.server.pid
     lab.down()
     assert lab.state is LabState.STOPPED
     assert not info_path.exists()
     assert not pid_alive(server_pid)
     with pytest.raises(LabStateError):
-        lab._begin()
+        lab._runner.begin()
 
 
 def test_golden_position_reaches_kv_and_history(lab):
@@ -52,9 +52,33 @@ def test_golden_position_reaches_kv_and_history(lab):
     assert g["altitude_relative"] == pytest.approx(30.48)
     assert doc["position"]["local"]["vx"] == pytest.approx(1.23)
     assert doc["is_live"] is True and doc["name"] == "GC35" and doc["org_name"] == "Galaxy"
-    frame = lab.wait_for(lambda: (f := lab.telemetry_frame(entity_id=EID)).shape[0] == 1 and f, what="row")
+    frame = lab.wait_for(lambda: (f := lab.frames.telemetry(entity_id=EID)).shape[0] == 1 and f, what="row")
     row = frame.iloc[0]
     assert row["message_uid"] == uid and row["latitude"] == pytest.approx(32.94881)
+
+
+def test_publish_telemetry_can_wait_until_state_and_history_show_it(lab):
+    """The README's first snippet: read the state right after publishing, with no polling."""
+    lab.register_org(ORG)
+    lab.register_entity(ORG, EID, "aircraft_multirotor")
+    t0 = time.time()
+    uid = lab.publish_telemetry(ORG, EID, "GLOBAL_POSITION_INT", GOLDEN, timestamp=t0, wait=True)
+    assert lab.state_of(EID)["position"]["global"]["latitude"] == pytest.approx(32.94881)
+    assert lab.frames.telemetry(entity_id=EID)["message_uid"].tolist() == [uid]
+    # A late message changes history only: waiting for it ends once its row is there.
+    late = lab.publish_telemetry(
+        ORG, EID, "GLOBAL_POSITION_INT", {**GOLDEN, "lat": 0}, timestamp=t0 - 5, wait=True
+    )
+    rows = lab.frames.telemetry(entity_id=EID).set_index("message_uid")
+    assert bool(rows.loc[late, "late"]) and lab.state_of(EID)["position"]["global"][
+        "latitude"
+    ] == pytest.approx(32.94881)
+
+
+def test_waiting_for_telemetry_that_is_never_applied_times_out_naming_quarantine(lab):
+    lab.register_org(ORG)
+    with pytest.raises(TimeoutError, match=r"(?s)telemetry .* applied.*lab\.frames\.quarantine\(\)"):
+        lab.publish_telemetry(ORG, "ghost", "VFR_HUD", {"groundspeed": 1.0}, wait=True, timeout=1.0)
 
 
 def test_entity_registered_after_boot_takes_telemetry_at_once(lab):
@@ -84,7 +108,7 @@ def test_late_messages_are_stored_marked_and_duplicates_once_while_kv_keeps_the_
         )
         lab.publish(s.telemetry_subject(ORG, EID), env)
     lab.wait_for(lambda: lab.stats()["telemetry-worker"]["acked"] >= 5, what="5 acked")
-    frame = lab.telemetry_frame(entity_id=EID).set_index("message_uid")
+    frame = lab.frames.telemetry(entity_id=EID).set_index("message_uid")
     assert sorted(frame.index) == sorted([newest, older, same_time])  # every distinct message, once
     assert frame["late"].to_dict() == {newest: False, older: True, same_time: True}
     assert frame.loc[older, "groundspeed"] == 9.0 and frame.loc[same_time, "groundspeed"] == 7.0
@@ -105,7 +129,7 @@ def test_many_messages_for_one_entity_coalesce_into_few_kv_writes(lab):
                                        timestamp=t0 + i * 0.001)  # fmt: skip
         items.append((s.telemetry_subject(ORG, EID), envelopes.encode(env), env["message_uid"]))
     lab.publish_many(items)
-    lab.wait_for(lambda: lab.telemetry_frame(entity_id=EID).shape[0] == 500, what="500 rows")
+    lab.wait_for(lambda: lab.frames.telemetry(entity_id=EID).shape[0] == 500, what="500 rows")
     doc = lab.state_of(EID)
     assert doc["attitude"]["euler"]["yaw"] == pytest.approx(0.499)
     st = lab.stats()["telemetry-worker"]
@@ -141,4 +165,4 @@ def test_org_entity_and_telemetry_published_back_to_back_are_all_applied(lab):
     for k in range(5):
         lab.wait_for(lambda k=k: (d := lab.state_of(f"race-{k}")) and d["vfr"]["groundspeed"] == 1.0 + k,
                      timeout=15, what=f"race-{k} state")  # fmt: skip
-    assert lab.quarantine_frame().empty
+    assert lab.frames.quarantine().empty

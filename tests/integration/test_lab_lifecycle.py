@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from overwatch_lab import Lab, LabConfig, LabState
+from overwatch_lab import Lab, LabConfig, LabState, LabStateError
 from overwatch_lab.broker.process import NatsServer
 from tests.polling import wait_until
 
@@ -55,7 +55,7 @@ async def test_async_context_manager_and_blocked_caller_loop(tmp_path):
         finally:
             publisher.wait(30)
             publisher.stdout.close()
-        frame = lab.wait_for(lambda: (f := lab.telemetry_frame(entity_id="busy-1")).shape[0] >= 100 and f,
+        frame = lab.wait_for(lambda: (f := lab.frames.telemetry(entity_id="busy-1")).shape[0] >= 100 and f,
                              what="all rows")  # fmt: skip
         during = frame[(frame["ingested_at"] > blocked_from) & (frame["ingested_at"] < blocked_to)]
         assert len(during) >= 20, f"only {len(during)} messages ingested while the caller loop was blocked"
@@ -86,7 +86,7 @@ def test_restart_on_same_data_dir_keeps_entities_state_and_history(tmp_path):
         lab.register_org(ORG, "Keep")
         lab.register_entity(ORG, "k1", "surface_vessel_usv")
         lab.publish_telemetry(ORG, "k1", "VFR_HUD", {"groundspeed": 6.5, "heading": 180})
-        lab.wait_for(lambda: lab.telemetry_frame(entity_id="k1").shape[0] == 1, what="row")
+        lab.wait_for(lambda: lab.frames.telemetry(entity_id="k1").shape[0] == 1, what="row")
         first = lab.connection_info()
     with Lab(cfg) as lab2:
         # Devices keep what they were given: same broker URL and token (broker/identity.json).
@@ -95,7 +95,7 @@ def test_restart_on_same_data_dir_keeps_entities_state_and_history(tmp_path):
         }
         doc = lab2.state_of("k1")
         assert doc is not None and doc["vfr"]["groundspeed"] == 6.5 and doc["org_name"] == "Keep"
-        assert lab2.telemetry_frame(entity_id="k1").shape[0] == 1
+        assert lab2.frames.telemetry(entity_id="k1").shape[0] == 1
         # the registry was reloaded: telemetry is accepted without registering again
         lab2.publish_telemetry(ORG, "k1", "VFR_HUD", {"groundspeed": 7.0, "heading": 181})
         lab2.wait_for(lambda: lab2.state_of("k1")["vfr"]["groundspeed"] == 7.0, what="new telemetry")
@@ -112,6 +112,19 @@ def test_attach_from_another_lab_object(lab):
     finally:
         attached.down()
     assert lab.state is LabState.RUNNING  # detaching does not stop the owner
+
+
+def test_an_attached_lab_reports_the_owners_connection(lab):
+    """Its pid and start time are the owner's (what lab.json says), not those of the attaching call."""
+    on_disk = json.loads((lab.config.data_dir / "lab.json").read_text())
+    attached = Lab.attach(lab.config.data_dir)
+    try:
+        assert attached.connection_info() == on_disk == lab.connection_info()
+        assert attached.monitor_url == lab.monitor_url is not None
+        with pytest.raises(LabStateError, match="no synchronizer"):
+            attached.sync_now()
+    finally:
+        attached.down()
 
 
 def test_external_nats_url(tmp_path):

@@ -75,18 +75,18 @@ def test_a_device_registering_while_the_lab_is_far_behind_loses_nothing(lab_fact
     uids = lab.call(device_boots(lab, "org-late", "late-dev", 10))
 
     def stored():
-        frame = lab.telemetry_frame(entity_id="late-dev")
+        frame = lab.frames.telemetry(entity_id="late-dev")
         return frame.shape[0] == len(uids) and frame
 
     frame = lab.wait_for(stored, timeout=30, interval=0.2, what="the device's telemetry in history")
     assert sorted(frame["message_uid"]) == sorted(uids)
     lab.wait_for(lambda: lab.state_of("late-dev")["vfr"]["groundspeed"] == 11.0, what="newest in KV")
-    assert lab.quarantine_frame().empty
+    assert lab.frames.quarantine().empty
     st = lab.stats()
     assert st["telemetry-worker"]["quarantined"] == 0 and st["entity-worker"]["quarantined"] == 0
     # The race did happen: telemetry for the device was deferred while its registration was behind.
     assert st["telemetry-worker"]["deferrals"] > 0, (behind, st["telemetry-worker"])
-    assert lab.telemetry_frame(entity_id=FLEET[0]).shape[0] == TELEMETRY_BACKLOG // len(FLEET)
+    assert lab.frames.telemetry(entity_id=FLEET[0]).shape[0] == TELEMETRY_BACKLOG // len(FLEET)
 
 
 def test_telemetry_for_a_never_registered_entity_is_quarantined_once_registrations_caught_up(lab_factory):
@@ -97,12 +97,14 @@ def test_telemetry_for_a_never_registered_entity_is_quarantined_once_registratio
     )
     lab.publish_many(entity_backlog(500))
     lab.publish_telemetry(ORG, "ghost", "VFR_HUD", {"groundspeed": 1.0})
-    q = lab.wait_for(lambda: (f := lab.quarantine_frame()).shape[0] >= 1 and f, timeout=20, what="quarantine")
+    q = lab.wait_for(
+        lambda: (f := lab.frames.quarantine()).shape[0] >= 1 and f, timeout=20, what="quarantine"
+    )
     record = q.iloc[0]
     assert q.shape[0] == 1 and record["original_subject"].endswith(".ghost")
     assert record["error"].startswith("unknown entity 'ghost'")
     assert "failed on delivery" not in record["error"]  # final, not a retry that ran out
     # quarantined only after the entity worker had applied every event stored before it
-    last_applied = lab.entities_frame().set_index("entity_id").loc[FLEET, "updated_at"].max()
+    last_applied = lab.frames.entities().set_index("entity_id").loc[FLEET, "updated_at"].max()
     assert record["quarantined_at"] > last_applied
     assert lab.stats()["telemetry-worker"]["quarantined"] == 1

@@ -44,7 +44,7 @@ def warnings_about(caplog, text: str) -> list[str]:
 
 
 def rows(lab) -> int:
-    return lab.telemetry_frame(entity_id=EID).shape[0]
+    return lab.frames.telemetry(entity_id=EID).shape[0]
 
 
 def test_a_deleted_consumer_and_kv_bucket_are_noticed_logged_and_recreated(lab_factory, caplog):

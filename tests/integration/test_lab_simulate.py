@@ -42,7 +42,7 @@ def live(lab, eid):
 def test_a_mixed_fleet_registers_and_every_projection_shows_sensible_state(sim_lab):
     lab = sim_lab
     kinds = ("multirotor", "fixed_wing", "vtol", "ground", "usv", "sensor")
-    sim = lab.simulate(tiny(kinds=kinds), speed=4.0)
+    sim = lab.fleet.simulate(tiny(kinds=kinds), speed=4.0)
     ids = [eid for eid, *_ in sim.scenario.devices()]
     assert len(ids) == len(kinds)
 
@@ -66,14 +66,14 @@ def test_a_mixed_fleet_registers_and_every_projection_shows_sensible_state(sim_l
         assert 0 <= doc["power"]["battery_remaining"] <= 100
         assert doc["position"]["global"]["fix_type"] >= 2
     assert lab.stats()["telemetry-worker"]["quarantined"] == 0
-    boots = lab.device_events_frame()
+    boots = lab.frames.device_events()
     assert set(ids) <= set(boots["entity_id"])
     assert sim.stats()["devices"] == len(kinds)
 
 
 def test_link_loss_makes_the_entity_stale_then_it_recovers(sim_lab):
     lab = sim_lab
-    sim = lab.simulate(tiny(), speed=1.0)
+    sim = lab.fleet.simulate(tiny(), speed=1.0)
     eid = sim.scenario.devices()[0][0]
     lab.wait_for(lambda: live(lab, eid), timeout=15, what="live")
     sim.inject("link_loss", 4.0, eid)
@@ -85,12 +85,12 @@ def test_link_loss_makes_the_entity_stale_then_it_recovers(sim_lab):
 
 def test_reboot_sends_a_new_bootsequence(sim_lab):
     lab = sim_lab
-    sim = lab.simulate(tiny(), speed=2.0)
+    sim = lab.fleet.simulate(tiny(), speed=2.0)
     eid = sim.scenario.devices()[0][0]
     lab.wait_for(lambda: live(lab, eid), timeout=15, what="live")
     sim.inject("reboot", 1.0, eid)
     lab.wait_for(
-        lambda: (lab.device_events_frame(entity_id=eid)["event_type"] == "bootsequence").sum() >= 2,
+        lambda: (lab.frames.device_events(entity_id=eid)["event_type"] == "bootsequence").sum() >= 2,
         timeout=15,
         what="second bootsequence",
     )
@@ -98,24 +98,26 @@ def test_reboot_sends_a_new_bootsequence(sim_lab):
 
 def test_malformed_messages_are_quarantined_and_the_device_keeps_streaming(sim_lab):
     lab = sim_lab
-    sim = lab.simulate(tiny(), speed=2.0)
+    sim = lab.fleet.simulate(tiny(), speed=2.0)
     eid = sim.scenario.devices()[0][0]
     lab.wait_for(lambda: live(lab, eid), timeout=15, what="live")
     sim.inject("malformed", 3.0, eid)
-    q = lab.wait_for(lambda: (f := lab.quarantine_frame()).shape[0] >= 1 and f, timeout=15, what="quarantine")
+    q = lab.wait_for(
+        lambda: (f := lab.frames.quarantine()).shape[0] >= 1 and f, timeout=15, what="quarantine"
+    )
     assert (q["original_subject"].str.contains(eid)).all()
-    before = lab.telemetry_frame(entity_id=eid).shape[0]
+    before = lab.frames.telemetry(entity_id=eid).shape[0]
     lab.wait_for(
-        lambda: lab.telemetry_frame(entity_id=eid).shape[0] > before + 20, timeout=15, what="more rows"
+        lambda: lab.frames.telemetry(entity_id=eid).shape[0] > before + 20, timeout=15, what="more rows"
     )
 
 
 def test_a_simulated_device_executes_a_command_from_the_lab(sim_lab):
     lab = sim_lab
-    sim = lab.simulate(tiny(), speed=2.0)
+    sim = lab.fleet.simulate(tiny(), speed=2.0)
     eid = sim.scenario.devices()[0][0]
     lab.wait_for(lambda: live(lab, eid), timeout=15, what="live")
-    handle = lab.send_command(eid, "set_mode", mode="LOITER")
+    handle = lab.commands.send(eid, "set_mode", mode="LOITER")
     handle.wait("SUCCEEDED", timeout=20)
     lab.wait_for(
         lambda: lab.state_of(eid)["vehicle_status"]["mode"] == "LOITER", timeout=15, what="mode LOITER"
@@ -124,9 +126,19 @@ def test_a_simulated_device_executes_a_command_from_the_lab(sim_lab):
 
 def test_the_lab_stops_its_fleet(lab_factory):
     lab = lab_factory()
-    sim = lab.simulate(tiny(), speed=1.0)
+    sim = lab.fleet.simulate(tiny(), speed=1.0)
     lab.down()
     assert sim.done
+
+
+def test_the_fleet_part_lists_and_stops_its_simulations(lab_factory):
+    lab = lab_factory()
+    first, second = lab.fleet.simulate(tiny(seed=1)), lab.fleet.simulate(tiny(seed=2))
+    assert lab.fleet.running == [first, second]
+    first.stop()
+    assert lab.fleet.running == [second]
+    finals = lab.fleet.stop()
+    assert len(finals) == 2 and lab.fleet.running == [] and second.done
 
 
 def ignored(lab) -> int:
@@ -134,7 +146,7 @@ def ignored(lab) -> int:
 
 
 def late_rows(lab, eid) -> int:
-    return int(lab.telemetry_frame(entity_id=eid)["late"].sum())
+    return int(lab.frames.telemetry(entity_id=eid)["late"].sum())
 
 
 def _gps_fix(lab, eid):
@@ -163,7 +175,7 @@ FAULTS = {
 def test_fault_kind_is_visible_through_the_lab(sim_lab, kind):
     lab = sim_lab
     params, during, after = FAULTS[kind]
-    sim = lab.simulate(tiny(), speed=2.0)
+    sim = lab.fleet.simulate(tiny(), speed=2.0)
     eid = sim.scenario.devices()[0][0]
     lab.wait_for(
         lambda: live(lab, eid) and lab.state_of(eid)["position"]["global"]["fix_type"] is not None,
@@ -179,7 +191,7 @@ def test_fault_kind_is_visible_through_the_lab(sim_lab, kind):
         )
     elif kind == "duplicate":  # resent copies (same message_uid, no dedup header): stored once
         lab.wait_for(lambda: ignored(lab) > ignored0, timeout=15, what="copies left live state alone")
-        frame = lab.telemetry_frame(entity_id=eid)
+        frame = lab.frames.telemetry(entity_id=eid)
         assert frame["message_uid"].is_unique and not frame["late"].any()
         assert lab.stats()["telemetry-worker"]["late"] == 0
     elif during is None:  # delayed, skewed or reordered: stored and marked late, KV keeps the newest

@@ -102,7 +102,7 @@ def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothi
     entities = [f"pub-{i}" for i in range(LANES)]
     for eid in entities:
         lab.register_entity(ORG, eid, "sensor_platform")
-    sim = lab.simulate(tiny(), speed=1.0)  # a simulated device: core NATS, its own connection
+    sim = lab.fleet.simulate(tiny(), speed=1.0)  # a simulated device: core NATS, its own connection
     device = sim.scenario.devices()[0][0]
     lab.wait_for(lambda: (d := lab.state_of(device)) and d["is_live"], timeout=15, what="device live")
 
@@ -111,13 +111,13 @@ def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothi
     try:
         done = thread.submit(publisher.run())
         lab.wait_for(lambda: len(publisher.acked) >= KILL_AFTER or done.done(), timeout=30, what="acks")
-        old_pid = lab._fabric.server.pid
+        old_pid = lab._core.server.pid
         os.kill(old_pid, signal.SIGKILL)
         killed_at = time.time()
         acked_at_kill = len(publisher.acked)
 
         lab.wait_for(lambda: lab.stats()["broker"]["restarts"] == 1, timeout=20, what="broker restarted")
-        assert lab._fabric.server.pid != old_pid and lab.state is LabState.RUNNING
+        assert lab._core.server.pid != old_pid and lab.state is LabState.RUNNING
         assert (lab.nats_url, lab.nats_token, lab.monitor_url) == (url, token, monitor)
         info = json.loads((lab.config.data_dir / "lab.json").read_text())
         assert (info["nats_url"], info["nats_token"]) == (lab_json["nats_url"], lab_json["nats_token"])
@@ -140,7 +140,7 @@ def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothi
         # ... and the device's telemetry flows again.
         lab.wait_for(
             lambda: (
-                (f := lab.telemetry_frame(entity_id=device)).shape[0]
+                (f := lab.frames.telemetry(entity_id=device)).shape[0]
                 and f["ingested_at"].max() > killed_at + 1
             ),
             timeout=15,
@@ -168,7 +168,7 @@ def test_a_broker_that_cannot_restart_fails_the_lab_loudly(lab_factory):
     lab = lab_factory(broker_restart_attempts=1, broker_restart_backoff_s=1.0, ready_timeout_s=2.0)
     data_dir = lab.config.data_dir
     port = int(lab.nats_url.rsplit(":", 1)[1])
-    os.kill(lab._fabric.server.pid, signal.SIGKILL)
+    os.kill(lab._core.server.pid, signal.SIGKILL)
     squatter = lab.wait_for(lambda: bind_port(port), timeout=5, what="the broker's port taken over")
     try:
         assert lab.ended().result(timeout=20) is LabState.FAILED

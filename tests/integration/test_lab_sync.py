@@ -22,7 +22,7 @@ def fleet(lab_factory):
 
 def corrupt(lab, eid, **changes):
     async def go():
-        kv = lab._fabric.ekv.kv
+        kv = lab._core.ekv.kv
         entry = await kv.get(eid)
         doc = json.loads(entry.value)
         doc.update(changes)
@@ -48,8 +48,8 @@ def test_missing_documents_are_recreated_and_orphans_removed(fleet):
     lab = fleet
 
     async def drop():
-        await lab._fabric.ekv.kv.delete("e2")
-        await lab._fabric.ekv.kv.put("orphan-9", json.dumps({"entity_id": "orphan-9"}).encode())
+        await lab._core.ekv.kv.delete("e2")
+        await lab._core.ekv.kv.put("orphan-9", json.dumps({"entity_id": "orphan-9"}).encode())
 
     lab.call(drop())
     lab.wait_for(
@@ -72,14 +72,14 @@ def test_silent_entity_goes_stale_and_live_fields_reach_sql(fleet):
                           timestamp=time.time())  # fmt: skip
     lab.wait_for(lambda: lab.state_of("e1")["is_live"] is True, what="live")
     frame = lab.wait_for(
-        lambda: (f := lab.entities_frame().set_index("entity_id")).loc["e1", "latitude"] == 10.0 and f,
+        lambda: (f := lab.frames.entities().set_index("entity_id")).loc["e1", "latitude"] == 10.0 and f,
         what="write-back",
     )
     assert frame.loc["e1", "longitude"] == pytest.approx(20.0)
     lab.wait_for(lambda: lab.state_of("e1")["is_live"] is False, timeout=5, what="stale")
     assert lab.stats()["synchronizer"]["marked_stale"] >= 1
     lab.wait_for(
-        lambda: int(lab.entities_frame().set_index("entity_id").loc["e1", "is_live"]) == 0, what="sql"
+        lambda: int(lab.frames.entities().set_index("entity_id").loc["e1", "is_live"]) == 0, what="sql"
     )
     # and it recovers with the next message
     lab.publish_telemetry(ORG, "e1", "HEARTBEAT", {"type": 2, "base_mode": 128, "custom_mode": 5})
@@ -94,7 +94,7 @@ def test_history_older_than_the_retention_is_pruned(lab_factory):
     old = lab.publish_telemetry(ORG, "h1", "VFR_HUD", {"groundspeed": 1.0}, timestamp=now - 3600)
     new = lab.publish_telemetry(ORG, "h1", "VFR_HUD", {"groundspeed": 2.0}, timestamp=now)
     lab.wait_for(lambda: lab.stats()["synchronizer"]["history_pruned"] >= 1, timeout=10, what="pruned")
-    uids = lab.wait_for(lambda: (u := set(lab.telemetry_frame(entity_id="h1")["message_uid"])) and new in u and u,
+    uids = lab.wait_for(lambda: (u := set(lab.frames.telemetry(entity_id="h1")["message_uid"])) and new in u and u,
                         what="the recent row")  # fmt: skip
     assert old not in uids
     assert lab.state_of("h1")["vfr"]["groundspeed"] == 2.0  # live state is not history: untouched

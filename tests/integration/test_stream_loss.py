@@ -49,7 +49,7 @@ async def _publish(url: str, token: str | None, n: int, start: int = 0) -> dict[
 
 
 def _stored_uids(lab) -> set[str]:
-    return set(lab.telemetry_frame(entity_id=EID)["message_uid"])
+    return set(lab.frames.telemetry(entity_id=EID)["message_uid"])
 
 
 async def _settled(lab, after: float, within_s: float = 20.0) -> dict:

@@ -11,8 +11,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 
 def simulator_modules_after_import(module: str) -> list[str]:
     """Import ``module`` in a fresh interpreter; return the ``simulators`` modules it loaded."""
@@ -26,11 +24,5 @@ def simulator_modules_after_import(module: str) -> list[str]:
     return json.loads(out.stdout)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="TEMPORARY until the issue-7 Lab refactor: overwatch_lab/simulation.py imports "
-    "simulators.command_link at module level, and lab.py imports simulation at module level",
-)
 def test_import_overwatch_lab_loads_no_simulator() -> None:
     assert simulator_modules_after_import("overwatch_lab") == []

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from overwatch_lab import lab_observe
 from overwatch_lab.broker import provision
 from overwatch_lab.commands.ledger import Tracked
 from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
 from overwatch_lab.config import DEFAULT_COMMAND_ACKS_STREAM, DEFAULT_STREAMS, LabConfig
+from overwatch_lab.core import stats as lab_stats
 from overwatch_lab.errors import EnvelopeError
 from overwatch_lab.protocol import command_actions, entities, envelopes, events, lifecycle, mavlink, state
 from overwatch_lab.protocol import commands as cmds
@@ -103,7 +103,7 @@ def _module_names(module: object) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("name", [*_module_names(s), *_module_names(cmds), lab_observe.STATS_BUCKET])
+@pytest.mark.parametrize("name", [*_module_names(s), *_module_names(cmds), lab_stats.STATS_BUCKET])
 def test_every_stream_consumer_kv_and_wildcard_name_is_documented(name):
     assert re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", DOC), name
 
@@ -171,7 +171,7 @@ def test_stream_subjects_cell_shows_the_wildcard():
 def test_kv_table_equals_the_bucket_settings(tmp_path):
     cfg = LabConfig(data_dir=tmp_path)
     rows = {r["bucket"]: r for r in table("kv")}
-    assert set(rows) == {s.KV_GLOBAL_STATE, cmds.KV_COMMAND_STATE, lab_observe.STATS_BUCKET}
+    assert set(rows) == {s.KV_GLOBAL_STATE, cmds.KV_COMMAND_STATE, lab_stats.STATS_BUCKET}
     assert quantity(rows[s.KV_GLOBAL_STATE]["history"]) == cfg.kv_history
     assert quantity(rows[s.KV_GLOBAL_STATE]["TTL"]) is None
     assert quantity(rows[cmds.KV_COMMAND_STATE]["history"]) == cfg.command_state_history

@@ -24,7 +24,7 @@ def test_refresh_reads_the_fleet_and_counters(source):
     assert (store.refreshes, store.errors, store.healthy, store.last_error) == (1, 0, True, None)
     assert store.last_refresh_at is not None and store.last_refresh_s > 0
     assert store.quarantine.empty and store.telemetry.empty  # nothing quarantined, nothing selected
-    assert [m for m, _ in source.reads] == ["states", "stats", "quarantine_frame"]  # no telemetry read
+    assert [m for m, _ in source.reads] == ["states", "stats", "quarantine"]  # no telemetry read
 
 
 def test_selected_entity_history_is_read_incrementally(source):
@@ -39,7 +39,7 @@ def test_selected_entity_history_is_read_incrementally(source):
     source.fly(steps=2, t0=t0 + 5)  # newer than every message of the first flight
     source.reads.clear()
     store.refresh()
-    (asked,) = [f for m, f in source.reads if m == "telemetry_frame"]
+    (asked,) = [f for m, f in source.reads if m == "telemetry"]
     assert asked["since"] == newest - TELEMETRY_OVERLAP_S  # only what is new, plus an overlap
     ids = store.telemetry["id"].tolist()
     assert len(ids) == 6 + 5 and ids[:6] == first_ids and len(set(ids)) == len(ids)
@@ -66,7 +66,7 @@ def test_quarantine_is_read_when_a_counter_moves(source):
     assert store.quarantine.empty
     source.reads.clear()
     store.refresh()
-    assert "quarantine_frame" not in [m for m, _ in source.reads]  # nothing moved: not read again
+    assert "quarantine" not in [m for m, _ in source.reads]  # nothing moved: not read again
     source.publish_telemetry("org-a", "ghost", "VFR_HUD", {"groundspeed": 1.0})  # unknown entity
     reasons = wait_until(
         lambda: store.refresh() and store.quarantine["error"].tolist(), timeout=5, what="quarantine record"
@@ -79,7 +79,7 @@ def test_a_failed_quarantine_read_keeps_the_rest_of_the_snapshot(source):
     def broken() -> None:
         raise TimeoutError("quarantine stream slow")
 
-    source.quarantine_frame = broken
+    source.frames.quarantine = broken
     store = DataStore(source=source)
     assert store.refresh() is True and store.healthy
     assert store.last_error == "quarantine read failed: TimeoutError: quarantine stream slow"
@@ -99,6 +99,10 @@ def test_a_stopped_lab_is_counted_not_raised(source):
 
 def test_a_source_that_raises_anything_is_counted():
     class Broken:
+        @property
+        def frames(self):
+            return self
+
         def states(self):
             raise ZeroDivisionError("boom")
 
@@ -133,19 +137,23 @@ def test_a_tick_during_a_slow_read_is_skipped(source):
             self.release = threading.Event()
             self.entered = threading.Event()
 
+        @property
+        def frames(self):
+            return self
+
         def states(self):
             self.entered.set()
             self.release.wait(10)
-            return source.states()
+            return source.frames.states()
 
         def stats(self):
             return source.stats()
 
-        def telemetry_frame(self, **filters):
-            return source.telemetry_frame(**filters)
+        def telemetry(self, **filters):
+            return source.frames.telemetry(**filters)
 
-        def quarantine_frame(self):
-            return source.quarantine_frame()
+        def quarantine(self):
+            return source.frames.quarantine()
 
     slow = Slow()
     applied = threading.Event()

@@ -1,0 +1,234 @@
+"""The one interface a lab's core offers, and what every core shares (the NATS connection).
+
+:class:`LabCore` is what the :class:`~overwatch_lab.lab.Lab` facade and its parts (commands,
+frames, fleet) stand on. Its two implementations differ in what they own, never through an
+``if``: :class:`~overwatch_lab.core.owner.OwnerCore` boots and owns the whole fabric;
+:class:`~overwatch_lab.core.attached.AttachedCore` connects to one that another process owns.
+
+Every coroutine here runs on the lab's own event loop (``runtime.LoopThread``); the Lab and its
+parts bring them there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from overwatch_lab.broker.connect import connect
+from overwatch_lab.broker.provision import open_command_kv, open_kv
+from overwatch_lab.config import LabConfig
+from overwatch_lab.core.stats import Stats
+from overwatch_lab.errors import BrokerError, LabStateError
+from overwatch_lab.kvstate import Doc, EntityKV
+from overwatch_lab.protocol import subjects as s
+
+LAB_JSON = "lab.json"
+"""The connection file an owner lab writes into its data directory (see ``Lab.attach``)."""
+
+log = logging.getLogger(__name__)
+
+Outgoing = tuple[str, bytes, "str | None"]
+"""One message to publish: (subject, payload, Nats-Msg-Id or None)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What a core's tasks get from the lab that runs them.
+
+    Attributes:
+        stop: set when the lab should stop (by ``stop()``, or by a part that gave up).
+        fail: a part calls it when the broker or its objects are gone for good: the lab records
+            the error as its ``failure`` and stops itself.
+    """
+
+    stop: asyncio.Event
+    fail: Callable[[BrokerError], None]
+
+
+class LabCore(ABC):
+    """The parts of one lab, as the facade and its parts see them (see the module docstring).
+
+    Lifecycle (called by the Lab, in this order, on its loop): :meth:`boot`, :meth:`start_tasks`,
+    :meth:`running`, then :meth:`request_stop` when the lab stops.
+    """
+
+    owner: ClassVar[bool]
+    """True for the core that owns its fabric."""
+
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._ekv: EntityKV | None = None
+        self._command_kv: KeyValue | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} data_dir={str(self.config.data_dir)!r}>"
+
+    # ------------------------------------------------------------------ lifecycle
+    @abstractmethod
+    async def boot(self, stack: contextlib.AsyncExitStack) -> None:
+        """Bring the parts up in order, pushing each one's stop onto ``stack`` (stopped in reverse)."""
+
+    @abstractmethod
+    async def start_tasks(self, tg: asyncio.TaskGroup, run: Run) -> list[asyncio.Task[None]]:
+        """Start the long-running tasks in ``tg`` and return once each is ready."""
+
+    @abstractmethod
+    def running(self, stack: contextlib.AsyncExitStack) -> None:
+        """Called once the lab runs (every part ready); undo anything it does on ``stack``."""
+
+    @abstractmethod
+    def request_stop(self) -> None:
+        """Ask every task started by :meth:`start_tasks` to finish (they are awaited by the lab)."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Kill what this core owns now, from any thread, without draining (a forced exit)."""
+
+    async def _connect(
+        self, stack: contextlib.AsyncExitStack, url: str, token: str | None, name: str
+    ) -> None:
+        cfg = self.config
+        nc = await connect(
+            url, token=token, user=cfg.nats_user, password=cfg.nats_password, creds=cfg.nats_creds, name=name
+        )
+        stack.push_async_callback(_close, nc)
+        self._nc, self._js = nc, nc.jetstream()
+
+    async def _open_state(self) -> None:
+        self._ekv = EntityKV(await open_kv(self.js), attempts=self.config.kv_cas_attempts)
+
+    # ------------------------------------------------------------------ connection
+    @property
+    def booted(self) -> bool:
+        """True once the connection and the state bucket are open."""
+        return self._ekv is not None
+
+    @property
+    def nc(self) -> NATS:
+        """The lab's NATS connection."""
+        if self._nc is None:
+            raise LabStateError("the lab has no broker connection yet")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """JetStream on :attr:`nc`."""
+        if self._js is None:
+            raise LabStateError("the lab has no broker connection yet")
+        return self._js
+
+    @property
+    def ekv(self) -> EntityKV:
+        """The entity state bucket (``CONSTELLATION_GLOBAL_STATE``)."""
+        if self._ekv is None:
+            raise LabStateError("the lab has no entity state bucket yet")
+        return self._ekv
+
+    @property
+    @abstractmethod
+    def nats_url(self) -> str:
+        """URL of the broker."""
+
+    @property
+    @abstractmethod
+    def nats_token(self) -> str | None:
+        """Token to connect to the broker."""
+
+    @property
+    @abstractmethod
+    def monitor_url(self) -> str | None:
+        """nats-server monitoring URL (an embedded broker only)."""
+
+    @property
+    def db_url(self) -> str:
+        """Where the libSQL database is (file path or server URL)."""
+        return self.config.db_path
+
+    @abstractmethod
+    def connection_info(self) -> dict[str, Any]:
+        """What the owner's ``lab.json`` holds: enough for another process to attach."""
+
+    # ------------------------------------------------------------------ counters
+    @abstractmethod
+    async def stats(self) -> Stats:
+        """Counters per worker, the synchronizer's, streams, KV, broker and provisioning."""
+
+    @abstractmethod
+    async def sync_now(self) -> dict[str, Any]:
+        """Run one synchronizer pass and return its cumulative counters."""
+
+    # ------------------------------------------------------------------ who is known
+    @abstractmethod
+    async def org_known(self, org_id: str) -> bool:
+        """True once the lab has the organisation."""
+
+    @abstractmethod
+    async def org_of(self, entity_id: str) -> str | None:
+        """The organisation of a registered entity, or None."""
+
+    # ------------------------------------------------------------------ the wire
+    async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> int:
+        """Publish one message to JetStream; return its stream sequence."""
+        ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+        return ack.seq
+
+    async def publish_many(self, items: list[Outgoing]) -> int:
+        """Publish many messages with pipelined acks; return the count."""
+        for subject, data, msg_id in items:
+            await self.js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+        await self.js.publish_async_completed()
+        return len(items)
+
+    async def command_kv(self) -> KeyValue:
+        """The command status bucket (``CONSTELLATION_COMMAND_STATE``)."""
+        if self._command_kv is None:
+            self._command_kv = await open_command_kv(self.js)
+        return self._command_kv
+
+    async def entity_doc(self, entity_id: str) -> Doc | None:
+        """The entity's live KV document, or None."""
+        return (await self.ekv.read(entity_id))[1]
+
+    async def entity_docs(self) -> dict[str, Doc]:
+        """Every live entity document, by entity_id."""
+        return {key: doc for key, (_, doc) in (await self.ekv.all()).items()}
+
+    async def quarantine_records(self) -> list[dict[str, Any]]:
+        """Every quarantine record in CONSTELLATION_QUARANTINE, oldest first."""
+        records: list[dict[str, Any]] = []
+        psub = await self.js.pull_subscribe(s.QUARANTINE_ALL, stream=s.STREAM_QUARANTINE)
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(500, timeout=0.3)
+                except TimeoutError:
+                    break
+                for m in msgs:
+                    records.append(json.loads(m.data))
+                    await m.ack()
+                if msgs[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            await psub.unsubscribe()
+        return records
+
+
+async def _close(nc: NATS) -> None:
+    """Close the lab's connection; a broker already gone makes the flush fail, which is no error."""
+    try:
+        await nc.close()
+    except (ConnectionError, nats.errors.Error) as exc:
+        log.debug("closing the NATS connection: %r (the broker is gone)", exc)

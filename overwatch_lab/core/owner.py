@@ -1,0 +1,297 @@
+"""The core of a lab that owns its fabric: it boots every part in order and stops them in reverse.
+
+Boot order (:meth:`OwnerCore.boot`): the data directory's lock (``lab.lock``, see
+``datadir_lock.py``) → libSQL store → broker (embedded nats-server, supervised; or a URL) →
+connection → streams, consumers and KV (idempotent) → registry. Then (:meth:`start_tasks`) the
+command ledger, workers, synchronizer (first pass), stream watch, stats publisher, reprovisioner
+and command deliverer, each ready before the lab runs; finally ``lab.json``.
+
+While it runs, the embedded broker is supervised (``broker/supervisor.py``: restarted on the same
+ports and token when it dies) and the lab's streams, consumers and buckets are kept in place
+(``broker/repair.py``); if either gives up, it calls ``run.fail`` and the lab stops FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from functools import partial
+from typing import Any
+
+from overwatch_lab.broker.process import NatsServer
+from overwatch_lab.broker.provision import provision, provision_commands
+from overwatch_lab.broker.repair import Reprovisioner
+from overwatch_lab.broker.supervisor import BrokerSupervisor
+from overwatch_lab.commands.delivery import Deliverer
+from overwatch_lab.commands.ledger import CommandLedger
+from overwatch_lab.commands.worker import CommandAckWorker, CommandWorker
+from overwatch_lab.config import LabConfig
+from overwatch_lab.core.base import LAB_JSON, LabCore, Run
+from overwatch_lab.core.stats import Stats, publish_stats
+from overwatch_lab.datadir_lock import DataDirLock
+from overwatch_lab.errors import BrokerError, LabStateError
+from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol import subjects as s
+from overwatch_lab.registry import Registry
+from overwatch_lab.store.database import Store
+from overwatch_lab.streamwatch import StreamWatch
+from overwatch_lab.sync import Synchronizer
+from overwatch_lab.version import __version__
+from overwatch_lab.workers.base import ConsumerLoop, Worker
+from overwatch_lab.workers.entity import EntityWorker, OrganizationWorker
+from overwatch_lab.workers.event import EventWorker
+from overwatch_lab.workers.progress import consumer_progress
+from overwatch_lab.workers.telemetry import TelemetryWorker
+
+log = logging.getLogger(__name__)
+
+
+class OwnerCore(LabCore):
+    """Owns the fabric: lock, store, broker, provisioning, workers, sync (see the module docstring)."""
+
+    owner = True
+
+    def __init__(self, config: LabConfig) -> None:
+        super().__init__(config)
+        self.registry = Registry(grace_s=config.registration_grace_s)
+        self.started_at = envelopes.now_timestamp()
+        self._store: Store | None = None
+        self.broker: BrokerSupervisor | None = None
+        self._lock: DataDirLock | None = None  # held from the start of the boot
+        self._server: NatsServer | None = None  # the current broker child, for abort()
+        self.loops: list[ConsumerLoop] = []
+        self.sync: Synchronizer | None = None
+        self.streams: StreamWatch | None = None
+        self.commands: CommandLedger | None = None
+        self.deliverer: Deliverer | None = None
+        self.repair: Reprovisioner | None = None
+
+    @property
+    def store(self) -> Store:
+        """The libSQL store (open once booted)."""
+        if self._store is None:
+            raise LabStateError("the lab has no store yet")
+        return self._store
+
+    @property
+    def server(self) -> NatsServer | None:
+        """The embedded nats-server running now (a new object after each restart), if any."""
+        return self.broker.server if self.broker is not None else None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def boot(self, stack: contextlib.AsyncExitStack) -> None:
+        """Lock, store, broker, connection, provisioning, registry (see the module docstring)."""
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        # First, before anything touches the directory; released last (after the broker).
+        lock = self._lock = DataDirLock(cfg.data_dir)
+        await lock.acquire(wait_s=cfg.stop_timeout_s)
+        stack.callback(lock.release)
+        store = self._store = Store(cfg.db_path)
+        await store.open()
+        stack.push_async_callback(store.close)
+        if cfg.embedded:
+            broker = self.broker = BrokerSupervisor(self._new_broker, cfg)
+            stack.push_async_callback(broker.stop)
+            await broker.start()
+        await self._connect(stack, self.nats_url, self.nats_token, "overwatch-lab")
+        log.info("provisioned: %s", await provision(self.js, cfg))
+        log.info("provisioned commands: %s", await provision_commands(self.js, cfg))
+        await self._open_state()
+        orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
+        self.registry.load(orgs, await store.entity_ids())
+
+    def _new_broker(self) -> NatsServer:
+        """Build the embedded nats-server (the supervisor calls it for every start and restart).
+
+        It inherits the data-dir lock, so the lock lasts until the broker too has exited, and
+        it becomes the broker that :meth:`abort` kills.
+        """
+        cfg = self.config
+        assert self._lock is not None
+        self._server = NatsServer(
+            cfg.data_dir / "broker",
+            sync_interval=cfg.sync_interval,
+            ready_timeout_s=cfg.ready_timeout_s,
+            stop_timeout_s=cfg.stop_timeout_s,
+            binary=cfg.nats_server_path,
+            pass_fds=(self._lock.fd,),
+        )
+        return self._server
+
+    async def start_tasks(self, tg: asyncio.TaskGroup, run: Run) -> list[asyncio.Task[None]]:
+        """Workers, synchronizer, stream watch, stats, reprovisioner, deliverer; each ready first."""
+        cfg, store, nc, js, ekv = self.config, self.store, self.nc, self.js, self.ekv
+        tasks: list[asyncio.Task[None]] = []
+        if self.broker is not None:
+            tasks.append(
+                tg.create_task(self._fail_on(self.broker.run(run.stop), run), name="broker-supervisor")
+            )
+        tel = TelemetryWorker(store, ekv, self.registry)
+        ledger = self.commands = CommandLedger(store, nc, cfg)
+        await ledger.load()  # open commands of an earlier run: delivery resumes where it stopped
+        ack_worker = CommandAckWorker(ledger)
+        workers: list[Worker] = [
+            OrganizationWorker(store, ekv, self.registry, tel.forget),
+            EntityWorker(store, ekv, self.registry, tel.forget),
+            tel,
+            EventWorker(store, ekv, self.registry),
+            CommandWorker(ledger, self.registry, nc, cfg),
+            ack_worker,
+        ]
+        consumed = [(w.stream, w.durable) for w in workers]
+        watch = self.streams = StreamWatch(nc, js, cfg, consumed, unconsumed=(s.STREAM_QUARANTINE,))
+        self.loops = [ConsumerLoop(w, nc, js, cfg, watch.observer(w.stream)) for w in workers]
+        sync = self.sync = Synchronizer(store, ekv, cfg, tel.forget)
+        repair = self.repair = Reprovisioner(nc, js, cfg, on_repaired=lambda _: sync.kick())
+        for loop in self.loops:  # symptoms of a missing consumer or bucket: check at once
+            loop.on_consumer_gone = lambda st, dur, status: repair.kick(f"a pull on {st}/{dur}: {status}")
+        sync.on_failure = lambda exc: repair.kick(f"sync pass failed: {exc}")
+        for stream, durable in (
+            (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION),
+            (s.STREAM_ENTITIES, s.CONSUMER_ENTITY),
+        ):
+            self.registry.add_progress_source(stream, partial(consumer_progress, js, stream, durable))
+        deliverer = self.deliverer = Deliverer(ledger, nc, cfg, acks_pending=ack_worker.busy)
+        await sync.run_pass()  # boot pass: every entity row gets a document before workers run
+        await watch.check()  # boot pass: counts what the streams discarded while the lab was down
+        readies: list[asyncio.Event] = []
+
+        def start(part: Coroutine[Any, Any, None], name: str) -> None:
+            tasks.append(tg.create_task(part, name=name))
+
+        for loop in self.loops:
+            readies.append(asyncio.Event())
+            start(loop.run(readies[-1]), f"worker:{loop.worker.name}")
+        readies.append(asyncio.Event())
+        start(sync.run(readies[-1]), "synchronizer")
+        readies.append(asyncio.Event())
+        start(watch.run(readies[-1]), "stream-watch")
+        tasks.append(
+            tg.create_task(
+                publish_stats(js, self.snapshot, cfg.stats_period_s, run.stop), name="stats-publisher"
+            )
+        )
+        readies.append(asyncio.Event())
+        start(self._fail_on(repair.run(readies[-1]), run), "reprovisioner")
+        readies.append(asyncio.Event())
+        start(deliverer.run(readies[-1]), f"worker:{deliverer.name}")
+        async with asyncio.timeout(cfg.ready_timeout_s):
+            for ready in readies:
+                await ready.wait()
+        return tasks
+
+    @staticmethod
+    async def _fail_on(part: Coroutine[Any, Any, None], run: Run) -> None:
+        """Run a part that ends the lab when it raises a BrokerError (the broker or its objects are gone)."""
+        try:
+            await part
+        except BrokerError as exc:
+            log.error("%s; stopping the lab", exc)
+            run.fail(exc)
+
+    def running(self, stack: contextlib.AsyncExitStack) -> None:
+        """Write ``lab.json`` (removed again when the lab stops)."""
+        path = self.config.data_dir / LAB_JSON
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.connection_info(), fh, indent=2)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        stack.callback(self._remove_lab_json)
+
+    def _remove_lab_json(self) -> None:
+        path = self.config.data_dir / LAB_JSON
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+    def request_stop(self) -> None:
+        """Ask the workers, synchronizer, stream watch, deliverer and reprovisioner to finish."""
+        for loop in self.loops:
+            loop.request_stop()
+        for part in (self.sync, self.streams, self.deliverer, self.repair):
+            if part is not None:
+                part.request_stop()
+
+    def abort(self) -> None:
+        """Kill the embedded broker child now (SIGKILL), without draining."""
+        server = self._server
+        pid = server.pid if server is not None else None
+        if server is not None and pid is not None and server.is_running():
+            log.warning("aborting: killing the embedded nats-server (pid %s)", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ connection
+    @property
+    def nats_url(self) -> str:
+        """The embedded broker's URL (kept across restarts), else the configured one."""
+        return self.broker.url if self.broker is not None else str(self.config.nats_url)
+
+    @property
+    def nats_token(self) -> str | None:
+        """The embedded broker's token (in ``broker/identity.json``), else the configured one."""
+        return self.broker.token if self.broker is not None else self.config.nats_token
+
+    @property
+    def monitor_url(self) -> str | None:
+        """The embedded broker's monitoring URL; None for an external broker."""
+        return self.broker.monitor_url if self.broker is not None else None
+
+    def connection_info(self) -> dict[str, Any]:
+        """This lab's connection, pid and start time (what ``lab.json`` holds)."""
+        return {
+            "nats_url": self.nats_url,
+            "nats_token": self.nats_token,
+            "db_url": self.db_url,
+            "monitor_url": self.monitor_url,
+            "pid": os.getpid(),
+            "data_dir": str(self.config.data_dir),
+            "embedded": self.config.embedded,
+            "version": __version__,
+            "started_at": self.started_at,
+        }
+
+    # ------------------------------------------------------------------ counters
+    def snapshot(self) -> Stats:
+        """The counters now (also while starting: the stats publisher runs from boot)."""
+        out: Stats = {loop.worker.name: loop.worker.stats.snapshot() for loop in self.loops}
+        if self.sync is not None:
+            out["synchronizer"] = self.sync.stats.snapshot()
+        if self.commands is not None:
+            out["commands"] = self.commands.stats.snapshot()
+        if self.streams is not None:
+            out["streams"] = self.streams.snapshot()
+        if self._ekv is not None:
+            out["kv"] = {"cas_conflicts": self._ekv.conflicts}
+        if self.broker is not None:
+            out["broker"] = self.broker.stats.snapshot()
+        if self.repair is not None:
+            out["provision"] = self.repair.stats.snapshot()
+        return out
+
+    async def stats(self) -> Stats:
+        """See :meth:`snapshot`."""
+        return self.snapshot()
+
+    async def sync_now(self) -> dict[str, Any]:
+        """Run one synchronizer pass now and return its cumulative counters."""
+        if self.sync is None:
+            raise LabStateError("the synchronizer has not started yet")
+        return (await self.sync.run_pass()).snapshot()
+
+    # ------------------------------------------------------------------ who is known
+    async def org_known(self, org_id: str) -> bool:
+        """From the registry the workers keep."""
+        return org_id in self.registry.orgs
+
+    async def org_of(self, entity_id: str) -> str | None:
+        """From the registry the workers keep."""
+        return self.registry.org_of(entity_id)
