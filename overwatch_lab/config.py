@@ -1,4 +1,4 @@
-"""Lab configuration: one frozen object, documented defaults (WIRE.md limits, two streams larger).
+"""Lab configuration: one frozen object, documented defaults (docs/wire.md limits, two streams larger).
 
 Durability note (``sync_interval``): JetStream acknowledges a publish before it is fsynced.
 For a single-server (R1) stream nats-server 2.15 hands every message to the kernel (a
@@ -44,7 +44,7 @@ DAY = 24 * HOUR
 class StreamLimits:
     """Limits of one JetStream stream; the lab's defaults are in :data:`DEFAULT_STREAMS`.
 
-    The defaults are WIRE.md's (upstream Overwatch's) except two, sized so that overload or
+    The defaults are upstream Overwatch's (see docs/wire.md) except two, sized so that overload or
     a fault is survived rather than silently discarded:
 
     - CONSTELLATION_TELEMETRY keeps 1.5M messages / 1 GiB (upstream: 100k / 256 MiB, about
@@ -94,7 +94,7 @@ DEFAULT_STREAMS: MappingProxyType[str, StreamLimits] = MappingProxyType(
 DEFAULT_COMMAND_ACKS_STREAM = StreamLimits(
     (COMMAND_ACKS_ALL,), "limits", 100_000, 64 * MiB, DAY, 8 * KiB, 120
 )
-"""CONSTELLATION_COMMAND_ACKS (**new**, not in WIRE.md's table): device acks, kept a day for audit."""
+"""CONSTELLATION_COMMAND_ACKS (**new**: overwatch-lab's, not upstream's; docs/wire.md): device acks, kept a day for audit."""
 
 
 DATA_DIR_ENV = "OVERWATCH_LAB_DATA_DIR"
@@ -145,7 +145,7 @@ class LabConfig:
             attempt up to ``hold_backoff_max_s``, and is jittered down by up to half.
         hold_reminder_s: while a hold lasts, a warning is logged again this often.
         streams: stream limits by stream name (defaults: :data:`DEFAULT_STREAMS`; telemetry and
-            quarantine are larger than WIRE.md's, see :class:`StreamLimits`).
+            quarantine are larger than upstream's, see :class:`StreamLimits`).
         command_default_ttl_s / command_max_ttl_s: a command's time to be acknowledged by its
             device when it names none / the most it may ask (the commands stream keeps 15 min).
         command_retry_initial_s / command_retry_factor / command_retry_max_s: delivery backoff

@@ -4,7 +4,7 @@ Hierarchy::
 
     OverwatchError
     ├── ConfigError            bad LabConfig value or lab.json
-    ├── ProtocolError          a message that breaks WIRE.md (never retried)
+    ├── ProtocolError          a message that breaks docs/wire.md (never retried)
     │   ├── SubjectError       bad subject or identifier token
     │   └── EnvelopeError      bad JSON body / envelope field
     ├── BrokerError            NATS side (nats-py's errors are translated to these in broker/ and kvstate)

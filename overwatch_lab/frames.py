@@ -24,7 +24,7 @@ QUARANTINE_COLUMNS = (
     "quarantined_at", "worker", "error", "original_subject", "num_delivered",
     "stream_sequence", "source_stream", "source_consumer", "original_data",
 )  # fmt: skip
-"""The fields of a quarantine record (WIRE.md "Quarantine"): the columns of :meth:`Frames.quarantine`."""
+"""The fields of a quarantine record (docs/wire.md "Quarantine"): the columns of :meth:`Frames.quarantine`."""
 
 
 class LiveSource(Protocol):

@@ -1,6 +1,6 @@
 """Malformed telemetry: the ways the ``malformed`` fault breaks a message, each one a wire-contract breach.
 
-Every variant in :data:`MALFORMED_VARIANTS` breaks the telemetry envelope of WIRE.md, so the lab
+Every variant in :data:`MALFORMED_VARIANTS` breaks the telemetry envelope of docs/wire.md, so the lab
 must quarantine every one (the last, an unknown message type, fails projection instead).
 """
 
@@ -22,7 +22,7 @@ MALFORMED_VARIANTS: tuple[str, ...] = (
     "bad_message_uid",
     "unknown_message_type",
 )
-"""Ways a malformed message is broken; every one breaks WIRE.md (the last one fails projection)."""
+"""Ways a malformed message is broken; every one breaks docs/wire.md (the last one fails projection)."""
 
 
 def malformed(variant: str, envelope: dict[str, Any], payload: bytes) -> bytes:

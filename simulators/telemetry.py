@@ -1,4 +1,4 @@
-"""MAVLink message bodies from a device's state, in raw MAVLink units (WIRE.md projections).
+"""MAVLink message bodies from a device's state, in raw MAVLink units (docs/wire.md projections).
 
 Each builder returns the ``data`` object of one telemetry v1 envelope: degE7 for lat/lon, mm
 for altitudes, cm/s for velocities, cdeg for headings, rad and rad/s for attitude, mV, cA, mAh,

@@ -1,4 +1,4 @@
-"""Create or update, idempotently, the streams, durable consumers and KV bucket of WIRE.md.
+"""Create or update, idempotently, the streams, durable consumers and KV bucket of docs/wire.md.
 
 Each object is read back first: absent → created, present but different in a field the lab
 owns → updated (starting from the server's own config, so fields the lab does not manage, such
@@ -228,7 +228,7 @@ async def provision_commands(js: JetStreamContext, config: LabConfig) -> Provisi
     """Create or update the command objects (issue 4): the CONSTELLATION_COMMAND_ACKS stream, its
     durable ``command-ack-processor`` and the CONSTELLATION_COMMAND_STATE KV bucket.
 
-    Kept apart from :func:`provision` so its report (and WIRE.md's table) stays as it was; the
+    Kept apart from :func:`provision` so its report (and docs/wire.md's table) stays as it was; the
     Lab runs both at boot.
 
     Raises:

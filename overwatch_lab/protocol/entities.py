@@ -1,4 +1,4 @@
-"""Entity records: the columns of the ``entities`` table and their validation (WIRE.md).
+"""Entity records: the columns of the ``entities`` table and their validation (docs/wire.md).
 
 An entity record is what ``constellation.entities.{org}.created|updated`` events carry in
 ``data.entity`` and what the store keeps in one row. :func:`validate_entity_record` is the one

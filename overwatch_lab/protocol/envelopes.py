@@ -1,4 +1,4 @@
-"""Envelopes of WIRE.md: strict decoders into frozen dataclasses, and builders for publishers.
+"""Envelopes of docs/wire.md: strict decoders into frozen dataclasses, and builders for publishers.
 
 - Telemetry v1 (``constellation.telemetry.{org}.{entity}``): :func:`decode_telemetry`,
   :func:`make_telemetry`.
@@ -263,7 +263,7 @@ _TELEMETRY_ALLOWED = _TELEMETRY_REQUIRED | {"source"}
 
 
 def decode_telemetry(body: bytes | str, subject: TelemetrySubject | None = None) -> Telemetry:
-    """Decode and validate a telemetry v1 envelope (WIRE.md table, strictly).
+    """Decode and validate a telemetry v1 envelope (docs/wire.md table, strictly).
 
     Args:
         body: the raw message body.

@@ -1,4 +1,4 @@
-"""ISR detections and device events of WIRE.md: strict decoders and builders.
+"""ISR detections and device events of docs/wire.md: strict decoders and builders.
 
 - Detection v1 (``constellation.events.isr.{org}.{entity}.detection.{track}``):
   :func:`decode_detection`, :func:`make_detection`.

@@ -1,4 +1,4 @@
-"""Entity and organisation lifecycle events of WIRE.md: strict decoders and builders.
+"""Entity and organisation lifecycle events of docs/wire.md: strict decoders and builders.
 
 - Entity events (``constellation.entities.{org}.{kind}``): :func:`decode_entity_event`,
   :func:`make_entity_event`.

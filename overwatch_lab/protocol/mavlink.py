@@ -1,6 +1,6 @@
 """MAVLink projections: a telemetry message's ``data`` → leaf values of the entity document.
 
-WIRE.md "Projection into entity state" for the 14 supported message types. A projection never
+docs/wire.md "Projection into entity state" for the 14 supported message types. A projection never
 raises for a bad field: an integer out of its MAVLink type's range, a non-number or a non-finite
 number is *skipped* (listed in :attr:`Projection.skipped`) and the previous value is kept. Only
 an unsupported ``message_type`` is an error.
@@ -392,7 +392,7 @@ def history_values(projection: Projection) -> dict[str, Any]:
     """Return the :data:`HISTORY_COLUMNS` this projection sets (column → value).
 
     Note the units follow the projection: ``voltage``/``current`` from SYS_STATUS are raw (mV,
-    cA), ``current`` from BATTERY_STATUS is in A (WIRE.md keeps upstream's mix).
+    cA), ``current`` from BATTERY_STATUS is in A (docs/wire.md keeps upstream's mix).
     """
     out: dict[str, Any] = {}
     paths = _HISTORY_PATHS

@@ -1,4 +1,4 @@
-"""The entity document kept in the ``CONSTELLATION_GLOBAL_STATE`` KV bucket (WIRE.md).
+"""The entity document kept in the ``CONSTELLATION_GLOBAL_STATE`` KV bucket (docs/wire.md).
 
 One JSON document per entity, key = the bare entity_id. Writers own disjoint parts:
 
@@ -12,7 +12,7 @@ Every function here mutates the document it is given in place (the CAS loop in
 ``kvstate.EntityKV`` hands it a fresh copy per attempt). ``last_seen`` and ``updated_at`` only
 move forward: canonical timestamps compare correctly as strings.
 
-Beyond WIRE.md the document carries ``telemetry_cursors`` (message_type → {message_uid,
+Beyond docs/wire.md the document carries ``telemetry_cursors`` (message_type → {message_uid,
 timestamp} of the last applied message, as Overwatch's line A does) and a ``timestamp`` leaf in
 ``mission``, ``actuators`` and ``environment`` too, so every subtree says when it last changed.
 
@@ -118,7 +118,7 @@ def new_entity_doc(record: Mapping[str, Any], org_name: str | None, now: str) ->
         now: canonical timestamp for created_at/updated_at.
 
     Returns:
-        Every subtree of WIRE.md present with None leaves, empty detections, no cursors,
+        Every subtree of docs/wire.md present with None leaves, empty detections, no cursors,
         is_live False, first_seen/last_seen None.
     """
     doc: Doc = static_values(record, org_name)
@@ -266,7 +266,7 @@ def merge_telemetry(
 
 
 def merge_detection(doc: Doc, det: Detection) -> bool:
-    """Merge one detection into ``detections.tracked_objects[track_id]`` (WIRE.md).
+    """Merge one detection into ``detections.tracked_objects[track_id]`` (docs/wire.md).
 
     frame_count + 1, centroid (cx, cy) = bbox middle, dx/dy = change of centroid (0 for a new
     track), first_seen kept, last_seen = the detection's time; detection-level status

@@ -1,4 +1,4 @@
-"""Subjects, stream names, consumer names and the identifier token rule of WIRE.md.
+"""Subjects, stream names, consumer names and the identifier token rule of docs/wire.md.
 
 Pure: no I/O. Every subject the lab builds or parses goes through this module.
 """
@@ -32,7 +32,7 @@ TELEMETRY_ALL = "constellation.telemetry.>"
 COMMANDS_ALL = "constellation.commands.>"
 QUARANTINE_ALL = "constellation.quarantine.>"
 
-# Durable consumers (WIRE.md) plus organization-processor (overwatch-lab: Overwatch has no
+# Durable consumers (docs/wire.md) plus organization-processor (overwatch-lab: Overwatch has no
 # consumer on the organizations stream; the entity worker needs one to keep the table).
 CONSUMER_ENTITY = "entity-processor"
 CONSUMER_ORGANIZATION = "organization-processor"

@@ -6,7 +6,7 @@ transaction (so two processes opening the same new file cannot both apply it), a
 database written by newer code. A migration is never edited once released: a change is a new
 migration appended to :data:`MIGRATIONS`.
 
-Tables (version 1), with Overwatch's columns and allowed values (WIRE.md, OVERWATCH-NOTES §8):
+Tables (version 1), with Overwatch's columns and allowed values (docs/wire.md, OVERWATCH-NOTES §8):
 
 - ``organizations``: one row per organisation.
 - ``entities``: one row per registered entity; deleted with its organisation (cascade).

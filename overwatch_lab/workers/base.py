@@ -5,7 +5,7 @@ the rest the same way for everyone:
 
 - ``ACK``: effects are durable (the worker returns only after its DB commit and KV write).
 - ``RETRY``: a transient failure. NAK with a delay, and quarantine on the configured delivery
-  (WIRE.md: the 3rd) so that a message that keeps failing is never redelivered forever.
+  (docs/wire.md: the 3rd) so that a message that keeps failing is never redelivered forever.
 - ``POISON``: the message can never succeed (invalid envelope, unknown entity, subject/body
   mismatch): quarantined at once.
 - ``HOLD``: not the message's fault (the database is full, read-only, locked or unreachable):

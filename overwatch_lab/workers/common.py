@@ -1,6 +1,6 @@
 """Small pieces every worker shares: the unknown-id rule, KV failures, building a missing document.
 
-The unknown-id rule (WIRE.md): a message naming an entity or organisation the registry does not
+The unknown-id rule (docs/wire.md): a message naming an entity or organisation the registry does not
 know is POISON (quarantined, "unknown entity ...") only when its registration can no longer be in
 flight, i.e. when the lifecycle consumers have acknowledged every event stored before the message
 plus the registry's grace (:func:`miss_is_final`). Until then it is DEFER: kept unacknowledged and

@@ -2,7 +2,7 @@
 
 Per batch: decode and validate every message, then :func:`plan_batch` sorts each one by its
 (entity, message_type) cursor: a message newer than the live state is applied to KV; one that
-is not (late, reordered, resent: WIRE.md "live state and history differ on order") is history
+is not (late, reordered, resent: docs/wire.md "live state and history differ on order") is history
 only, its row marked ``late``. Every decoded message gets its row, whatever its order; rows are
 unique on ``message_uid``, so a duplicate is stored once. The rows of the whole batch are
 inserted in one transaction, then what was applied is coalesced into one compare-and-set write

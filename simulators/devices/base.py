@@ -447,7 +447,7 @@ class Device:
 
     # ------------------------------------------------------------------ registration
     def entity_record(self) -> dict[str, Any]:
-        """Return the entity record this device registers with (WIRE.md entities columns)."""
+        """Return the entity record this device registers with (docs/wire.md entities columns)."""
         return {
             "entity_id": self.entity_id,
             "org_id": self.org_id,

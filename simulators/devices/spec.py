@@ -13,7 +13,7 @@ class KindSpec:
 
     Attributes:
         kind: short kind name used in scenarios (``multirotor``, ``fixed_wing`` ...).
-        entity_type: the WIRE.md entity_type.
+        entity_type: the docs/wire.md entity_type.
         mav_type: HEARTBEAT ``type`` (MAV_TYPE).
         airborne_kind: an aircraft (has altitude dynamics); ground kinds keep to the ground.
         can_hover: can stop in the air (multirotor, VTOL) or on the ground (ground kinds).

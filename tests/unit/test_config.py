@@ -1,4 +1,4 @@
-"""LabConfig defaults that are decisions, not WIRE.md copies."""
+"""LabConfig defaults that are decisions, not docs/wire.md copies."""
 
 from __future__ import annotations
 
