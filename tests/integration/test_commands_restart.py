@@ -121,7 +121,7 @@ def test_killed_lab_mid_delivery(tmp_path, broker):
     lab.down()
     child = subprocess.Popen(
         [sys.executable, "-m", "overwatch_lab.cli", "up", "--data-dir", str(tmp_path / "lab"),
-         "--nats-url", server.url, "--nats-token", server.token],
+         "--nats-url", server.url, "--nats-token", server.token, "--fleet", "none", "--no-dashboard"],
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
