@@ -4,7 +4,6 @@ and acks. The actions and their MAVLink relay mapping are in test_command_action
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -14,20 +13,7 @@ from overwatch_lab.protocol import commands as c
 from overwatch_lab.protocol.command_actions import Action
 from overwatch_lab.protocol.commands import CommandStatus as S
 from overwatch_lab.protocol.envelopes import format_timestamp
-
-NOW = 1_800_000_000.0
-LIMITS: dict[str, Any] = {
-    "now_ts": NOW,
-    "fallback_id": "cmd-7",
-    "default_ttl_s": 60.0,
-    "max_ttl_s": 900.0,
-    "max_bytes": 4096,
-}
-
-
-def decode(body: dict | bytes, subject: tuple[str, str | None] = ("org-a", "uav-1"), **kw):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return c.decode_command(raw, subject, **(LIMITS | kw))
+from tests.unit.protocol.command_builders import NOW, decode
 
 
 def goto(**extra) -> dict:
