@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 _WORKER_KEYS = ("handled", "acked", "quarantined", "retried", "holding", "held", "lag", "last_error")
-_STREAM_KEYS = ("messages", "discarded", "dropped", "lost", "lag")
+_STREAM_KEYS = ("messages", "discarded", "dropped", "lost", "lag", "lag_rate_per_s")
 
 
 def lab_status(info: dict[str, Any], stats: dict[str, Any], states: Any) -> dict[str, Any]:
@@ -46,6 +46,13 @@ def lab_status(info: dict[str, Any], stats: dict[str, Any], states: Any) -> dict
     }
 
 
+def _cell(value: Any) -> str:
+    """A table cell: ``-`` for none, a float (the lag trend, msg/s) signed and rounded."""
+    if value is None:
+        return "-"
+    return f"{round(value):+d}" if isinstance(value, float) else str(value)
+
+
 def format_status(report: dict[str, Any]) -> str:
     """``status``'s human-readable text (pure): a header, then one table per counter group."""
     lab = report["lab"]
@@ -65,7 +72,7 @@ def format_status(report: dict[str, Any]) -> str:
         if not rows:
             return
         width = max(len(title), *map(len, rows))
-        cells = {n: ["-" if r[k] is None else str(r[k]) for k in keys] for n, r in rows.items()}
+        cells = {n: [_cell(r[k]) for k in keys] for n, r in rows.items()}
         widths = [max(len(k), *(len(c[i]) for c in cells.values())) for i, k in enumerate(keys)]
         lines.append("")
         lines.append(

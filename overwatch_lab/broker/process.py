@@ -172,6 +172,7 @@ class NatsServer:
         self._pass_fds = pass_fds
         self.keep_identity = keep_identity
         self.binary = binary
+        self._ports_prefix = BINARY_NAME  # nats-server names its ports file after its executable
         self._token: str | None = None
         self._server_log = logging.getLogger(log_name)
         self._proc: asyncio.subprocess.Process | None = None
@@ -200,7 +201,7 @@ class NatsServer:
 
     @property
     def ports_dir(self) -> Path:
-        """The folder where nats-server writes ``nats-server_<pid>.ports``."""
+        """The folder where nats-server writes ``<executable name>_<pid>.ports``."""
         return self.store_dir / PORTS_DIR_NAME
 
     @property
@@ -259,6 +260,7 @@ class NatsServer:
         self._started = True
         deadline = time.monotonic() + self.ready_timeout_s
         binary = find_nats_server(self.binary)
+        self._ports_prefix = binary.name
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ports_dir.mkdir(mode=0o700, exist_ok=True)
         known = load_identity(self.identity_path) if self.keep_identity else None
@@ -271,7 +273,7 @@ class NatsServer:
             self._token = known.token
         else:
             self._token = secrets.token_hex(32)
-        for stale in self.ports_dir.glob("nats-server_*.ports"):  # left by a SIGKILLed earlier run
+        for stale in self.ports_dir.glob(f"{self._ports_prefix}_*.ports"):  # left by a SIGKILLed earlier run
             with contextlib.suppress(OSError):
                 stale.unlink()
         ports = None
@@ -358,7 +360,7 @@ class NatsServer:
         finally:
             await self._finish_pump()
             with contextlib.suppress(OSError):
-                (self.ports_dir / f"nats-server_{proc.pid}.ports").unlink()
+                (self.ports_dir / f"{self._ports_prefix}_{proc.pid}.ports").unlink()
             if self._identity is not None:  # no process runs on the store any more
                 with contextlib.suppress(OSError):
                     save_identity(self.identity_path, self._identity.with_pid(None))
@@ -398,7 +400,7 @@ class NatsServer:
         os.replace(tmp, self.config_path)
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
-        ports_file = self.ports_dir / f"nats-server_{proc.pid}.ports"
+        ports_file = self.ports_dir / f"{self._ports_prefix}_{proc.pid}.ports"
         while True:
             if proc.returncode is not None:
                 await self._finish_pump()  # collect the last lines before reporting them

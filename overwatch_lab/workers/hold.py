@@ -60,7 +60,7 @@ class HoldCounters(Protocol):
 
 class HoldAlarm:
     """The visible side of a hold: stats fields, a warning when it starts and while it lasts,
-    and an info line with its duration when it ends.
+    and a warning with its duration when it ends.
 
     Args:
         worker: the worker's name, for log lines.
@@ -107,7 +107,7 @@ class HoldAlarm:
         elif st.holding:
             st.last_hold_s = now - self._started
             st.holding, st.held, st.hold_since = False, 0, None
-            log.info(
+            log.warning(  # as loud as its start: `up` shows warnings only
                 "%s resumed after holding for %.1f s (%d attempts; last reason: %s)",
                 self.worker,
                 st.last_hold_s,

@@ -98,6 +98,23 @@ async def test_start_ready_stop_leaves_no_process(tmp_path):
     assert await server.wait_exited() == 0
 
 
+async def test_a_binary_not_named_nats_server_starts_and_cleans_its_ports_file(tmp_path):
+    # $OVERWATCH_LAB_NATS_SERVER may name any copy (nats-server-2.10, say): the server names its
+    # ports file after its own executable, so a fixed "nats-server_" prefix was never found.
+    from overwatch_lab.broker.process import find_nats_server
+
+    binary = tmp_path / "my-nats"
+    binary.symlink_to(find_nats_server())
+    server = NatsServer(tmp_path / "nats", binary=binary, ready_timeout_s=8.0)
+    await server.start()
+    try:
+        pid = server.pid
+        assert server.is_running() and (server.ports_dir / f"my-nats_{pid}.ports").exists()
+    finally:
+        await server.stop()
+    assert server.returncode == 0 and not list(server.ports_dir.glob("*.ports"))
+
+
 async def test_token_is_generated_per_start_and_required(tmp_path, nats_server):
     assert len(nats_server.token) == 64
     other = NatsServer(tmp_path / "other")

@@ -155,7 +155,9 @@ STATS = {
     "entity-worker": {"handled": 2, "acked": 2, "quarantined": 0, "retried": 0, "holding": True,
                       "held": 2, "lag": 0, "last_error": None},
     "streams": {"CONSTELLATION_QUARANTINE": {"messages": 5, "discarded": 0, "dropped": 0, "lost": 0,
-                                             "lag": None}},
+                                             "lag": None},
+                "CONSTELLATION_TELEMETRY": {"messages": 9, "discarded": 7, "dropped": 0, "lost": 7,
+                                            "lag": 4000, "lag_rate_per_s": 123.4}},
     "broker": {"state": "running", "pid": 4343, "restarts": 2, "failed_attempts": 0},
 }  # fmt: skip
 
@@ -173,4 +175,5 @@ def test_status_reports_the_labs_own_info_state_and_counters():
     text = format_status(report)
     assert "s3cret" not in text and "pid          4242" in text and "2 restarts" in text
     assert "entity 'x' not registered" in text
+    assert "lag_rate_per_s" in text and "+123" in text  # the lag's trend, not only the lag
     assert lab_status(INFO, {}, pd.DataFrame())["lab"]["state"].startswith("starting")

@@ -43,6 +43,7 @@ def test_alarm_warns_at_start_reminds_while_it_lasts_and_reports_the_duration(ca
     levels = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert levels[0][0] == logging.WARNING and "HOLDING 10" in levels[0][1] and "full" in levels[0][1]
     assert levels[1][0] == logging.WARNING and "still holding 12" in levels[1][1]
-    assert levels[-1][0] == logging.INFO and "resumed after holding" in levels[-1][1]
+    # WARNING like the start: `up` logs warnings only, and an operator who saw the hold must see it end
+    assert levels[-1][0] == logging.WARNING and "resumed after holding" in levels[-1][1]
     alarm.update(3, "database is locked")  # a second episode
     assert st.holds == 2 and st.hold_attempts == 0 and st.hold_reason == "database is locked"
