@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from overwatch_lab.errors import BrokerError
 from overwatch_lab.runtime import Runner
 from overwatch_lab.simulation import Simulation, start_simulation
 
@@ -105,5 +106,9 @@ class Fleet:
         for sim in self._simulations:
             try:
                 await sim.close()
+            except BrokerError as exc:  # the broker is gone (the lab is failing): one line, no traceback
+                log.warning("stopping simulation %r: its broker is gone (%s)", sim, exc)
+            except OSError as exc:  # its connection was reset under it: the same, said plainly
+                log.warning("stopping simulation %r: connection lost (%r)", sim, exc)
             except Exception:  # a failing fleet must not keep the lab from stopping
                 log.exception("stopping simulation %r failed", sim)

@@ -238,7 +238,7 @@ class ConsumerLoop:
                     if self._stopping.is_set() or await self._wait(self._backoff.next()):
                         break
                     self._alarm.attempt()
-                    await self._handle(list(self._held))
+                    await self._handle(list(self._held), fresh=False)
                     continue
                 if inflight is None:
                     if self._stopping.is_set():
@@ -323,8 +323,11 @@ class ConsumerLoop:
             self.on_fetched(msgs)
         return msgs
 
-    async def _handle(self, msgs: list[Msg]) -> None:
+    async def _handle(self, msgs: list[Msg], *, fresh: bool = True) -> None:
         """Have the worker handle ``msgs`` and settle every result but HOLD; keep the held ones.
+
+        ``fresh`` is False when re-handling held messages: their ``num_pending`` is as old as
+        their fetch, so they do not update ``lag`` (the stream watch keeps the live lag).
 
         If any of them is held for an infrastructure fault they all go to the held set (no
         fetching until it is empty), else the deferred ones are carried into the next batch.
@@ -365,7 +368,8 @@ class ConsumerLoop:
         st.peak_batch_size = max(st.peak_batch_size, len(msgs))
         st.last_batch_at = time.time()
         st.busy_s += time.perf_counter() - started
-        st.lag = msgs[-1].metadata.num_pending
+        if fresh:
+            st.lag = msgs[-1].metadata.num_pending
         if reason is not None:
             self._held, self._deferred = held, []
         else:
