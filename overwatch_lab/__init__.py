@@ -5,8 +5,8 @@ Public names are listed in ``__all__``; everything else is internal.
 
 from __future__ import annotations
 
-from overwatch_lab.commands.api import CommandHandle
-from overwatch_lab.commands.client import Commands
+from typing import TYPE_CHECKING, Any
+
 from overwatch_lab.config import LabConfig, StreamLimits
 from overwatch_lab.errors import (
     BrokerError,
@@ -27,12 +27,45 @@ from overwatch_lab.errors import (
     SubjectError,
     SyncError,
 )
-from overwatch_lab.fleet import Fleet
-from overwatch_lab.frames import Frames
-from overwatch_lab.lab import Lab, LabState
 from overwatch_lab.protocol.commands import CommandStatus
-from overwatch_lab.simulation import Simulation
 from overwatch_lab.version import __version__
+
+if TYPE_CHECKING:
+    from overwatch_lab.commands.api import CommandHandle
+    from overwatch_lab.commands.client import Commands
+    from overwatch_lab.fleet import Fleet
+    from overwatch_lab.frames import Frames
+    from overwatch_lab.lab import Lab, LabState
+    from overwatch_lab.simulation import Simulation
+
+# The Lab and its parts pull in pandas, numpy and nats-py (~0.7 s): imported on first use, so
+# that `overwatch-lab` arms its signal handlers before the heavy imports (a Ctrl-C that lands in
+# a C extension's module init can be swallowed) and config/errors stay cheap to import.
+_LAZY = {
+    "CommandHandle": "overwatch_lab.commands.api",
+    "Commands": "overwatch_lab.commands.client",
+    "Fleet": "overwatch_lab.fleet",
+    "Frames": "overwatch_lab.frames",
+    "Lab": "overwatch_lab.lab",
+    "LabState": "overwatch_lab.lab",
+    "Simulation": "overwatch_lab.simulation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'overwatch_lab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BrokerError",

@@ -26,7 +26,6 @@ from overwatch_lab.config import LabConfig, default_data_dir
 from overwatch_lab.errors import ConfigError, LabStateError, OverwatchError, ScenarioError
 from overwatch_lab.protocol.command_actions import Action
 from overwatch_lab.stop_signals import StopSignals, arm_early, exit_now
-from simulators import cli as simulators_cli
 
 if TYPE_CHECKING:
     from overwatch_lab.dashboard.server import DashboardServer
@@ -370,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sim",
         help="fly a simulated fleet against a running lab (or any NATS URL); --list lists the fleets",
     )
+    from simulators import cli as simulators_cli  # here, not at import: numpy and the fleets are heavy
+
     simulators_cli.add_arguments(sim)
     sim.set_defaults(func=simulators_cli.run)
 
@@ -447,8 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_FOREGROUND = ("up", "dashboard")  # commands that stop on SIGINT/SIGTERM through StopSignals
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script entry point."""
+    words = sys.argv[1:] if argv is None else argv
+    if next((w for w in words if not w.startswith("-")), None) in _FOREGROUND:
+        arm_early()  # before the heavy imports below: a Ctrl-C from now on is a clean stop
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
