@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -87,10 +88,10 @@ def load_fleet(name: str, duration_s: float | None) -> Scenario | None:
 
 def _check_up(a: argparse.Namespace) -> tuple[LabConfig, Scenario | None]:
     """Everything ``up`` can check before it boots anything; one ConfigError/ScenarioError otherwise."""
-    if a.speed <= 0:
-        raise ConfigError(f"--speed must be > 0, got {a.speed:g}")
-    if a.duration is not None and a.duration <= 0:
-        raise ConfigError(f"--duration must be > 0, got {a.duration:g}")
+    if not (0 < a.speed < math.inf):  # also refuses nan
+        raise ConfigError(f"--speed must be > 0 and finite, got {a.speed:g}")
+    if a.duration is not None and not (0 < a.duration < math.inf):
+        raise ConfigError(f"--duration must be > 0 and finite, got {a.duration:g}")
     cfg = _lab_config(a)
     fleet = load_fleet(a.fleet, a.duration)
     if not a.no_dashboard:

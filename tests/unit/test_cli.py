@@ -91,6 +91,9 @@ def test_up_flies_the_fleet_until_stopped_unless_given_a_duration():
     [
         (["up", "--speed", "-1"], "--speed must be > 0"),
         (["up", "--speed", "0"], "--speed must be > 0"),
+        (["up", "--speed", "nan"], "--speed must be > 0 and finite"),  # booted, then the fleet crashed
+        (["up", "--speed", "inf"], "--speed must be > 0 and finite"),
+        (["up", "--duration", "nan"], "--duration must be > 0 and finite"),
         (["up", "--duration", "0"], "--duration must be > 0"),
         (["up", "--fleet", "nosuch"], "unknown fleet 'nosuch'; known fleets: small-isr-patrol"),
         (["up", "--dashboard-port", "70000"], "dashboard port must be in 0..65535"),
