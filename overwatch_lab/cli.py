@@ -192,6 +192,8 @@ async def _dashboard(a: argparse.Namespace) -> int:
     with StopSignals(on_force=_forced) as signals:
         check_dashboard_port(a)
         source = AttachedLab(_data_dir(a))
+        if (note := no_lab_note(source.data_dir)) is not None:
+            print(note, file=sys.stderr, flush=True)
         try:
             server = await asyncio.to_thread(
                 serve, source, port=a.dashboard_port, address=a.dashboard_address, show=a.show
@@ -204,6 +206,18 @@ async def _dashboard(a: argparse.Namespace) -> int:
         finally:
             source.close()
     return 0
+
+
+def no_lab_note(data_dir: Path) -> str | None:
+    """The line ``dashboard`` prints when no lab runs in ``data_dir`` (a typo'd dir served a blank page)."""
+    from overwatch_lab.lab import LAB_JSON
+
+    if (data_dir / LAB_JSON).is_file():
+        return None
+    return (
+        f"note: no running lab in {data_dir} ({LAB_JSON} not found); "
+        "the dashboard says so until `overwatch-lab up` starts one there"
+    )
 
 
 def _dashboard_arguments(p: argparse.ArgumentParser) -> None:

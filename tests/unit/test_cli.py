@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 
 from overwatch_lab import LabConfig
-from overwatch_lab.cli import _data_dir, _lab_config, build_parser, check_dashboard_port, load_fleet, main
+from overwatch_lab.cli import (
+    _data_dir,
+    _lab_config,
+    build_parser,
+    check_dashboard_port,
+    load_fleet,
+    main,
+    no_lab_note,
+)
 from overwatch_lab.cli_flags import UP_CONFIG_FLAGS, check_data_dir, config_help
 from overwatch_lab.cli_status import format_status, lab_status
 from overwatch_lab.errors import ConfigError, ScenarioError
@@ -117,6 +125,13 @@ def test_data_dir_checks(tmp_path):
         check_data_dir(Path("/proc/overwatch-lab-test"))
     with pytest.raises(ConfigError, match="is not writable"):
         check_data_dir(Path("/sys"))  # sysfs: read-only even for root
+
+
+def test_dashboard_notes_a_data_dir_without_a_lab(tmp_path):
+    note = no_lab_note(tmp_path / "typo")
+    assert note is not None and "no running lab in" in note and "typo" in note and "\n" not in note
+    (tmp_path / "lab.json").write_text("{}")
+    assert no_lab_note(tmp_path) is None
 
 
 def test_a_busy_dashboard_port_names_the_flags():
