@@ -80,6 +80,8 @@ def test_every_command_uses_the_data_dir_of_the_environment(command, tmp_path, m
 def test_a_bad_config_flag_names_the_flag():
     with pytest.raises(ConfigError, match=r"stale_after_s must be > 0.*\(from --stale-after\)"):
         _lab_config(build_parser().parse_args(["up", "--stale-after", "-1"]))
+    with pytest.raises(ConfigError, match=r"stale_after_s must be a finite number.*\(from --stale-after\)"):
+        _lab_config(build_parser().parse_args(["up", "--stale-after", "nan"]))
 
 
 def test_unknown_fleet_lists_the_known_ones():
