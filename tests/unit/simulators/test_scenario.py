@@ -246,8 +246,9 @@ def test_duplicate_entity_ids_across_fleets_are_rejected():
 def test_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ScenarioError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ScenarioError, match="bad.yaml: not valid YAML: .* at line 2, column 1") as err:
         load_scenario(bad)
+    assert "\n" not in str(err.value)  # `up --fleet bad.yaml` prints one line
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(TOML.replace('kind = "usv"', 'kind = "tank"'))
     with pytest.raises(ScenarioError, match=r"wrong.toml: fleets\[1\].kind: 'tank'"):
