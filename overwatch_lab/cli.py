@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -464,16 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Console script entry point."""
-    args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        args = build_parser().parse_args(argv)  # inside: --help-action prints here
+        level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return int(args.func(args))
     except OverwatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a SIGINT before a command armed its handlers: nothing started yet
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # `status --json | head` closed stdout: no traceback (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush fails silently
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -194,3 +197,17 @@ def test_status_reports_the_labs_own_info_state_and_counters():
     assert "s3cret" not in text and "pid          4242" in text and "2 restarts" in text
     assert "entity 'x' not registered" in text
     assert lab_status(INFO, {}, pd.DataFrame())["lab"]["state"].startswith("starting")
+
+
+def test_a_closed_stdout_ends_without_a_traceback():  # e.g. `overwatch-lab status --json | head -1`
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "overwatch_lab.cli", "command", "--help-action", "goto"],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert b"Traceback" not in done.stderr and b"BrokenPipeError" not in done.stderr, done.stderr
