@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -86,10 +88,10 @@ def load_fleet(name: str, duration_s: float | None) -> Scenario | None:
 
 def _check_up(a: argparse.Namespace) -> tuple[LabConfig, Scenario | None]:
     """Everything ``up`` can check before it boots anything; one ConfigError/ScenarioError otherwise."""
-    if a.speed <= 0:
-        raise ConfigError(f"--speed must be > 0, got {a.speed:g}")
-    if a.duration is not None and a.duration <= 0:
-        raise ConfigError(f"--duration must be > 0, got {a.duration:g}")
+    if not (0 < a.speed < math.inf):  # also refuses nan
+        raise ConfigError(f"--speed must be > 0 and finite, got {a.speed:g}")
+    if a.duration is not None and not (0 < a.duration < math.inf):
+        raise ConfigError(f"--duration must be > 0 and finite, got {a.duration:g}")
     cfg = _lab_config(a)
     fleet = load_fleet(a.fleet, a.duration)
     if not a.no_dashboard:
@@ -190,6 +192,8 @@ async def _dashboard(a: argparse.Namespace) -> int:
     with StopSignals(on_force=_forced) as signals:
         check_dashboard_port(a)
         source = AttachedLab(_data_dir(a))
+        if (note := no_lab_note(source.data_dir)) is not None:
+            print(note, file=sys.stderr, flush=True)
         try:
             server = await asyncio.to_thread(
                 serve, source, port=a.dashboard_port, address=a.dashboard_address, show=a.show
@@ -202,6 +206,18 @@ async def _dashboard(a: argparse.Namespace) -> int:
         finally:
             source.close()
     return 0
+
+
+def no_lab_note(data_dir: Path) -> str | None:
+    """The line ``dashboard`` prints when no lab runs in ``data_dir`` (a typo'd dir served a blank page)."""
+    from overwatch_lab.lab import LAB_JSON
+
+    if (data_dir / LAB_JSON).is_file():
+        return None
+    return (
+        f"note: no running lab in {data_dir} ({LAB_JSON} not found); "
+        "the dashboard says so until `overwatch-lab up` starts one there"
+    )
 
 
 def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
@@ -456,16 +472,19 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if next((w for w in words if not w.startswith("-")), None) in _FOREGROUND:
         arm_early()  # before the heavy imports below: a Ctrl-C from now on is a clean stop
-    args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        args = build_parser().parse_args(argv)  # inside: --help-action prints here
+        level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return int(args.func(args))
     except OverwatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a SIGINT before a command armed its handlers: nothing started yet
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # `status --json | head` closed stdout: no traceback (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush fails silently
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ an external server keeps its own setting.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -242,6 +243,10 @@ class LabConfig:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
         if self.nats_creds is not None:
             object.__setattr__(self, "nats_creds", Path(self.nats_creds).expanduser())
+        for f in dataclasses.fields(self):  # nan passes every `x <= 0` check below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         if self.stale_after_s <= 0:
             raise ConfigError(f"stale_after_s must be > 0, got {self.stale_after_s}")
         if self.history_max_age_s is not None and self.history_max_age_s <= 0:

@@ -51,7 +51,8 @@ def load_scenario(ref: str | Path | Scenario) -> Scenario:
     name = str(ref).replace("-", "_")
     if name not in NAMED:
         raise ScenarioError(
-            f"unknown scenario {str(ref)!r}: not a .yaml/.toml file nor one of {', '.join(NAMED)}"
+            f"unknown scenario {str(ref)!r}: not a .yaml/.toml file nor one of "
+            f"{', '.join(n.replace('_', '-') for n in NAMED)}"  # the names --list and `up` show
         )
     scenario: Scenario = importlib.import_module(f"simulators.fleets.{name}").scenario()
     return scenario

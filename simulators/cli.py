@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -281,10 +282,10 @@ def run(args: argparse.Namespace) -> int:
         sc = load_scenario(args.scenario)
         if args.seed is not None:
             sc = sc.replace(seed=args.seed)
-        if args.speed < 0 or (args.processes > 1 and args.speed == 0):
-            raise ScenarioError(f"--speed must be > 0, got {args.speed}")
-        if args.duration is not None and args.duration <= 0:
-            raise ScenarioError(f"--duration must be > 0, got {args.duration}")
+        if not 0 <= args.speed < math.inf or (args.processes > 1 and args.speed == 0):  # nan too
+            raise ScenarioError(f"--speed must be > 0 and finite, got {args.speed}")
+        if args.duration is not None and not 0 < args.duration < math.inf:
+            raise ScenarioError(f"--duration must be > 0 and finite, got {args.duration}")
         start = _start(args.start)
         if args.dry_run:
             duration = args.duration or sc.duration_s

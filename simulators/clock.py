@@ -19,6 +19,7 @@ anchor moves forward) so a suspended laptop does not cause a minutes-long burst 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -52,8 +53,8 @@ class SimClock:
         max_catchup_s: float = DEFAULT_MAX_CATCHUP_S,
         wall: Callable[[], float] = time.monotonic,
     ) -> None:
-        if rate < 0:
-            raise ScenarioError(f"clock rate must be >= 0, got {rate}")
+        if not 0 <= rate < math.inf:  # also refuses nan
+            raise ScenarioError(f"clock rate must be >= 0 and finite, got {rate}")
         self.start_epoch_s = float(start_epoch_s)
         self.strict = strict
         self.max_catchup_s = max_catchup_s
@@ -126,10 +127,10 @@ class SimClock:
         """Change the pacing rate from now on (0 = manual).
 
         Raises:
-            ScenarioError: a negative rate.
+            ScenarioError: a negative or non-finite rate.
         """
-        if rate < 0:
-            raise ScenarioError(f"clock rate must be >= 0, got {rate}")
+        if not 0 <= rate < math.inf:  # also refuses nan
+            raise ScenarioError(f"clock rate must be >= 0 and finite, got {rate}")
         self._reanchor()
         self._rate = float(rate)
 

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -174,8 +175,8 @@ class ProcessRunHandle:
         Raises:
             ScenarioError: a negative speed.
         """
-        if speed < 0:
-            raise ScenarioError(f"speed must be >= 0, got {speed}")
+        if not 0 <= speed < math.inf:  # also refuses nan
+            raise ScenarioError(f"speed must be >= 0 and finite, got {speed}")
         self._speed = speed
         self._send("speed", speed)
 
@@ -337,8 +338,8 @@ async def run_scenario_processes(
     n_dev = scenario.device_count
     if not 1 <= processes <= n_dev:
         raise ScenarioError(f"processes must be in 1..{n_dev} (the device count), got {processes}")
-    if speed <= 0:
-        raise ScenarioError(f"speed must be > 0 in process mode, got {speed}")
+    if not 0 < speed < math.inf:  # also refuses nan
+        raise ScenarioError(f"speed must be > 0 and finite in process mode, got {speed}")
     ctx = multiprocessing.get_context("spawn")
     handle = ProcessRunHandle(scenario, processes, speed, progress)
     loop = asyncio.get_running_loop()

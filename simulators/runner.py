@@ -389,11 +389,11 @@ async def run_scenario(
             behind real time, instead of logging and counting it.
 
     Raises:
-        ScenarioError: a negative speed.
+        ScenarioError: a negative or non-finite speed.
         BrokerError: registration could not be published.
     """
-    if speed < 0:
-        raise ScenarioError(f"speed must be >= 0, got {speed}")
+    if not 0 <= speed < math.inf:  # also refuses nan
+        raise ScenarioError(f"speed must be >= 0 and finite, got {speed}")
     start = start_epoch_s if start_epoch_s is not None else (scenario.start_epoch_s or now_epoch_ms())
     model = FleetModel(scenario, start_epoch_s=start, members=members)
     model.clock.strict = strict

@@ -184,7 +184,7 @@ class Scenario:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ScenarioError(f"{source}: not valid YAML: {exc}") from None
+            raise ScenarioError(f"{source}: not valid YAML: {_one_line(exc)}") from None
         return cls.from_dict(check.mapping(data, source or "scenario"), source=source)
 
     @classmethod
@@ -342,3 +342,14 @@ def merged_rates(sc: Scenario, fleet: FleetSpec, entity_id: str) -> dict[str, fl
     rates.update(fleet.rates)
     rates.update(fleet.device_rates.get(entity_id, {}))
     return rates
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line (PyYAML's own text spans five, with a caret under the spot)."""
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{context + ': ' if context else ''}{problem}{where}"

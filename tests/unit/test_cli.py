@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from overwatch_lab import LabConfig
-from overwatch_lab.cli import _data_dir, _lab_config, build_parser, check_dashboard_port, load_fleet, main
+from overwatch_lab.cli import (
+    _data_dir,
+    _lab_config,
+    build_parser,
+    check_dashboard_port,
+    load_fleet,
+    main,
+    no_lab_note,
+)
 from overwatch_lab.cli_flags import UP_CONFIG_FLAGS, check_data_dir, config_help
 from overwatch_lab.cli_status import format_status, lab_status
 from overwatch_lab.errors import ConfigError, ScenarioError
@@ -72,6 +83,8 @@ def test_every_command_uses_the_data_dir_of_the_environment(command, tmp_path, m
 def test_a_bad_config_flag_names_the_flag():
     with pytest.raises(ConfigError, match=r"stale_after_s must be > 0.*\(from --stale-after\)"):
         _lab_config(build_parser().parse_args(["up", "--stale-after", "-1"]))
+    with pytest.raises(ConfigError, match=r"stale_after_s must be a finite number.*\(from --stale-after\)"):
+        _lab_config(build_parser().parse_args(["up", "--stale-after", "nan"]))
 
 
 def test_unknown_fleet_lists_the_known_ones():
@@ -91,6 +104,9 @@ def test_up_flies_the_fleet_until_stopped_unless_given_a_duration():
     [
         (["up", "--speed", "-1"], "--speed must be > 0"),
         (["up", "--speed", "0"], "--speed must be > 0"),
+        (["up", "--speed", "nan"], "--speed must be > 0 and finite"),  # booted, then the fleet crashed
+        (["up", "--speed", "inf"], "--speed must be > 0 and finite"),
+        (["up", "--duration", "nan"], "--duration must be > 0 and finite"),
         (["up", "--duration", "0"], "--duration must be > 0"),
         (["up", "--fleet", "nosuch"], "unknown fleet 'nosuch'; known fleets: small-isr-patrol"),
         (["up", "--dashboard-port", "70000"], "dashboard port must be in 0..65535"),
@@ -114,6 +130,13 @@ def test_data_dir_checks(tmp_path):
         check_data_dir(Path("/proc/overwatch-lab-test"))
     with pytest.raises(ConfigError, match="is not writable"):
         check_data_dir(Path("/sys"))  # sysfs: read-only even for root
+
+
+def test_dashboard_notes_a_data_dir_without_a_lab(tmp_path):
+    note = no_lab_note(tmp_path / "typo")
+    assert note is not None and "no running lab in" in note and "typo" in note and "\n" not in note
+    (tmp_path / "lab.json").write_text("{}")
+    assert no_lab_note(tmp_path) is None
 
 
 def test_a_busy_dashboard_port_names_the_flags():
@@ -177,3 +200,17 @@ def test_status_reports_the_labs_own_info_state_and_counters():
     assert "entity 'x' not registered" in text
     assert "lag_rate_per_s" in text and "+123" in text  # the lag's trend, not only the lag
     assert lab_status(INFO, {}, pd.DataFrame())["lab"]["state"].startswith("starting")
+
+
+def test_a_closed_stdout_ends_without_a_traceback():  # e.g. `overwatch-lab status --json | head -1`
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "overwatch_lab.cli", "command", "--help-action", "goto"],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=30, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert b"Traceback" not in done.stderr and b"BrokenPipeError" not in done.stderr, done.stderr

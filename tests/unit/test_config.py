@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from overwatch_lab.config import DEFAULT_STREAMS
+import math
+
+import pytest
+
+from overwatch_lab.config import DEFAULT_STREAMS, LabConfig
+from overwatch_lab.errors import ConfigError
 from overwatch_lab.protocol import subjects as s
 from simulators.fleets import load_1000
 
@@ -22,3 +27,10 @@ def test_the_telemetry_stream_holds_a_minute_of_the_load_1000_fleet():
 def test_the_quarantine_is_sized_not_to_be_the_first_thing_lost():
     q = DEFAULT_STREAMS[s.STREAM_QUARANTINE]
     assert (q.max_msgs, q.max_bytes, q.discard) == (100_000, 512 * 1024 * 1024, "old")
+
+
+@pytest.mark.parametrize("field", ["stale_after_s", "history_max_age_s", "sync_period_s", "ack_wait_s"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_numbers_are_refused(field, value):  # nan passed every `x <= 0` check
+    with pytest.raises(ConfigError, match=f"{field} must be a finite number"):
+        LabConfig(**{field: value})

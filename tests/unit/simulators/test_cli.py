@@ -37,6 +37,8 @@ def test_dry_run_start_changes_the_hash(capsys):
         (["no-such-scenario", "--dry-run"], "unknown scenario 'no-such-scenario'"),
         (["small-isr-patrol", "--dry-run", "--duration", "-1"], "--duration must be > 0"),
         (["small-isr-patrol", "--speed", "-2", "--nats-url", "nats://127.0.0.1:1"], "--speed must be > 0"),
+        (["small-isr-patrol", "--speed", "nan", "--nats-url", "nats://127.0.0.1:1"], "--speed must be > 0"),
+        (["small-isr-patrol", "--dry-run", "--duration", "inf"], "--duration must be > 0"),
         (["small-isr-patrol", "--dry-run", "--start", "noon"], "is not an RFC 3339 time"),
     ],
 )

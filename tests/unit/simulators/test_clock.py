@@ -85,3 +85,11 @@ def test_negative_rates_are_rejected():
         SimClock(0.0, rate=-1.0)
     with pytest.raises(ScenarioError):
         SimClock(0.0).set_rate(-0.5)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf")])
+def test_non_finite_rates_are_rejected(rate):  # nan passed `rate < 0` and crashed the driver later
+    with pytest.raises(ScenarioError, match="finite"):
+        SimClock(0.0, rate=rate)
+    with pytest.raises(ScenarioError, match="finite"):
+        SimClock(0.0).set_rate(rate)

@@ -246,16 +246,17 @@ def test_duplicate_entity_ids_across_fleets_are_rejected():
 def test_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ScenarioError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ScenarioError, match="bad.yaml: not valid YAML: .* at line 2, column 1") as err:
         load_scenario(bad)
+    assert "\n" not in str(err.value)  # `up --fleet bad.yaml` prints one line
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(TOML.replace('kind = "usv"', 'kind = "tank"'))
     with pytest.raises(ScenarioError, match=r"wrong.toml: fleets\[1\].kind: 'tank'"):
         load_scenario(wrong)
     with pytest.raises(ScenarioError, match="cannot read"):
         load_scenario(tmp_path / "missing.yaml")
-    with pytest.raises(ScenarioError, match="unknown scenario 'nope'"):
-        load_scenario("nope")
+    with pytest.raises(ScenarioError, match="unknown scenario 'nope'.*small-isr-patrol, area-search"):
+        load_scenario("nope")  # the names as --list spells them
 
 
 def test_frames_list_devices_and_faults():
