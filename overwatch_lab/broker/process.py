@@ -182,6 +182,9 @@ class NatsServer:
         self._monitor_port: int | None = None
         self._started = False
         self._stopped = False
+        self.store_write_error: str | None = None
+        """The first "Critical write error" the server logged (its store stays failed until a
+        restart, even after the disk has room again); None while there was none."""
         self._identity: BrokerIdentity | None = None
 
     def __repr__(self) -> str:
@@ -436,6 +439,8 @@ class NatsServer:
             self._stderr_tail.append(line)
             level, message = parse_log_line(line)
             self._server_log.log(level, "%s", message)
+            if self.store_write_error is None and "Critical write error" in message:
+                self.store_write_error = message
 
     async def _finish_pump(self) -> None:
         pump = self._pump

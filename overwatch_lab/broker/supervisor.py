@@ -7,6 +7,11 @@ followed by restarts with exponential backoff, at most ``broker_restart_attempts
 ``broker_restart_window_s``. Every transition is logged. Clients reconnect by themselves: the
 URL and token do not change, and nats-py buffers publishes while it reconnects.
 
+A broker whose store hit a write error (disk full) keeps refusing writes even after the disk has
+room again (nats-server marks the file store failed until it restarts): once it has logged a
+"Critical write error" and the store's file system has room again (:func:`room_again`),
+the supervisor restarts it the same way, so the lab resumes by itself.
+
 When the broker cannot be brought back (attempts exhausted, binary gone, a port taken by another
 process) :meth:`run` raises :class:`~overwatch_lab.errors.BrokerExited`; the lab then fails.
 """
@@ -15,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from overwatch_lab.broker.process import NatsServer
@@ -27,6 +35,18 @@ from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import BrokerExited, BrokerStartError
 
 log = logging.getLogger(__name__)
+
+RESTART_FREE_BYTES = 64 * 1024 * 1024  # free space after a store write error that warrants a restart
+# (or a quarter of a smaller file system)
+WRITE_ERROR_POLL_S = 1.0  # s between checks of a failed store's free space
+_STORE_FAILED = object()  # what _watch returns for "restart it: its store failed and has room again"
+
+
+def room_again(path: Path) -> bool:
+    """True when the file system holding ``path`` has room again for a failed store to restart:
+    :data:`RESTART_FREE_BYTES` free, or a quarter of a smaller file system."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize >= min(RESTART_FREE_BYTES, st.f_blocks * st.f_frsize // 4)
 
 
 @dataclass(slots=True)
@@ -127,9 +147,20 @@ class BrokerSupervisor:
         """
         while not stopping.is_set():
             server = self.server
-            code = await _first(server.wait_exited(), stopping)
+            code = await _first(self._watch(server), stopping)
             if stopping.is_set():
                 return
+            if code is _STORE_FAILED:
+                log.warning(
+                    "embedded nats-server's store had a write error (%s) and its disk has room again: "
+                    "restarting it to clear it",
+                    server.store_write_error,
+                )
+                self.stats.state = "restarting"
+                await server.stop()
+                if not await self._restart(stopping, None):
+                    return
+                continue
             st = self.stats
             st.state, st.last_exit_code, st.last_exit_at = "restarting", code, time.time()
             log.error(
@@ -141,6 +172,24 @@ class BrokerSupervisor:
             await server.stop()  # reap it and collect its last log lines
             if not await self._restart(stopping, code):
                 return
+
+    async def _watch(self, server: NatsServer) -> Any:
+        """Wait until ``server`` exits (return its code) or its failed store can be cleared by a
+        restart (return ``_STORE_FAILED``)."""
+        exited = asyncio.ensure_future(server.wait_exited())
+        try:
+            while True:
+                done, _ = await asyncio.wait({exited}, timeout=WRITE_ERROR_POLL_S)
+                if done:
+                    return exited.result()
+                if server.store_write_error is not None:
+                    with contextlib.suppress(OSError):
+                        if room_again(server.store_dir):
+                            return _STORE_FAILED
+        finally:
+            if not exited.done():
+                exited.cancel()
+                await asyncio.wait({exited})
 
     async def _restart(self, stopping: asyncio.Event, code: int | None) -> bool:
         """Bring a new server up; False if the lab began stopping meanwhile."""
