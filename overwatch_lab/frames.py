@@ -11,14 +11,20 @@ own; a run left on disk has only its database::
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import copy
+import threading
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
 from overwatch_lab.commands.api import commands_frame
 from overwatch_lab.errors import LabStateError
+from overwatch_lab.kvcache import Changes
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.store import queries
+
+STATES_MAX_LEVEL = 3
+"""Nesting depth :meth:`Frames.states` flattens (``pd.json_normalize(..., max_level=3)``)."""
 
 QUARANTINE_COLUMNS = (
     "quarantined_at", "worker", "error", "original_subject", "num_delivered",
@@ -39,6 +45,44 @@ class LiveSource(Protocol):
         ...
 
 
+@runtime_checkable
+class ChangeSource(Protocol):
+    """A LiveSource that can also say what changed since a version (a running lab's KV cache)."""
+
+    def entity_changes(self, since: int) -> Changes:
+        """What changed since version ``since`` (0: everything); see :class:`~overwatch_lab.kvcache.Changes`."""
+        ...
+
+
+def flatten(doc: Doc, max_level: int = STATES_MAX_LEVEL) -> dict[str, Any]:
+    """One row of :meth:`Frames.states`: ``doc`` flattened exactly as ``pd.json_normalize(max_level=...)``.
+
+    Same keys in the same order (top-level scalars first, then each nested dict's leaves as
+    ``a.b.c``; empty dicts vanish; dicts deeper than ``max_level`` stay whole), without its deep
+    copy of every document: only lists and dicts left in a cell are copied, so a frame never
+    shares a mutable object with the cache.
+    """
+    row: dict[str, Any] = {}
+    nested = []
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            nested.append((key, value))
+        else:
+            row[key] = copy.deepcopy(value) if isinstance(value, list) else value
+    for key, value in nested:
+        _flatten_into(row, key, value, 1, max_level)
+    return row
+
+
+def _flatten_into(row: dict[str, Any], prefix: str, d: dict[str, Any], level: int, max_level: int) -> None:
+    for key, value in d.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict) and level < max_level:
+            _flatten_into(row, name, value, level + 1, max_level)
+        else:
+            row[name] = copy.deepcopy(value) if isinstance(value, list | dict) else value
+
+
 class Frames:
     """DataFrames over one lab's data (see the module docstring).
 
@@ -51,6 +95,9 @@ class Frames:
     def __init__(self, db_url: str, live: LiveSource | None = None) -> None:
         self.db_url = db_url
         self._live = live
+        self._rows_lock = threading.Lock()  # readers on many threads (dashboard sessions) share the rows
+        self._rows: dict[str, dict[str, Any]] = {}  # entity_id -> flattened row, as of _rows_version
+        self._rows_version = 0
 
     def __repr__(self) -> str:
         return f"<Frames db={self.db_url!r}{' + live' if self._live is not None else ''}>"
@@ -79,12 +126,29 @@ class Frames:
     # ------------------------------------------------------------------ live (KV, quarantine stream)
     def states(self) -> pd.DataFrame:
         """Every entity document, flattened into one row per entity (columns like
-        ``position.global.latitude``), indexed by entity_id."""
-        docs = self._require_live("states").entity_docs()
-        if not docs:
+        ``position.global.latitude``), indexed by entity_id.
+
+        From a running lab's KV cache, only the documents that changed since the previous call
+        are flattened again (the rows are shared by every caller of these frames: every
+        dashboard session of the process).
+        """
+        live = self._require_live("states")
+        if isinstance(live, ChangeSource):
+            with self._rows_lock:
+                changes = live.entity_changes(self._rows_version)
+                if changes.full:
+                    self._rows = {}
+                for eid in changes.deleted:
+                    self._rows.pop(eid, None)
+                for eid, (_, doc) in changes.changed.items():
+                    self._rows[eid] = flatten(doc)
+                self._rows_version = changes.version
+                rows = list(self._rows.values())
+        else:
+            rows = [flatten(doc) for doc in live.entity_docs().values()]
+        if not rows:
             return pd.DataFrame()
-        frame = pd.json_normalize(list(docs.values()), max_level=3)
-        return frame.set_index("entity_id", drop=False).sort_index()
+        return pd.DataFrame(rows).set_index("entity_id", drop=False).sort_index()
 
     def quarantine(self) -> pd.DataFrame:
         """Every quarantine record in CONSTELLATION_QUARANTINE, with the reason for each."""

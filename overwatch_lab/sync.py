@@ -10,7 +10,9 @@ One pass (at boot, then every ``sync_period_s``):
   ``entities`` row so SQL readers see them;
 - with ``history_max_age_s`` set, telemetry history older than that is pruned (bounded per pass).
 
-Each action is counted in :class:`SyncStats`. Every KV write is a compare-and-set, so a pass
+A pass reads every document from a :class:`DocSource`: in a lab, its watcher-backed
+:class:`~overwatch_lab.kvcache.KVCache` (caught up with the bucket first), not a replay of the
+bucket. Each action is counted in :class:`SyncStats`. Every KV write is a compare-and-set, so a pass
 racing with the workers never drops their fields.
 
 A pass that cannot complete raises: :class:`~overwatch_lab.errors.SyncError` when a KV step failed
@@ -23,11 +25,12 @@ only for an unexpected error, a bug), then quiet until a pass succeeds again, wh
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import DatabaseUnavailable, KvError, SyncError
@@ -37,6 +40,19 @@ from overwatch_lab.protocol.envelopes import now_timestamp
 from overwatch_lab.store.database import Store
 
 log = logging.getLogger(__name__)
+
+
+class DocSource(Protocol):
+    """Where a pass reads every document from: the lab's :class:`~overwatch_lab.kvcache.KVCache`
+    (or, by default, a replay of the bucket through :class:`~overwatch_lab.kvstate.EntityKV`)."""
+
+    async def all(self) -> dict[str, tuple[int, Doc]]:
+        """Every live document, by entity_id, with its revision; shared documents are not mutated.
+
+        Raises:
+            KvError: the read failed.
+        """
+        ...
 
 
 @dataclass(slots=True)
@@ -65,9 +81,17 @@ class SyncStats:
 class Synchronizer:
     """Reconciles KV and libSQL both ways; see the module docstring."""
 
-    def __init__(self, store: Store, ekv: EntityKV, config: LabConfig, forget: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ekv: EntityKV,
+        config: LabConfig,
+        forget: Callable[[str], None],
+        docs: DocSource | None = None,
+    ) -> None:
         self.store = store
         self.ekv = ekv
+        self.docs: DocSource = ekv if docs is None else docs  # the lab passes its KV cache
         self.config = config
         self.forget = forget
         self.stats = SyncStats()
@@ -152,7 +176,7 @@ class Synchronizer:
         st = self.stats
         rows = {r["entity_id"]: r for r in await self.store.entities()}
         self._step = "reading the KV documents"
-        docs = await self.ekv.all()
+        docs = await self.docs.all()
         now = now_timestamp()
         now_ts = time.time()
         stale_after = self.config.stale_after_s
@@ -194,7 +218,9 @@ class Synchronizer:
                 current[1].get("is_live") and _silent(current[1], now_ts, stale_after)
             ):
                 self._step = f"repairing the KV document of {eid!r}"
-                rev, written = await self.ekv.mutate(eid, fix, current=current)
+                # A copy: `fix` edits the document it gets, and the cache's are shared.
+                mine = (current[0], copy.deepcopy(current[1]))
+                rev, written = await self.ekv.mutate(eid, fix, current=mine)
                 st.repaired += counts["repaired"]
                 st.marked_stale += counts["stale"]
                 if written is not None:

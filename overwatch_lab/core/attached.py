@@ -71,14 +71,16 @@ class AttachedCore(LabCore):
         await self._open_state()
 
     async def start_tasks(self, tg: asyncio.TaskGroup, run: Run) -> list[asyncio.Task[None]]:
-        """None: the owner runs the workers."""
-        return []
+        """The KV cache only (its own picture of the owner's bucket): the owner runs the workers."""
+        return [await self._start_cache(tg)]
 
     def running(self, stack: contextlib.AsyncExitStack) -> None:
         """Nothing: the owner writes ``lab.json``."""
 
     def request_stop(self) -> None:
-        """Nothing to stop but the connection (closed by the lab's exit stack)."""
+        """Stop the KV cache; the connection is closed by the lab's exit stack."""
+        if self._cache is not None:
+            self._cache.request_stop()
 
     def abort(self) -> None:
         """Nothing: the broker is the owner's."""

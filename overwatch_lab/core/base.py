@@ -30,6 +30,7 @@ from overwatch_lab.broker.provision import open_command_kv, open_kv
 from overwatch_lab.config import LabConfig
 from overwatch_lab.core.stats import Stats
 from overwatch_lab.errors import BrokerError, LabStateError
+from overwatch_lab.kvcache import Changes, KVCache
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import subjects as s
 
@@ -71,6 +72,7 @@ class LabCore(ABC):
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._ekv: EntityKV | None = None
+        self._cache: KVCache | None = None
         self._command_kv: KeyValue | None = None
 
     def __repr__(self) -> str:
@@ -108,7 +110,21 @@ class LabCore(ABC):
         self._nc, self._js = nc, nc.jetstream()
 
     async def _open_state(self) -> None:
-        self._ekv = EntityKV(await open_kv(self.js), attempts=self.config.kv_cas_attempts)
+        kv = await open_kv(self.js)
+        self._ekv = EntityKV(kv, attempts=self.config.kv_cas_attempts)
+        self._cache = KVCache(kv, self.js, self.nc, replay_timeout_s=self.config.ready_timeout_s)
+
+    async def _start_cache(self, tg: asyncio.TaskGroup) -> asyncio.Task[None]:
+        """Start the KV cache's watch in ``tg`` and return once its first replay ended.
+
+        Stopped by :meth:`request_stop` (through ``self.kv_cache.request_stop()``).
+        """
+        cache = self.kv_cache
+        ready = asyncio.Event()
+        task = tg.create_task(cache.run(ready), name="kv-cache")
+        async with asyncio.timeout(self.config.ready_timeout_s):
+            await ready.wait()
+        return task
 
     # ------------------------------------------------------------------ connection
     @property
@@ -136,6 +152,13 @@ class LabCore(ABC):
         if self._ekv is None:
             raise LabStateError("the lab has no entity state bucket yet")
         return self._ekv
+
+    @property
+    def kv_cache(self) -> KVCache:
+        """The watcher-backed picture of the entity state bucket, shared by every reader."""
+        if self._cache is None:
+            raise LabStateError("the lab has no entity state bucket yet")
+        return self._cache
 
     @property
     @abstractmethod
@@ -203,8 +226,18 @@ class LabCore(ABC):
         return (await self.ekv.read(entity_id))[1]
 
     async def entity_docs(self) -> dict[str, Doc]:
-        """Every live entity document, by entity_id."""
-        return {key: doc for key, (_, doc) in (await self.ekv.all()).items()}
+        """Every live entity document, by entity_id, from the KV cache once it caught up with the
+        bucket (shared documents: do not mutate)."""
+        cache = self.kv_cache
+        await cache.caught_up()
+        return cache.docs()
+
+    async def entity_changes(self, since: int) -> Changes:
+        """What changed in the bucket since version ``since`` of the KV cache (0: everything),
+        once the cache caught up with the bucket (shared documents: do not mutate)."""
+        cache = self.kv_cache
+        await cache.caught_up()
+        return cache.changes_since(since)
 
     async def quarantine_records(self) -> list[dict[str, Any]]:
         """Every quarantine record in CONSTELLATION_QUARANTINE, oldest first."""

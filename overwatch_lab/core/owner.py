@@ -125,7 +125,7 @@ class OwnerCore(LabCore):
         return self._server
 
     async def start_tasks(self, tg: asyncio.TaskGroup, run: Run) -> list[asyncio.Task[None]]:
-        """Workers, synchronizer, stream watch, stats, reprovisioner, deliverer; each ready first."""
+        """KV cache, workers, synchronizer, stream watch, stats, reprovisioner, deliverer; each ready first."""
         cfg, store, nc, js, ekv = self.config, self.store, self.nc, self.js, self.ekv
         tasks: list[asyncio.Task[None]] = []
         if self.broker is not None:
@@ -147,7 +147,8 @@ class OwnerCore(LabCore):
         consumed = [(w.stream, w.durable) for w in workers]
         watch = self.streams = StreamWatch(nc, js, cfg, consumed, unconsumed=(s.STREAM_QUARANTINE,))
         self.loops = [ConsumerLoop(w, nc, js, cfg, watch.observer(w.stream)) for w in workers]
-        sync = self.sync = Synchronizer(store, ekv, cfg, tel.forget)
+        tasks.append(await self._start_cache(tg))  # the synchronizer's boot pass reads it
+        sync = self.sync = Synchronizer(store, ekv, cfg, tel.forget, docs=self.kv_cache)
         repair = self.repair = Reprovisioner(nc, js, cfg, on_repaired=lambda _: sync.kick())
         for loop in self.loops:  # symptoms of a missing consumer or bucket: check at once
             loop.on_consumer_gone = lambda st, dur, status: repair.kick(f"a pull on {st}/{dur}: {status}")
@@ -216,7 +217,7 @@ class OwnerCore(LabCore):
         """Ask the workers, synchronizer, stream watch, deliverer and reprovisioner to finish."""
         for loop in self.loops:
             loop.request_stop()
-        for part in (self.sync, self.streams, self.deliverer, self.repair):
+        for part in (self.sync, self.streams, self.deliverer, self.repair, self._cache):
             if part is not None:
                 part.request_stop()
 
@@ -271,6 +272,8 @@ class OwnerCore(LabCore):
             out["streams"] = self.streams.snapshot()
         if self._ekv is not None:
             out["kv"] = {"cas_conflicts": self._ekv.conflicts}
+        if self._cache is not None:
+            out["kv_cache"] = self._cache.snapshot()
         if self.broker is not None:
             out["broker"] = self.broker.stats.snapshot()
         if self.repair is not None:

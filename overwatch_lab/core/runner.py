@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from overwatch_lab.core.base import LabCore, Run
 from overwatch_lab.errors import BrokerError, LabStateError
+from overwatch_lab.kvcache import Changes
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.runtime import LoopThread
 
@@ -150,7 +151,7 @@ class CoreRunner:
                         await hook()
                     core.request_stop()
                     late: set[asyncio.Task[None]] = set()
-                    if tasks:  # an attached lab runs no tasks
+                    if tasks:
                         _, late = await asyncio.wait(tasks, timeout=timeout)
                     for task in late:
                         log.warning("task %s did not stop in %.1f s; cancelling", task.get_name(), timeout)
@@ -216,6 +217,10 @@ class LiveReads:
     def entity_docs(self) -> dict[str, Doc]:
         """Every live entity document, by entity_id."""
         return self._runner.call(self._runner.require().entity_docs())
+
+    def entity_changes(self, since: int) -> Changes:
+        """What changed in the bucket since version ``since`` of the lab's KV cache."""
+        return self._runner.call(self._runner.require().entity_changes(since))
 
     def quarantine_records(self) -> list[dict[str, Any]]:
         """Every quarantine record, oldest first."""
