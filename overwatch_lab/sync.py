@@ -91,7 +91,7 @@ class Synchronizer:
     ) -> None:
         self.store = store
         self.ekv = ekv
-        self.docs: DocSource = ekv if docs is None else docs  # the lab passes its KV cache
+        self.docs = docs  # the lab passes its KV cache; None: replay the bucket through self.ekv
         self.config = config
         self.forget = forget
         self.stats = SyncStats()
@@ -176,7 +176,7 @@ class Synchronizer:
         st = self.stats
         rows = {r["entity_id"]: r for r in await self.store.entities()}
         self._step = "reading the KV documents"
-        docs = await self.docs.all()
+        docs = await (self.ekv if self.docs is None else self.docs).all()
         now = now_timestamp()
         now_ts = time.time()
         stale_after = self.config.stale_after_s
