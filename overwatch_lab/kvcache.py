@@ -117,6 +117,7 @@ class _Watch:
     """What one watch (one replay, then live updates) knows about the bucket."""
 
     created: object  # the bucket stream's creation time when the watch began
+    generation: int  # 1 for the first watch, +1 for each re-watch
     staging: dict[str, _Slot] | None = field(default_factory=dict)  # None once replayed
     seen_seq: int = 0  # highest stream sequence this watch delivered
 
@@ -159,7 +160,9 @@ class KVCache:
         self._stopping = asyncio.Event()
         self._restart = asyncio.Event()
         self._restart_reason = ""
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._generation = 0  # of the latest watch
+        # (sequence, first watch generation allowed to answer, future) of each caught_up() call
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -218,7 +221,8 @@ class KVCache:
         reason, self._restart_reason = self._restart_reason, ""
         with _kv_errors("reading the bucket's stream info"):
             info = await self.js.stream_info(self.stream)
-        watch = self._watch = _Watch(created=info.created)
+        self._generation += 1
+        watch = self._watch = _Watch(created=info.created, generation=self._generation)
         reconnects = self.nc.stats["reconnects"]
         started = time.perf_counter()
         if self.stats.replays:
@@ -290,9 +294,10 @@ class KVCache:
             if watch.staging is not None and time.perf_counter() - started > self.replay_timeout_s:
                 self.rewatch(f"the replay did not end within {self.replay_timeout_s:g} s")
                 return
+            seen = watch.seen_seq  # before the request: later deliveries may pass its answer
             with _kv_errors("reading the bucket's stream info"):
                 info = await self.js.stream_info(self.stream)
-            if info.created != watch.created or info.state.last_seq < watch.seen_seq:
+            if info.created != watch.created or info.state.last_seq < seen:
                 self.rewatch("the bucket was recreated")
                 return
             behind = watch.staging is None and info.state.last_seq > watch.seen_seq
@@ -392,16 +397,22 @@ class KVCache:
             KvError: the bucket cannot be read (gone, broker unreachable), or the cache did not
                 catch up within ``timeout_s`` (the message says how far it got).
         """
+        watch = self._watch
+        seen = watch.seen_seq if watch is not None else 0  # before the request (see above)
         with _kv_errors("reading the bucket's stream info"):
             info = await self.js.stream_info(self.stream)
-        watch = self._watch
-        if watch is not None and (info.created != watch.created or info.state.last_seq < watch.seen_seq):
+        if watch is not self._watch:  # a re-watch began meanwhile: compare with it from scratch
+            watch, seen = self._watch, 0
+        generation = watch.generation if watch is not None else self._generation + 1
+        if watch is not None and (info.created != watch.created or info.state.last_seq < seen):
             self.rewatch("the bucket was recreated")
+            generation = watch.generation + 1  # only the next watch's picture will do
         target = info.state.last_seq
-        if self.healthy and watch is self._watch and watch is not None and watch.seen_seq >= target:
+        if self.healthy and watch is not None and watch.generation >= generation and watch.seen_seq >= target:
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, fut))
+        waiter = (target, generation, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        fut = waiter[2]
         try:
             async with asyncio.timeout(timeout_s):
                 await fut
@@ -414,17 +425,18 @@ class KVCache:
             ) from None
         finally:
             with contextlib.suppress(ValueError):
-                self._waiters.remove((target, fut))
+                self._waiters.remove(waiter)
 
     def _wake(self, seq: int) -> None:
-        if self._watch is None or self._watch.staging is not None:
+        watch = self._watch
+        if watch is None or watch.staging is not None:
             return
-        for target, fut in self._waiters:
-            if target <= seq and not fut.done():
+        for target, generation, fut in self._waiters:
+            if target <= seq and generation <= watch.generation and not fut.done():
                 fut.set_result(None)
 
     def _fail_waiters(self, exc: KvError) -> None:
-        for _, fut in self._waiters:
+        for _, _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(exc)
 
