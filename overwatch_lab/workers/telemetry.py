@@ -35,7 +35,7 @@ from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, ProtocolErr
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import Telemetry, decode_telemetry, now_timestamp
-from overwatch_lab.protocol.mavlink import HISTORY_COLUMNS, Projection, history_values, project
+from overwatch_lab.protocol.mavlink import Projection, history_row_values, project
 from overwatch_lab.protocol.subjects import (
     CONSUMER_TELEMETRY,
     STREAM_TELEMETRY,
@@ -90,8 +90,11 @@ class Plan:
 
 
 def history_row(t: Telemetry, proj: Projection, ingested_at: float, *, late: bool) -> tuple[Any, ...]:
-    """The ``telemetry`` row of one message, in ``TELEMETRY_INSERT_COLUMNS`` order."""
-    hv = history_values(proj)
+    """The ``telemetry`` row of one message, in ``TELEMETRY_INSERT_COLUMNS`` order.
+
+    ``data`` is the message's own JSON text of its ``data`` (``Telemetry.data_json``), not a
+    re-encoding; a ``Telemetry`` built by hand without it gets ``data`` encoded.
+    """
     return (
         t.message_uid,
         t.org_id,
@@ -102,9 +105,9 @@ def history_row(t: Telemetry, proj: Projection, ingested_at: float, *, late: boo
         ingested_at,
         t.system_id,
         t.component_id,
-        *[hv.get(c) for c in HISTORY_COLUMNS],
-        json.dumps(t.data, separators=(",", ":")),
-        int(late),
+        *history_row_values(proj),
+        t.data_json or json.dumps(t.data, separators=(",", ":"), allow_nan=False),
+        1 if late else 0,
     )
 
 
