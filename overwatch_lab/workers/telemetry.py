@@ -165,6 +165,9 @@ class TelemetryWorker(Worker):
         self.fields_skipped = 0
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+        st = self.stats
+        clock = time.perf_counter
+        started = clock()
         results: list[Result] = [ACK] * len(msgs)
         miss = MissCheck(self.registry)
         decoded: list[Decoded] = []
@@ -186,7 +189,11 @@ class TelemetryWorker(Worker):
 
         missing = {t.entity_id for _, t, _ in decoded if t.entity_id not in self._cache}
         if missing:
+            st.decode_s += clock() - started
+            kv_started = clock()
             unreadable = await self._load(missing)
+            started = clock()
+            st.kv_s += started - kv_started
             if unreadable:  # no cursor to compare with: hold the entity's messages, no row
                 kept = []
                 for item in decoded:
@@ -201,25 +208,31 @@ class TelemetryWorker(Worker):
             return state.cursor_of(self._cache[entity_id][1] or {}, message_type)
 
         plan = plan_batch(decoded, cursor_of, time.time())
+        st.decode_s += clock() - started
         # History first, KV second: the KV cursor is what makes a message late, so it may only
         # move once the rows are committed. A KV failure after a commit is harmless: the retry
         # re-applies the state and the row insert is ignored (same uid).
         if decoded:
+            db_started = clock()
             try:
                 _, new_late = await self.store.insert_telemetry_groups(plan.rows, plan.late_rows)
             except DatabaseError as exc:
+                st.db_s += clock() - db_started
                 reason = f"history insert failed: {exc}"
                 # The whole batch, late rows included: none may be acked for a newer one's sake.
                 settle = hold if isinstance(exc, DatabaseUnavailable) else retry
                 for i, _, _ in decoded:
                     results[i] = settle(reason)
                 return results
-            self.stats.late += new_late
+            st.db_s += clock() - db_started
+            st.late += new_late
         self.fields_skipped += plan.fields_skipped
         eids = [eid for eid, eb in plan.entities.items() if eb.cursors]
+        kv_started = clock()
         kv_results = await asyncio.gather(
             *(self._write(eid, plan.entities[eid]) for eid in eids), return_exceptions=True
         )
+        st.kv_s += clock() - kv_started
         for eid, res in zip(eids, kv_results, strict=True):
             if isinstance(res, BaseException):
                 if isinstance(res, asyncio.CancelledError):
