@@ -6,8 +6,11 @@
   :func:`format_timestamp`, :func:`now_timestamp`. The canonical form
   ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` sorts as text in time order, which the stale filters rely on.
 
-Decoders run once per message on the hot path, so checks are hand-written (no schema library)
-and each envelope is validated in one pass over a plain dict. Every rejection is a
+Decoders run once per message on the hot path, so checks are hand-written and each envelope is
+validated in one pass over a plain dict. Telemetry, the hottest, has a msgspec fast path first
+(:func:`decode_telemetry`): it only *accepts*; anything it does not accept goes through the
+hand-written path, which decides and names the error, so both paths accept exactly the same
+envelopes with the same errors. Every rejection is a
 :class:`~overwatch_lab.errors.ProtocolError` whose message names the envelope and the field.
 
 The other envelopes build on the primitives here (JSON, times, the shared field checks):
@@ -24,9 +27,11 @@ import math
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
+
+import msgspec
 
 from overwatch_lab.errors import EnvelopeError, SubjectError
 from overwatch_lab.protocol.mavlink import MESSAGE_IDS
@@ -230,6 +235,9 @@ class Telemetry:
         data: MAVLink fields in raw MAVLink units.
         timestamp: canonical timestamp string.
         ts: the same time in epoch seconds.
+        data_json: ``data`` as JSON text, for the history ``data`` column: the message's own
+            bytes of ``data`` when the decoder had them (no re-encoding), else ``data`` encoded;
+            always valid JSON (never ``NaN``/``Infinity``). Not part of equality.
     """
 
     message_uid: str
@@ -243,6 +251,7 @@ class Telemetry:
     data: dict[str, Any]
     timestamp: str
     ts: float
+    data_json: str = field(default="", compare=False, repr=False)
 
 
 _TELEMETRY_REQUIRED = frozenset(
@@ -262,6 +271,38 @@ _TELEMETRY_REQUIRED = frozenset(
 _TELEMETRY_ALLOWED = _TELEMETRY_REQUIRED | {"source"}
 
 
+# The msgspec fast path: it decodes the envelope's shape, types and integer ranges in C and
+# keeps ``data`` as its raw bytes (decoded separately into a dict, so the history row can store
+# the message's own text). It never rejects: whatever it cannot take goes to the slow path.
+_U8 = Annotated[int, msgspec.Meta(ge=0, le=255)]
+_U32 = Annotated[int, msgspec.Meta(ge=0, le=UINT32_MAX)]
+
+
+class _TelemetryV1(msgspec.Struct, forbid_unknown_fields=True):
+    schema_version: Literal["1.0.0"]
+    message_uid: str
+    org_id: str
+    entity_id: str
+    message_id: _U32
+    message_type: str
+    system_id: _U8
+    component_id: _U8
+    data: msgspec.Raw
+    timestamp: str
+    source: str | None = None
+
+
+class _DataOnly(msgspec.Struct):
+    data: msgspec.Raw
+
+
+_decode_v1 = msgspec.json.Decoder(_TelemetryV1).decode
+_decode_data = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_data_only = msgspec.json.Decoder(_DataOnly).decode
+# ValidationError is a DecodeError; absurd nesting raises RecursionError.
+_MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)
+
+
 def decode_telemetry(body: bytes | str, subject: TelemetrySubject | None = None) -> Telemetry:
     """Decode and validate a telemetry v1 envelope (docs/wire.md table, strictly).
 
@@ -276,6 +317,56 @@ def decode_telemetry(body: bytes | str, subject: TelemetrySubject | None = None)
             subject/body mismatch.
         SubjectError: message_uid, org_id or entity_id breaks the token rule.
     """
+    try:
+        env = _decode_v1(body)
+        data = _decode_data(env.data)
+    except _MSGSPEC_ERRORS:  # e.g. 1e400 (a float overflow), a lone surrogate, any invalid envelope
+        return _decode_telemetry_slow(body, subject)
+    uid = env.message_uid
+    org_id = env.org_id
+    entity_id = env.entity_id
+    message_type = env.message_type
+    if (
+        _token_ok(uid)
+        and _token_ok(org_id)
+        and _token_ok(entity_id)
+        and (subject is None or (org_id == subject.org_id and entity_id == subject.entity_id))
+        and _message_type_ok(message_type)
+    ):
+        timestamp, ts = parse_timestamp(env.timestamp)
+        return Telemetry(
+            uid,
+            org_id,
+            entity_id,
+            env.source,
+            env.message_id,
+            message_type,
+            env.system_id,
+            env.component_id,
+            data,
+            timestamp,
+            ts,
+            str(env.data, "utf-8"),  # valid UTF-8: _decode_data checked every string in it
+        )
+    return _decode_telemetry_slow(body, subject)
+
+
+def _data_text(body: bytes | str, data: dict[str, Any]) -> str:
+    """The JSON text of an accepted envelope's ``data`` when the fast path did not take it."""
+    try:
+        return str(_decode_data_only(body).data, "utf-8")  # the message's own text (e.g. 1e400)
+    except _MSGSPEC_ERRORS:  # e.g. a lone surrogate somewhere: re-encode
+        pass
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # an overflowed float (1e400 parsed as inf) in a body msgspec cannot read
+        raise EnvelopeError(
+            "telemetry: field 'data' holds a number too large for a float and cannot be stored as JSON"
+        ) from None
+
+
+def _decode_telemetry_slow(body: bytes | str, subject: TelemetrySubject | None) -> Telemetry:
+    """The hand-written decoder: the reference for what is accepted, and every error message."""
     obj = loads_strict(body, "telemetry")
     # Fast path: one combined test of every rule; on any failure _telemetry_error re-checks the
     # fields one by one to raise an error that names the first bad one.
@@ -324,6 +415,7 @@ def decode_telemetry(body: bytes | str, subject: TelemetrySubject | None = None)
                     data,
                     timestamp,
                     ts,
+                    _data_text(body, data),
                 )
     _telemetry_error(obj, subject)
 

@@ -401,3 +401,21 @@ def history_values(projection: Projection) -> dict[str, Any]:
         if column is not None:
             out[column] = value
     return out
+
+
+_HISTORY_INDEX: dict[Path, int] = {path: HISTORY_COLUMNS.index(c) for path, c in _HISTORY_PATHS.items()}
+_NO_HISTORY: tuple[None, ...] = (None,) * len(HISTORY_COLUMNS)
+
+
+def history_row_values(projection: Projection) -> list[Any]:
+    """Return the values of :data:`HISTORY_COLUMNS`, in that order (None = not set).
+
+    The same values as :func:`history_values`, without the intermediate dict (hot path).
+    """
+    out: list[Any] = list(_NO_HISTORY)
+    index = _HISTORY_INDEX.get
+    for path, value in projection.sets.items():
+        i = index(path)
+        if i is not None:
+            out[i] = value
+    return out

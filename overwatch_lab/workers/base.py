@@ -140,6 +140,10 @@ class WorkerStats:
     last_error: str | None = None
     last_batch_at: float | None = None
     busy_s: float = 0.0  # time spent handling batches
+    # Cumulative seconds per stage of handle_batch, filled by the workers that split it (telemetry):
+    decode_s: float = 0.0  # decoding, validating, projecting and planning (CPU, event loop)
+    db_s: float = 0.0  # awaiting the history insert (commit)
+    kv_s: float = 0.0  # awaiting KV reads (cache misses) and compare-and-set writes
 
     def snapshot(self) -> dict[str, Any]:
         """Return a plain dict copy."""

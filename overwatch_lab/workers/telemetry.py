@@ -35,7 +35,7 @@ from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, ProtocolErr
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
 from overwatch_lab.protocol.envelopes import Telemetry, decode_telemetry, now_timestamp
-from overwatch_lab.protocol.mavlink import HISTORY_COLUMNS, Projection, history_values, project
+from overwatch_lab.protocol.mavlink import Projection, history_row_values, project
 from overwatch_lab.protocol.subjects import (
     CONSUMER_TELEMETRY,
     STREAM_TELEMETRY,
@@ -90,8 +90,11 @@ class Plan:
 
 
 def history_row(t: Telemetry, proj: Projection, ingested_at: float, *, late: bool) -> tuple[Any, ...]:
-    """The ``telemetry`` row of one message, in ``TELEMETRY_INSERT_COLUMNS`` order."""
-    hv = history_values(proj)
+    """The ``telemetry`` row of one message, in ``TELEMETRY_INSERT_COLUMNS`` order.
+
+    ``data`` is the message's own JSON text of its ``data`` (``Telemetry.data_json``), not a
+    re-encoding; a ``Telemetry`` built by hand without it gets ``data`` encoded.
+    """
     return (
         t.message_uid,
         t.org_id,
@@ -102,9 +105,9 @@ def history_row(t: Telemetry, proj: Projection, ingested_at: float, *, late: boo
         ingested_at,
         t.system_id,
         t.component_id,
-        *[hv.get(c) for c in HISTORY_COLUMNS],
-        json.dumps(t.data, separators=(",", ":")),
-        int(late),
+        *history_row_values(proj),
+        t.data_json or json.dumps(t.data, separators=(",", ":"), allow_nan=False),
+        1 if late else 0,
     )
 
 
@@ -162,6 +165,9 @@ class TelemetryWorker(Worker):
         self.fields_skipped = 0
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+        st = self.stats
+        clock = time.perf_counter
+        started = clock()
         results: list[Result] = [ACK] * len(msgs)
         miss = MissCheck(self.registry)
         decoded: list[Decoded] = []
@@ -183,7 +189,11 @@ class TelemetryWorker(Worker):
 
         missing = {t.entity_id for _, t, _ in decoded if t.entity_id not in self._cache}
         if missing:
+            st.decode_s += clock() - started
+            kv_started = clock()
             unreadable = await self._load(missing)
+            started = clock()
+            st.kv_s += started - kv_started
             if unreadable:  # no cursor to compare with: hold the entity's messages, no row
                 kept = []
                 for item in decoded:
@@ -198,25 +208,31 @@ class TelemetryWorker(Worker):
             return state.cursor_of(self._cache[entity_id][1] or {}, message_type)
 
         plan = plan_batch(decoded, cursor_of, time.time())
+        st.decode_s += clock() - started
         # History first, KV second: the KV cursor is what makes a message late, so it may only
         # move once the rows are committed. A KV failure after a commit is harmless: the retry
         # re-applies the state and the row insert is ignored (same uid).
         if decoded:
+            db_started = clock()
             try:
                 _, new_late = await self.store.insert_telemetry_groups(plan.rows, plan.late_rows)
             except DatabaseError as exc:
+                st.db_s += clock() - db_started
                 reason = f"history insert failed: {exc}"
                 # The whole batch, late rows included: none may be acked for a newer one's sake.
                 settle = hold if isinstance(exc, DatabaseUnavailable) else retry
                 for i, _, _ in decoded:
                     results[i] = settle(reason)
                 return results
-            self.stats.late += new_late
+            st.db_s += clock() - db_started
+            st.late += new_late
         self.fields_skipped += plan.fields_skipped
         eids = [eid for eid, eb in plan.entities.items() if eb.cursors]
+        kv_started = clock()
         kv_results = await asyncio.gather(
             *(self._write(eid, plan.entities[eid]) for eid in eids), return_exceptions=True
         )
+        st.kv_s += clock() - kv_started
         for eid, res in zip(eids, kv_results, strict=True):
             if isinstance(res, BaseException):
                 if isinstance(res, asyncio.CancelledError):

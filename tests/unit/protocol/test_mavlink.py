@@ -420,3 +420,19 @@ def test_history_values():
     assert m.history_values(m.project("SCALED_PRESSURE", {"press_abs": 1.0}, TS)) == {}
     assert set(m.history_values(p)) <= set(m.HISTORY_COLUMNS)
     assert len(m.HISTORY_COLUMNS) == 19
+
+
+def test_history_row_values_are_history_values_in_column_order():
+    cases = [
+        ("GLOBAL_POSITION_INT", {"lat": 329488100, "lon": -968013200, "alt": 152400, "vx": 1, "vz": -3}),
+        ("HEARTBEAT", {"custom_mode": 6, "base_mode": 128}),
+        ("VFR_HUD", {"heading": 90, "groundspeed": 5.0, "airspeed": 6.0, "climb": 1.0}),
+        ("SYS_STATUS", {"voltage_battery": 12600, "current_battery": 150, "battery_remaining": 80}),
+        ("BATTERY_STATUS", {"current_battery": 250, "battery_remaining": 50}),
+        ("SCALED_PRESSURE", {"press_abs": 1.0}),
+    ]
+    for message_type, data in cases:
+        p = m.project(message_type, data, TS)
+        hv = m.history_values(p)
+        assert m.history_row_values(p) == [hv.get(c) for c in m.HISTORY_COLUMNS], message_type
+    assert m.history_row_values(m.project("SCALED_PRESSURE", {}, TS)) == [None] * 19
