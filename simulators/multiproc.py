@@ -148,6 +148,11 @@ class ProcessRunHandle:
 
     # ------------------------------------------------------------------ control
     @property
+    def pids(self) -> list[int]:
+        """The worker processes' pids (for CPU and RSS sampling)."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    @property
     def speed(self) -> float:
         """Simulated seconds per wall second."""
         return self._speed
