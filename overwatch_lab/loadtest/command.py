@@ -33,8 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--hold", type=int, metavar="N", help="hold N devices for --duration seconds")
     p.add_argument("--rates", type=float, nargs="+", default=[1.0], metavar="X",
                    help="rate factors (x the MAVLink rates); each device count runs at each (default: 1)")  # fmt: skip
-    p.add_argument("--step", type=float, default=20.0, metavar="S", help="seconds per ramp step (default: %(default)g)")
-    p.add_argument("--duration", type=float, default=600.0, metavar="S", help="seconds of a hold (default: %(default)g)")
+    p.add_argument(
+        "--step", type=float, default=20.0, metavar="S", help="seconds per ramp step (default: %(default)g)"
+    )
+    p.add_argument(
+        "--duration", type=float, default=600.0, metavar="S", help="seconds of a hold (default: %(default)g)"
+    )
     p.add_argument("--max-p99-ms", type=float, default=1000.0, metavar="MS",
                    help="publish -> KV p99 above this: the step is not held (default: %(default)g)")  # fmt: skip
     p.add_argument("--sample", type=int, default=50, metavar="N",
@@ -44,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-stop", action="store_true", help="run every ramp step even after one is not held")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="load the lab running on DIR (attach) instead of booting one here")  # fmt: skip
-    p.add_argument("--out", default="loadtest-results", help="folder for JSON, PNG and HTML (default: %(default)s)")
+    p.add_argument(
+        "--out", default="loadtest-results", help="folder for JSON, PNG and HTML (default: %(default)s)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 

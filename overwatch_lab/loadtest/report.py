@@ -74,7 +74,7 @@ def write_png(result: dict[str, Any], path: Path) -> Path:
 
 def _html(result: dict[str, Any], path: Path) -> Path:
     from bokeh.layouts import column
-    from bokeh.models import Div
+    from bokeh.models.widgets.markups import Div
     from bokeh.plotting import figure
 
     d = _series(result)
@@ -89,7 +89,12 @@ def _html(result: dict[str, Any], path: Path) -> Path:
         title="latency against load (ms from device timestamp)", x_axis_label="devices (x rate factor)",
         y_axis_label="ms", y_axis_type="log", width=900, height=350,
     )  # fmt: skip
-    for key, color in (("kv_p50", "#3b82f6"), ("kv_p99", "#1e3a8a"), ("hist_p50", "#f59e0b"), ("hist_p99", "#b45309")):
+    for key, color in (
+        ("kv_p50", "#3b82f6"),
+        ("kv_p99", "#1e3a8a"),
+        ("hist_p50", "#f59e0b"),
+        ("hist_p99", "#b45309"),
+    ):
         pts = [(x, max(y, 0.1)) for x, y in zip(d["load"], d[key], strict=True) if y is not None]
         if pts:
             lat.line([p[0] for p in pts], [p[1] for p in pts], legend_label=key, color=color, line_width=2)

@@ -188,7 +188,9 @@ class LoadTest:
         try:
             own = int(self.lab.connection_info().get("pid") or os.getpid())
             step.lab_procs = ProcessSampler(lab_processes(step.before, own, set(handle.pids)))
-            step.sim_procs = ProcessSampler([("simulator", f"sim-{j}", pid) for j, pid in enumerate(handle.pids)])
+            step.sim_procs = ProcessSampler(
+                [("simulator", f"sim-{j}", pid) for j, pid in enumerate(handle.pids)]
+            )
             while not waiter.done():
                 await asyncio.wait({waiter}, timeout=1.0)
                 stats = await self._stats()
@@ -235,7 +237,11 @@ class LoadTest:
             for s in (step.lab_procs.series if step.lab_procs else [])
             if s.cpu_pct and s.role in ("broker", "lab")
         }
-        sim_cpu = max((s.cpu_pct[-1] for s in step.sim_procs.series if s.cpu_pct), default=0.0) if step.sim_procs else 0.0
+        sim_cpu = (
+            max((s.cpu_pct[-1] for s in step.sim_procs.series if s.cpu_pct), default=0.0)
+            if step.sim_procs
+            else 0.0
+        )
         return (
             f"[{step.index + 1}/{n}] {step.devices} dev x{step.factor:g} t={t:5.1f}s "
             f"offered {_telemetry_published(sim) / max(t, 1e-9):7,.0f}/s achieved {acked / max(t, 1e-9):7,.0f}/s "
@@ -281,7 +287,11 @@ class LoadTest:
             history_p50_ms=hist["p50"] if hist else None,
             lost=lost.get(step.index, 0),
             discarded=self._delta(step, "discarded"),
-            sim_cpu_pct=[sum(s.cpu_pct) / len(s.cpu_pct) for s in (step.sim_procs.series if step.sim_procs else []) if s.cpu_pct],
+            sim_cpu_pct=[
+                sum(s.cpu_pct) / len(s.cpu_pct)
+                for s in (step.sim_procs.series if step.sim_procs else [])
+                if s.cpu_pct
+            ],
             sim_lag_s=sim_lag,
             broker_cpu_pct=max((cpu[s.pid] for s in lab_series if s.role == "broker"), default=0.0),
             worker_cpu_pct=workers,
@@ -406,7 +416,7 @@ class LoadTest:
             procs = (st.lab_procs.summaries() if st.lab_procs else []) + (
                 st.sim_procs.summaries() if st.sim_procs else []
             )
-            row = {
+            row: dict[str, Any] = {
                 "devices": st.devices,
                 "rate_factor": st.factor,
                 "sim_processes": st.processes,

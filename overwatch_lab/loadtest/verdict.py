@@ -20,8 +20,9 @@ The **bottleneck** rule, first match wins (the evidence each verdict uses is in 
 5. ``libSQL writes``: the probe's wait for the database write lock had p95 ≥ ``DB_LOCK_SLOW_MS``,
    or the telemetry worker held for a database fault;
 6. ``consumer``: a telemetry worker (or the lab process that runs it) at ≥ ``CPU_SATURATED_PCT``;
-7. ``KV writes``: KV state became visible ``KV_GAP_MS`` later than the history row (history is
-   written first, then KV), with the consumer not saturated;
+7. ``KV writes``: KV state became visible at least ``KV_GAP_MS``, and at least the history
+   latency itself, later than the history row (p50s; history is written first, then KV), with
+   the consumer not saturated;
 8. ``consumer``: otherwise, named as "waiting" (lag grew with no resource saturated).
 
 A held step gets the verdict ``none`` with the busiest resource named, for the record.
@@ -29,6 +30,7 @@ A held step gets the verdict ``none`` with the busiest resource named, for the r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +139,9 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
     if held:
         return Verdict(NONE, f"held; busiest process: {busiest[0]} at {busiest[1]:.0f}% of a core", ev)
     short = f.nominal_rate > 0 and f.offered_rate < OFFERED_MIN * f.nominal_rate
-    if (short or f.sim_lag_s > SIM_LAG_MAX_S) and (sim_cpu >= CPU_SATURATED_PCT or f.sim_lag_s > SIM_LAG_MAX_S):
+    if (short or f.sim_lag_s > SIM_LAG_MAX_S) and (
+        sim_cpu >= CPU_SATURATED_PCT or f.sim_lag_s > SIM_LAG_MAX_S
+    ):
         return Verdict(
             SIMULATOR,
             f"simulators offered {f.offered_rate:.0f}/s of {f.nominal_rate:.0f}/s with a process at "
@@ -170,14 +174,19 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
         return Verdict(LIBSQL_WRITES, f"the telemetry worker held: {f.hold_reason}", ev)
     if worker_cpu >= CPU_SATURATED_PCT:
         return Verdict(CONSUMER, f"telemetry worker at {worker_cpu:.0f}% of a core", ev)
-    if f.kv_p50_ms is not None and f.history_p50_ms is not None and f.kv_p50_ms - f.history_p50_ms >= KV_GAP_MS:
+    gap = (
+        (f.kv_p50_ms - f.history_p50_ms) if f.kv_p50_ms is not None and f.history_p50_ms is not None else None
+    )
+    if gap is not None and f.history_p50_ms is not None and gap >= max(KV_GAP_MS, f.history_p50_ms):
         return Verdict(
             KV_WRITES,
             f"KV visible {f.kv_p50_ms - f.history_p50_ms:.0f} ms after history (p50) with the consumer "
             f"at {worker_cpu:.0f}%",
             ev,
         )
-    return Verdict(CONSUMER, f"consumer waiting: lag grew with no resource saturated (busiest {busiest[0]})", ev)
+    return Verdict(
+        CONSUMER, f"consumer waiting: lag grew with no resource saturated (busiest {busiest[0]})", ev
+    )
 
 
 def knee(steps: Sequence[tuple[int, bool]]) -> int | None:
@@ -206,6 +215,6 @@ def percentiles(values: Sequence[float]) -> dict[str, float] | None:
     xs = sorted(values)
 
     def at(q: float) -> float:
-        return round(xs[min(len(xs) - 1, max(0, round(q * len(xs) + 0.5) - 1))], 1)
+        return round(xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))], 1)
 
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(xs[-1], 1), "n": len(xs)}
