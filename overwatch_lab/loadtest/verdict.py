@@ -4,7 +4,8 @@ Everything here works on plain figures measured by :mod:`overwatch_lab.loadtest.
 rules are tested on made-up numbers (``tests/unit/loadtest/test_verdict.py``).
 
 A step is **held in real time** when the simulators offered the nominal rate, the lab kept up
-(its consumer lag did not grow, every stored message was committed), its publish → KV p99 stayed
+(its consumer lag did not grow to more than ``LAG_BEHIND_S`` of traffic, every stored message
+was committed during the step), its publish → KV p99 stayed
 under the threshold, and nothing was lost or discarded.
 
 The **bottleneck** rule, first match wins (the evidence each verdict uses is in its reason):
@@ -41,7 +42,8 @@ CPU_SATURATED_PCT = 85.0  # % of one core: a single-threaded Python or a busy br
 STAGE_DOMINANT = 0.5  # share of wall time in one stage that names it
 DB_LOCK_SLOW_MS = 50.0  # ms, p95 of the probe's wait for the write lock
 KV_GAP_MS = 100.0  # ms between history committed (p50) and KV visible (p50)
-LAG_GROWTH_MIN = 0.05  # lag growing faster than this share of the offered rate (msgs/s) = not keeping up
+LAG_GROWTH_MIN = 0.05  # lag growing faster than this share of the offered rate (msgs/s) ...
+LAG_BEHIND_S = 1.0  # ... and ending more than this many seconds of offered traffic behind = not keeping up
 SIM_LAG_MAX_S = 1.0  # s a simulator may fall behind its clock and still offer "real time"
 
 SIMULATOR = "simulator"
@@ -95,9 +97,20 @@ def step_problems(f: StepFigures, *, max_p99_ms: float) -> list[str]:
         out.append(f"offered {f.offered_rate:.0f}/s < {OFFERED_MIN:.0%} of nominal {f.nominal_rate:.0f}/s")
     if f.sim_lag_s > SIM_LAG_MAX_S:
         out.append(f"simulators fell {f.sim_lag_s:.1f} s behind their clock")
-    if f.offered_rate > 0 and f.lag_slope_per_s > LAG_GROWTH_MIN * f.offered_rate:
-        out.append(f"consumer lag grew {f.lag_slope_per_s:.0f} msgs/s")
-    if f.stored_rate > 0 and f.achieved_rate < ACHIEVED_MIN * f.stored_rate:
+    # the lag is a sawtooth of batches in flight: it counts as growing only when it also ends
+    # more than LAG_BEHIND_S of traffic behind
+    if (
+        f.offered_rate > 0
+        and f.lag_slope_per_s > LAG_GROWTH_MIN * f.offered_rate
+        and f.lag_end > LAG_BEHIND_S * f.offered_rate
+    ):
+        out.append(f"consumer lag grew {f.lag_slope_per_s:.0f} msgs/s to {f.lag_end}")
+    behind = (f.stored_rate - f.achieved_rate) * f.wall_s  # messages stored, not committed in the step
+    if (
+        f.stored_rate > 0
+        and f.achieved_rate < ACHIEVED_MIN * f.stored_rate
+        and behind > LAG_BEHIND_S * f.stored_rate
+    ):
         out.append(f"committed {f.achieved_rate:.0f}/s < {ACHIEVED_MIN:.0%} of stored {f.stored_rate:.0f}/s")
     if f.kv_p99_ms is None:
         out.append("no KV latency sample")
@@ -180,7 +193,7 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
     if gap is not None and f.history_p50_ms is not None and gap >= max(KV_GAP_MS, f.history_p50_ms):
         return Verdict(
             KV_WRITES,
-            f"KV visible {f.kv_p50_ms - f.history_p50_ms:.0f} ms after history (p50) with the consumer "
+            f"KV visible {gap:.0f} ms after history (p50) with the consumer "
             f"at {worker_cpu:.0f}%",
             ev,
         )

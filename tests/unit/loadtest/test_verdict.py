@@ -51,7 +51,7 @@ def test_a_step_that_keeps_up_is_held_and_names_no_bottleneck():
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"lag_slope_per_s": 500.0}, "lag grew"),
+        ({"lag_slope_per_s": 500.0, "lag_end": 5000}, "lag grew"),
         ({"kv_p99_ms": 1500.0}, "p99"),
         ({"kv_p99_ms": None}, "no KV latency"),
         ({"lost": 3}, "3 lost"),
@@ -64,6 +64,11 @@ def test_a_step_that_keeps_up_is_held_and_names_no_bottleneck():
 def test_each_problem_makes_a_step_not_held(change, words):
     problems = V.step_problems(dataclasses.replace(HELD, **change), max_p99_ms=1000.0)
     assert any(words in p for p in problems), problems
+
+
+def test_a_lag_sawtooth_of_batches_in_flight_is_not_falling_behind():
+    f = dataclasses.replace(HELD, lag_slope_per_s=300.0, lag_end=800)  # under a second of traffic
+    assert V.step_problems(f, max_p99_ms=1000.0) == []
 
 
 def test_simulator_saturated_and_short_of_the_rate_is_the_simulator():
