@@ -8,7 +8,7 @@
 - :class:`HistoryLatency`: publish → history row committed. Polls libSQL every
   ``HISTORY_POLL_S`` for rows of the sampled entities with a higher ``id`` than seen; latency =
   the poll that first saw the row − its device ``ts``. An upper bound, by up to one poll interval.
-- :class:`DbLockProbe`: once a second ``BEGIN IMMEDIATE; ROLLBACK`` on the lab's database
+- :class:`DbLockProbe`: four times a second ``BEGIN IMMEDIATE; ROLLBACK`` on the lab's database
   file; the time to get the write lock is what every libSQL writer waits for.
 - :class:`ProcessSampler`: CPU % (of one core) and RSS of each process with psutil.
 """
@@ -34,7 +34,7 @@ from overwatch_lab.protocol.subjects import KV_GLOBAL_STATE
 log = logging.getLogger(__name__)
 
 HISTORY_POLL_S = 0.05  # s between history polls (the resolution of the history latency)
-DB_PROBE_EVERY_S = 1.0  # s between write-lock probes
+DB_PROBE_EVERY_S = 0.25  # s between write-lock probes
 DB_PROBE_TIMEOUT_S = 10.0  # s the probe waits for the lock at most
 
 
@@ -138,7 +138,7 @@ class HistoryLatency:
 
 
 class DbLockProbe:
-    """Measures how long a writer waits for the lab database's write lock (ms), once a second."""
+    """Measures how long a writer waits for the lab database's write lock (ms), every ``DB_PROBE_EVERY_S``."""
 
     def __init__(self, db_path: str) -> None:
         self.db_path = db_path

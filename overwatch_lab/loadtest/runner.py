@@ -298,6 +298,7 @@ class LoadTest:
             stage_s=stages,
             wall_s=wall,
             db_lock_p95_ms=lock["p95"] if lock else None,
+            db_lock_busy_share=V.busy_share(step.db_lock),
             hold_reason=step.hold_reason,
         )
 
@@ -435,6 +436,7 @@ class LoadTest:
                 "kv_latency_ms": V.percentiles(st.kv),
                 "history_latency_ms": V.percentiles(st.history),
                 "db_write_lock_ms": V.percentiles(st.db_lock),
+                "db_write_lock_busy_share": V.busy_share(st.db_lock),
                 "stage_s": dict(f.stage_s),
                 "lost": f.lost,
                 "discarded": f.discarded,
@@ -464,10 +466,11 @@ class LoadTest:
             "check": check,
             "sampling": {
                 "kv": "core subscription on $KV.CONSTELLATION_GLOBAL_STATE.<entity> for the sampled "
-                "entities; latency = arrival − the document's last_seen (newest device timestamp applied)",
+                "entities; latency = arrival − the document's last_seen (newest device timestamp applied): "
+                "how old the newest state is when it becomes visible, one sample per KV write",
                 "history": "poll of libSQL every 50 ms for new rows of the sampled entities (primary-key "
                 "range); latency = poll time − row ts (upper bound by one poll)",
-                "db_write_lock": "BEGIN IMMEDIATE; ROLLBACK on the lab database once a second",
+                "db_write_lock": "BEGIN IMMEDIATE; ROLLBACK on the lab database every 0.25 s; busy = waited > 5 ms",
                 "processes": "psutil cpu_percent (of one core) and RSS once a second",
                 "loss": "every message the telemetry stream stored since the start, read back by sequence "
                 "(headers only, Nats-Msg-Id = message_uid), looked up in libSQL; quarantined uids excluded",

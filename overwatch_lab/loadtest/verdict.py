@@ -18,8 +18,10 @@ The **bottleneck** rule, first match wins (the evidence each verdict uses is in 
 4. with the telemetry worker's stage seconds (``decode_s``, ``db_s``, ``kv_s``): the stage with
    the largest share of the step's wall time: ``libSQL writes`` (db), ``KV writes`` (kv) or
    ``consumer`` (decode), when that share is ≥ ``STAGE_DOMINANT``;
-5. ``libSQL writes``: the probe's wait for the database write lock had p95 ≥ ``DB_LOCK_SLOW_MS``,
-   or the telemetry worker held for a database fault;
+5. ``libSQL writes``: the database write lock was busy (a probe waited more than
+   ``DB_LOCK_WAIT_MS`` for it) in at least ``DB_LOCK_BUSY_SHARE`` of the probes: libSQL writers
+   (the lab's, or any other) hold it most of the time; or the telemetry worker held for a
+   database fault;
 6. ``consumer``: a telemetry worker (or the lab process that runs it) at ≥ ``CPU_SATURATED_PCT``;
 7. ``KV writes``: KV state became visible at least ``KV_GAP_MS``, and at least the history
    latency itself, later than the history row (p50s; history is written first, then KV), with
@@ -40,7 +42,8 @@ OFFERED_MIN = 0.95  # share of the nominal rate the simulators must offer
 ACHIEVED_MIN = 0.95  # share of the stored messages the lab must commit (with lag drained at the end)
 CPU_SATURATED_PCT = 85.0  # % of one core: a single-threaded Python or a busy broker is saturated
 STAGE_DOMINANT = 0.5  # share of wall time in one stage that names it
-DB_LOCK_SLOW_MS = 50.0  # ms, p95 of the probe's wait for the write lock
+DB_LOCK_WAIT_MS = 5.0  # ms: a probe that waited longer found the write lock busy
+DB_LOCK_BUSY_SHARE = 0.5  # share of probes that found it busy: the write lock is the constraint
 KV_GAP_MS = 100.0  # ms between history committed (p50) and KV visible (p50)
 LAG_GROWTH_MIN = 0.05  # lag growing faster than this share of the offered rate (msgs/s) ...
 LAG_BEHIND_S = 1.0  # ... and ending more than this many seconds of offered traffic behind = not keeping up
@@ -78,6 +81,7 @@ class StepFigures:
     stage_s: Mapping[str, float] = field(default_factory=dict)  # decode/db/kv seconds in this step
     wall_s: float = 1.0
     db_lock_p95_ms: float | None = None
+    db_lock_busy_share: float | None = None  # share of write-lock probes that had to wait
     hold_reason: str | None = None
 
 
@@ -142,6 +146,7 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
         "worker_cpu_pct_max": round(worker_cpu, 1),
         "stage_share": {k: round(v, 3) for k, v in shares.items()},
         "db_lock_p95_ms": f.db_lock_p95_ms,
+        "db_lock_busy_share": f.db_lock_busy_share,
         "kv_p50_ms": f.kv_p50_ms,
         "history_p50_ms": f.history_p50_ms,
         "hold_reason": f.hold_reason,
@@ -179,9 +184,12 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
         if share >= STAGE_DOMINANT:
             name = {"db_s": LIBSQL_WRITES, "kv_s": KV_WRITES}.get(stage, CONSUMER)
             return Verdict(name, f"telemetry worker spent {share:.0%} of the step in {stage}", ev)
-    if f.db_lock_p95_ms is not None and f.db_lock_p95_ms >= DB_LOCK_SLOW_MS:
+    if f.db_lock_busy_share is not None and f.db_lock_busy_share >= DB_LOCK_BUSY_SHARE:
         return Verdict(
-            LIBSQL_WRITES, f"waiting for the database write lock: probe p95 {f.db_lock_p95_ms:.0f} ms", ev
+            LIBSQL_WRITES,
+            f"the database write lock was busy in {f.db_lock_busy_share:.0%} of the probes "
+            f"(p95 wait {f.db_lock_p95_ms or 0:.0f} ms)",
+            ev,
         )
     if f.hold_reason and any(w in f.hold_reason.lower() for w in ("database", "locked", "disk", "sql")):
         return Verdict(LIBSQL_WRITES, f"the telemetry worker held: {f.hold_reason}", ev)
@@ -193,8 +201,7 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
     if gap is not None and f.history_p50_ms is not None and gap >= max(KV_GAP_MS, f.history_p50_ms):
         return Verdict(
             KV_WRITES,
-            f"KV visible {gap:.0f} ms after history (p50) with the consumer "
-            f"at {worker_cpu:.0f}%",
+            f"KV visible {gap:.0f} ms after history (p50) with the consumer at {worker_cpu:.0f}%",
             ev,
         )
     return Verdict(
@@ -219,6 +226,13 @@ def slope(points: Sequence[tuple[float, float]]) -> float:
     if sxx == 0:
         return 0.0
     return sum((p[0] - mx) * (p[1] - my) for p in points) / sxx
+
+
+def busy_share(waits_ms: Sequence[float]) -> float | None:
+    """Share of write-lock probes that waited more than ``DB_LOCK_WAIT_MS`` (None without probes)."""
+    if not waits_ms:
+        return None
+    return sum(1 for w in waits_ms if w > DB_LOCK_WAIT_MS) / len(waits_ms)
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float] | None:
