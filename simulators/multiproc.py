@@ -59,6 +59,7 @@ _WORKER_KEYS = (
     "lag_s",
     "max_lag_s",
     "state",
+    "clock_offset_s",
 )
 
 

@@ -28,6 +28,9 @@ class LoadPlan:
         drain_timeout_s: after a step, how long to wait for the consumer lag to reach 0.
         stop_on_failure: a ramp stops after the first step not held.
         register_timeout_s: how long simulators wait for the lab to register their devices.
+        warmup_s: latency percentiles leave out messages sent in a step's first
+            ``min(warmup_s, step_s / 4)`` seconds (new processes, a new fleet registering); the
+            step's ``*_latency_all_ms`` keep them.
     """
 
     mode: Literal["ramp", "hold"] = "ramp"
@@ -40,6 +43,7 @@ class LoadPlan:
     drain_timeout_s: float = 60.0
     stop_on_failure: bool = True
     register_timeout_s: float = 60.0
+    warmup_s: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +63,8 @@ class LoadPlan:
             raise ConfigError(f"step time must be > 0 and finite, got {self.step_s}")
         if not 0 < self.max_p99_ms < math.inf:
             raise ConfigError(f"max_p99_ms must be > 0, got {self.max_p99_ms}")
+        if not 0 <= self.warmup_s < math.inf:
+            raise ConfigError(f"warmup_s must be >= 0 and finite, got {self.warmup_s}")
         if self.sample_entities < 1:
             raise ConfigError(f"sample_entities must be >= 1, got {self.sample_entities}")
         if self.sim_processes is not None and self.sim_processes < 1:
@@ -73,6 +79,11 @@ class LoadPlan:
     def hold(cls, devices: int, duration_s: float, **kw: Any) -> LoadPlan:
         """One load of ``devices`` devices held for ``duration_s`` seconds."""
         return cls(mode="hold", devices=(devices,), step_s=duration_s, **kw)
+
+    @property
+    def effective_warmup_s(self) -> float:
+        """The warm-up left out of each step's latency percentiles (s)."""
+        return min(self.warmup_s, self.step_s / 4)
 
     def steps(self) -> list[tuple[int, float]]:
         """(devices, rate factor) of every step, in order."""

@@ -5,6 +5,9 @@
   watcher receives, filtered by the server so the load test does not decode every entity's
   writes). Each document's ``last_seen`` is the newest device timestamp applied; latency =
   arrival time − that timestamp.
+
+Samples are ``(entity_id, device epoch s, latency ms)``; the runner corrects them by the
+simulator's ``clock_offset_s`` (its device clock trails the wall clock by the registration time).
 - :class:`HistoryLatency`: publish → history row committed. Polls libSQL every
   ``HISTORY_POLL_S`` for rows of the sampled entities with a higher ``id`` than seen; latency =
   the poll that first saw the row − its device ``ts``. An upper bound, by up to one poll interval.
@@ -51,7 +54,7 @@ class KvLatency:
     def __init__(self, nc: NATS, entities: list[str]) -> None:
         self.nc = nc
         self.entities = entities
-        self.samples: list[float] = []
+        self.samples: list[tuple[str, float, float]] = []  # (entity, device epoch s, latency ms)
         self._subs: list[Subscription] = []
         self._last: dict[str, str] = {}
 
@@ -72,9 +75,9 @@ class KvLatency:
         self._last[msg.subject] = seen
         t = _epoch(seen)
         if t is not None:
-            self.samples.append((now - t) * 1000.0)
+            self.samples.append((msg.subject.rsplit(".", 1)[-1], t, (now - t) * 1000.0))
 
-    def take(self) -> list[float]:
+    def take(self) -> list[tuple[str, float, float]]:
         """Return the samples so far and start a new list."""
         out, self.samples = self.samples, []
         return out
@@ -92,7 +95,7 @@ class HistoryLatency:
     def __init__(self, db_path: str, entities: list[str]) -> None:
         self.db_path = db_path
         self.entities = entities
-        self.samples: list[float] = []
+        self.samples: list[tuple[str, float, float]] = []  # (entity, device epoch s, latency ms)
         self._last_id = 0
         self._conn: sqlite3.Connection | None = None
 
@@ -110,12 +113,12 @@ class HistoryLatency:
         marks = ",".join("?" * len(self.entities))
         # a range of the primary key, filtered: only the rows committed since the last poll are read
         rows = self._conn.execute(
-            f"SELECT ts FROM telemetry WHERE id > ? AND id <= ? AND entity_id IN ({marks})",
+            f"SELECT entity_id, ts FROM telemetry WHERE id > ? AND id <= ? AND entity_id IN ({marks})",
             (self._last_id, top, *self.entities),
         ).fetchall()
         now = time.time()
         self._last_id = top
-        self.samples.extend((now - float(ts)) * 1000.0 for (ts,) in rows)
+        self.samples.extend((str(e), float(ts), (now - float(ts)) * 1000.0) for e, ts in rows)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set."""
@@ -131,7 +134,7 @@ class HistoryLatency:
             if self._conn is not None:
                 self._conn.close()
 
-    def take(self) -> list[float]:
+    def take(self) -> list[tuple[str, float, float]]:
         """Return the samples so far and start a new list."""
         out, self.samples = self.samples, []
         return out

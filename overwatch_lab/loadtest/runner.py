@@ -84,8 +84,10 @@ class _Step:
         self.sim: dict[str, Any] = {}
         self.sim_procs: ProcessSampler | None = None
         self.lab_procs: ProcessSampler | None = None
-        self.kv: list[float] = []
-        self.history: list[float] = []
+        self.kv: list[tuple[str, float, float]] = []  # (entity, device epoch s, latency ms)
+        self.history: list[tuple[str, float, float]] = []
+        self.offsets: dict[str, float] = {}  # entity -> its simulator's clock offset (s)
+        self.go_epoch = 0.0
         self.db_lock: list[float] = []
         self.seq: tuple[int, int] = (0, 0)
         self.before: dict[str, Any] = {}
@@ -184,6 +186,7 @@ class LoadTest:
             register_timeout_s=plan.register_timeout_s,
         )
         t0 = time.monotonic()
+        step.go_epoch = float(handle.start_epoch_s or time.time())
         waiter = asyncio.ensure_future(handle.wait())
         try:
             own = int(self.lab.connection_info().get("pid") or os.getpid())
@@ -203,6 +206,10 @@ class LoadTest:
                     step.hold_reason = str(tw.get("hold_reason"))
                 self._say(self._line(step, n, t, handle.stats(), stats))
             step.sim = waiter.result()
+            workers = step.sim.get("workers", [])
+            for m, eid in enumerate(d[0] for d in sc.devices()):  # device m runs in worker m % processes
+                if workers:
+                    step.offsets[eid] = float(workers[m % len(workers)].get("clock_offset_s") or 0.0)
         finally:
             if not waiter.done():
                 waiter.cancel()
@@ -250,6 +257,18 @@ class LoadTest:
         )
 
     # ------------------------------------------------------------------ figures
+    def _steady(
+        self, step: _Step, samples: list[tuple[str, float, float]], warmup: bool = True
+    ) -> list[float]:
+        """Latencies (ms, corrected by the simulator's clock offset) of messages sent after the warm-up."""
+        cut = step.go_epoch + (self.plan.effective_warmup_s if warmup else 0.0)
+        out = []
+        for eid, ts, ms in samples:
+            off = step.offsets.get(eid, 0.0)
+            if ts + off >= cut:
+                out.append(ms - off * 1000.0)
+        return out
+
     def _figures(self, step: _Step, lost: dict[int, int]) -> V.StepFigures:
         b, a = step.before.get("telemetry-worker", {}), step.after.get("telemetry-worker", {})
         wall = max(step.wall_s, 1e-9)
@@ -259,8 +278,8 @@ class LoadTest:
         # (messages committed while draining after the step count, but not the drain time)
         achieved = (a.get("acked", 0) - b.get("acked", 0)) / wall
         lag_slope = V.slope([(t, float(x)) for t, x in step.lag[len(step.lag) // 2 :]])
-        kv = V.percentiles(step.kv)
-        hist = V.percentiles(step.history)
+        kv = V.percentiles(self._steady(step, step.kv))
+        hist = V.percentiles(self._steady(step, step.history))
         lock = V.percentiles(step.db_lock)
         sim_lag = max((w.get("max_lag_s") or 0.0 for w in step.sim.get("workers", [])), default=0.0)
         lab_series = step.lab_procs.series if step.lab_procs else []
@@ -433,8 +452,11 @@ class LoadTest:
                 "lag_rate_per_s": st.lag_rate,
                 "lag_series": st.lag,
                 "drain_s": st.drain_s,
-                "kv_latency_ms": V.percentiles(st.kv),
-                "history_latency_ms": V.percentiles(st.history),
+                "kv_latency_ms": V.percentiles(self._steady(st, st.kv)),
+                "history_latency_ms": V.percentiles(self._steady(st, st.history)),
+                "kv_latency_all_ms": V.percentiles(self._steady(st, st.kv, warmup=False)),
+                "history_latency_all_ms": V.percentiles(self._steady(st, st.history, warmup=False)),
+                "sim_clock_offset_s": sorted({round(o, 4) for o in st.offsets.values()}),
                 "db_write_lock_ms": V.percentiles(st.db_lock),
                 "db_write_lock_busy_share": V.busy_share(st.db_lock),
                 "stage_s": dict(f.stage_s),
