@@ -208,6 +208,8 @@ class ProcessSampler:
     """Samples CPU % and RSS of a set of processes (role, name, pid) with psutil."""
 
     def __init__(self, procs: list[tuple[str, str, int]]) -> None:
+        self.host_cpu_pct: list[float] = []  # the whole machine, % of all cores
+        psutil.cpu_percent(None)
         self.series: list[ProcSeries] = []
         self._ps: list[psutil.Process | None] = []
         for role, name, pid in procs:
@@ -221,7 +223,8 @@ class ProcessSampler:
             self._ps.append(p)
 
     def sample(self) -> None:
-        """Take one sample of every process (a gone process is skipped)."""
+        """Take one sample of every process (a gone process is skipped) and of the machine."""
+        self.host_cpu_pct.append(psutil.cpu_percent(None))
         for s, p in zip(self.series, self._ps, strict=True):
             if p is None:
                 continue

@@ -319,6 +319,9 @@ class LoadTest:
             db_lock_p95_ms=lock["p95"] if lock else None,
             db_lock_busy_share=V.busy_share(step.db_lock),
             hold_reason=step.hold_reason,
+            host_cpu_pct=(sum(h) / len(h))
+            if (h := step.lab_procs.host_cpu_pct if step.lab_procs else [])
+            else None,
         )
 
     @staticmethod
@@ -465,6 +468,7 @@ class LoadTest:
                 "quarantined": int(st.after.get("telemetry-worker", {}).get("quarantined", 0))
                 - int(st.before.get("telemetry-worker", {}).get("quarantined", 0)),
                 "sim_max_lag_s": f.sim_lag_s,
+                "host_cpu_pct": None if f.host_cpu_pct is None else round(f.host_cpu_pct, 1),
                 "processes": procs,
                 "held": not problems,
                 "problems": problems,

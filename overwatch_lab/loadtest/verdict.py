@@ -26,7 +26,8 @@ The **bottleneck** rule, first match wins (the evidence each verdict uses is in 
 7. ``KV writes``: KV state became visible at least ``KV_GAP_MS``, and at least the history
    latency itself, later than the history row (p50s; history is written first, then KV), with
    the consumer not saturated;
-8. ``consumer``: otherwise, named as "waiting" (lag grew with no resource saturated).
+8. ``consumer``: otherwise: "starved of CPU" when the whole machine was ≥ ``HOST_BUSY_PCT``
+   busy (other processes took the cores), else "waiting" (lag grew, nothing saturated).
 
 A held step gets the verdict ``none`` with the busiest resource named, for the record.
 """
@@ -47,6 +48,7 @@ DB_LOCK_BUSY_SHARE = 0.5  # share of probes that found it busy: the write lock i
 KV_GAP_MS = 100.0  # ms between history committed (p50) and KV visible (p50)
 LAG_GROWTH_MIN = 0.05  # lag growing faster than this share of the offered rate (msgs/s) ...
 LAG_BEHIND_S = 1.0  # ... and ending more than this many seconds of offered traffic behind = not keeping up
+HOST_BUSY_PCT = 90.0  # % of all cores: the machine itself is full (other processes compete)
 SIM_LAG_MAX_S = 1.0  # s a simulator may fall behind its clock and still offer "real time"
 
 SIMULATOR = "simulator"
@@ -83,6 +85,7 @@ class StepFigures:
     db_lock_p95_ms: float | None = None
     db_lock_busy_share: float | None = None  # share of write-lock probes that had to wait
     hold_reason: str | None = None
+    host_cpu_pct: float | None = None  # the whole machine, % of all cores
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
         "kv_p50_ms": f.kv_p50_ms,
         "history_p50_ms": f.history_p50_ms,
         "hold_reason": f.hold_reason,
+        "host_cpu_pct": f.host_cpu_pct,
     }
     busiest = max(
         [("simulator", sim_cpu), ("broker", f.broker_cpu_pct), ("consumer", worker_cpu)], key=lambda kv: kv[1]
@@ -202,6 +206,13 @@ def bottleneck(f: StepFigures, *, held: bool) -> Verdict:
         return Verdict(
             KV_WRITES,
             f"KV visible {gap:.0f} ms after history (p50) with the consumer at {worker_cpu:.0f}%",
+            ev,
+        )
+    if f.host_cpu_pct is not None and f.host_cpu_pct >= HOST_BUSY_PCT:
+        return Verdict(
+            CONSUMER,
+            f"consumer starved of CPU: the machine was {f.host_cpu_pct:.0f}% busy while the telemetry "
+            f"worker got {worker_cpu:.0f}% of a core (other processes compete for the cores)",
             ev,
         )
     return Verdict(

@@ -149,6 +149,12 @@ def test_falling_behind_with_nothing_saturated_is_a_waiting_consumer():
     assert "waiting" in v.reason
 
 
+def test_falling_behind_on_a_full_machine_is_a_starved_consumer():
+    v = verdict(dataclasses.replace(BEHIND, worker_cpu_pct=[50.0], host_cpu_pct=99.0))
+    assert v.bottleneck == V.CONSUMER
+    assert "starved" in v.reason and v.evidence["host_cpu_pct"] == 99.0
+
+
 def test_the_knee_is_the_highest_device_count_held():
     assert V.knee([(100, True), (250, True), (500, False), (750, False)]) == 250
     assert V.knee([(100, False)]) is None
