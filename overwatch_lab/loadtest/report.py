@@ -9,6 +9,7 @@ count of each step, the rates (nominal, offered, achieved) and the latency perce
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,9 @@ def _html(result: dict[str, Any], path: Path) -> Path:
     ):
         pts = [(x, max(y, 0.1)) for x, y in zip(d["load"], d[key], strict=True) if y is not None]
         if pts:
-            lat.line([p[0] for p in pts], [p[1] for p in pts], legend_label=key, color=color, line_width=2)
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            lat.line(xs, ys, legend_label=key, color=color, line_width=2)
+            lat.scatter(xs, ys, legend_label=key, color=color, size=7)
     rows = "".join(
         f"<tr><td>{s['devices']}</td><td>{s['rate_factor']:g}</td><td>{s['offered_rate']:.0f}</td>"
         f"<td>{s['achieved_rate']:.0f}</td><td>{_p(s['kv_latency_ms'])}</td><td>{_p(s['history_latency_ms'])}</td>"
@@ -116,7 +119,22 @@ def _html(result: dict[str, Any], path: Path) -> Path:
         f"<th>held</th><th>verdict</th></tr>{rows}</table>",
         width=1200,
     )
-    return write_html(column(text, rates, lat), path, "overwatch-lab load test")
+    write_html(column(text, rates, lat), path, "overwatch-lab load test")
+    path.write_text(_offline(path.read_text()))
+    return path
+
+
+_LINKED_SCRIPT = re.compile(r'<script src="(?![a-z]+:)[^"]*"></script>\n?')
+
+
+def _offline(html: str) -> str:
+    """Drop ``<script src>`` tags with a relative URL (the page must open from a file).
+
+    With Panel imported in the same process, Bokeh's inline resources still link Panel's ES-module
+    shim by a relative ``static/extensions/...`` URL, which only a Panel server answers; the
+    figures here are plain Bokeh and do not need it.
+    """
+    return _LINKED_SCRIPT.sub("", html)
 
 
 def _p(p: dict[str, float] | None) -> str:
