@@ -7,7 +7,8 @@ From Python::
     result = await run_loadtest(LoadPlan.hold(1000, 600), lab=lab)           # a lab you hold
     paths = write_report(result, "loadtest-results")                         # JSON, PNG, HTML
 
-Modules: ``plan`` (what runs), ``runner`` (steps, sampling, the final loss check), ``probes``
+Modules: ``plan`` (what runs), ``runner`` (steps, sampling), ``losscheck`` (the final check
+by message_uid against libSQL), ``probes``
 (latency, write-lock, CPU/RSS samplers), ``verdict`` (held or not, the bottleneck, the knee:
 pure), ``report`` (JSON, PNG, offline HTML, text), ``command`` (the CLI arguments).
 """

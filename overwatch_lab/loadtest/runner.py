@@ -14,12 +14,8 @@ with core NATS and ``Nats-Msg-Id``) is read back by sequence and looked up in li
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import json
 import logging
 import os
-import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -27,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.config import LabConfig, MiB
 from overwatch_lab.errors import ConfigError
 from overwatch_lab.lab import Lab
 from overwatch_lab.loadtest import verdict as V
+from overwatch_lab.loadtest.losscheck import check_stored
 from overwatch_lab.loadtest.plan import MESSAGES_PER_DEVICE_S, LoadPlan
 from overwatch_lab.loadtest.probes import (
     DbLockProbe,
@@ -43,14 +38,12 @@ from overwatch_lab.loadtest.probes import (
     ProcessSampler,
     lab_processes,
 )
-from overwatch_lab.protocol.subjects import STREAM_TELEMETRY, TELEMETRY_ALL
+from overwatch_lab.protocol.subjects import STREAM_TELEMETRY
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 STAGES = ("decode_s", "db_s", "kv_s")
-READBACK_TIMEOUT_S = 300.0  # s at least; more for big runs (READBACK_MIN_RATE)
-READBACK_MIN_RATE = 20_000  # msg/s the read-back is allowed to be as slow as
 BYTES_PER_MESSAGE = 640  # stored size of one load-fleet telemetry message, with margin
 
 
@@ -332,102 +325,17 @@ class LoadTest:
         return int(a) - int(b)
 
     # ------------------------------------------------------------------ the final check
-    async def _read_back(self, first: int, last: int) -> list[tuple[int, str]]:
-        """(stream seq, message_uid) of every telemetry message stored in [first, last] (headers only)."""
-        assert self.nc is not None
-        out: list[tuple[int, str]] = []
-        if last < first:
-            return out
-        done = asyncio.Event()
-
-        async def on_msg(msg: Msg) -> None:
-            seq = msg.metadata.sequence.stream
-            uid = (msg.headers or {}).get("Nats-Msg-Id", "")
-            out.append((seq, uid))
-            if seq >= last or msg.metadata.num_pending == 0:
-                done.set()
-
-        js = self.nc.jetstream()
-        sub = await js.subscribe(
-            TELEMETRY_ALL,
-            stream=STREAM_TELEMETRY,
-            cb=on_msg,
-            ordered_consumer=True,
-            pending_msgs_limit=1_000_000,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first, headers_only=True
-            ),
-        )
-        try:
-            async with asyncio.timeout(max(READBACK_TIMEOUT_S, (last - first) / READBACK_MIN_RATE)):
-                await done.wait()
-        finally:
-            await sub.unsubscribe()
-        return [(s, u) for s, u in out if s <= last]
-
     async def _check(self) -> dict[str, Any]:
-        """Wait for the lab to drain, read back what the stream stored, look it up in libSQL."""
+        """Wait for the lab to drain, then check every stored message against libSQL."""
+        assert self.nc is not None
         end_seq = await self._last_seq()
         deadline = time.monotonic() + self.plan.drain_timeout_s
         while time.monotonic() < deadline:
             if _lag(await self._stats()) == 0:
                 break
             await asyncio.sleep(0.2)
-        stored = await self._read_back(self.start_seq + 1, end_seq)
-        quarantined = await asyncio.to_thread(self._quarantined_uids)
-        missing, dups = await asyncio.to_thread(self._lookup, stored)
-        lost = [(s, u) for s, u in missing if u not in quarantined]
-        per_step: dict[int, int] = {}
-        for s, _ in lost:
-            for st in self.steps:
-                if st.seq[0] < s <= st.seq[1]:
-                    per_step[st.index] = per_step.get(st.index, 0) + 1
-        uids = [u for _, u in stored]
-        return {
-            "stored": end_seq - self.start_seq,
-            "read_back": len(stored),
-            "not_in_stream": end_seq - self.start_seq - len(stored),  # discarded by limits before the check
-            "checked": len(uids),
-            "lost": len(lost),
-            "lost_uids": [u for _, u in lost[:100]],
-            "duplicated": len(dups),
-            "duplicated_uids": dups[:100],
-            "stream_duplicates": len(uids) - len(set(uids)),
-            "quarantined": len(quarantined),
-            "per_step_lost": per_step,
-        }
-
-    def _quarantined_uids(self) -> set[str]:
-        out: set[str] = set()
-        try:
-            frame = self.lab.frames.quarantine()
-        except Exception as exc:  # an attached lab without quarantine access: nothing excluded
-            log.info("quarantine not readable: %r", exc)
-            return out
-        for raw in frame.get("original_data", []):
-            with contextlib.suppress(ValueError, TypeError):
-                body = json.loads(base64.b64decode(raw))
-                if isinstance(body, dict) and isinstance(body.get("message_uid"), str):
-                    out.add(body["message_uid"])
-        return out
-
-    def _lookup(self, stored: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[str]]:
-        """(seq, uid) without a history row, and uids with more than one."""
-        conn = sqlite3.connect(f"file:{self.lab.db_url}?mode=ro", uri=True, timeout=30.0)
-        try:
-            conn.execute("CREATE TEMP TABLE expected (uid TEXT PRIMARY KEY, seq INTEGER) WITHOUT ROWID")
-            conn.executemany("INSERT OR IGNORE INTO temp.expected VALUES (?, ?)", [(u, s) for s, u in stored])
-            missing = conn.execute(
-                "SELECT seq, uid FROM temp.expected e WHERE NOT EXISTS "
-                "(SELECT 1 FROM telemetry t WHERE t.message_uid = e.uid) ORDER BY seq"
-            ).fetchall()
-            dups = conn.execute(
-                "SELECT t.message_uid FROM telemetry t JOIN temp.expected e ON e.uid = t.message_uid "
-                "GROUP BY t.message_uid HAVING COUNT(*) > 1"
-            ).fetchall()
-        finally:
-            conn.close()
-        return [(int(s), str(u)) for s, u in missing], [str(u) for (u,) in dups]
+        steps = {st.index: st.seq for st in self.steps}
+        return await check_stored(self.nc, self.lab, self.start_seq + 1, end_seq, steps)
 
     # ------------------------------------------------------------------ the result
     def _result(self, check: dict[str, Any]) -> dict[str, Any]:
