@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from overwatch_lab.loadtest import LoadPlan, run_loadtest, summary, write_report
 from overwatch_lab.loadtest.verdict import LIBSQL_WRITES
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +117,40 @@ async def test_a_slowed_libsql_writer_is_named_the_bottleneck(lab):
     assert step["verdict"]["bottleneck"] == LIBSQL_WRITES, step["verdict"]
     assert result["bottleneck"]["bottleneck"] == LIBSQL_WRITES
     assert result["check"]["lost"] == 0  # slow, not lossy
+
+
+def test_the_cli_loads_a_lab_running_in_another_process(tmp_path):
+    data_dir, out = tmp_path / "lab", tmp_path / "out"
+    err = (tmp_path / "up.err").open("w")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "overwatch_lab.cli", "up", "--data-dir", str(data_dir), "--fleet", "none",
+         "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=err,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _lab_json_pid(data_dir) == up.pid, timeout=60, what="the lab's lab.json")
+        run = subprocess.run(
+            [sys.executable, "-m", "overwatch_lab.cli", "loadtest", "--data-dir", str(data_dir), "--ramp",
+             str(DEVICES), "--step", "3", "--sample", "10", "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        up.terminate()
+        up.wait(30)
+        err.close()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "knee:" in run.stdout and "offered" in run.stderr  # summary on stdout, progress on stderr
+    (path,) = out.glob("loadtest-*.json")
+    result = json.loads(path.read_text())
+    procs = {p["role"]: p["pid"] for p in result["steps"][0]["processes"]}
+    assert procs["lab"] == up.pid  # the lab's own process, not this one's
+    assert "broker" in procs and "simulator" in procs
+    assert result["check"]["checked"] > 0 and result["check"]["lost"] == 0
+    assert len(list(out.glob("loadtest-*.png"))) == len(list(out.glob("loadtest-*.html"))) == 1
+
+
+def _lab_json_pid(data_dir: Path) -> int | None:
+    try:
+        return int(json.loads((data_dir / "lab.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
