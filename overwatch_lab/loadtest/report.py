@@ -173,7 +173,10 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"        cpu: {cpu}; verdict {s['verdict']['bottleneck']}: {s['verdict']['reason']}")
     b = result.get("bottleneck") or {}
     c = result["check"]
-    lines.append(f"  knee: {result['knee_devices']} devices held in real time")
+    lines.append(
+        f"  knee: {result['knee_devices']} devices held in real time"
+        + (f" ({result['knee_rate']:.0f} msg/s offered)" if result.get("knee_rate") else "")
+    )
     lines.append(f"  bottleneck: {b.get('bottleneck')} ({b.get('reason')})")
     lines.append(
         f"  check: {c['checked']} stored messages, lost {c['lost']}, duplicated {c['duplicated']}, "

@@ -397,6 +397,7 @@ class LoadTest:
             "loadavg": list(os.getloadavg()),
             "steps": steps,
             "knee_devices": knee,
+            "knee_rate": max((s["offered_rate"] for s in steps if s["held"]), default=None),
             "bottleneck": final["verdict"] if final else None,
             "check": check,
             "sampling": {
