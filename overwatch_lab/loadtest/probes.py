@@ -207,9 +207,12 @@ class ProcSeries:
 class ProcessSampler:
     """Samples CPU % and RSS of a set of processes (role, name, pid) with psutil."""
 
-    def __init__(self, procs: list[tuple[str, str, int]]) -> None:
+    def __init__(self, procs: list[tuple[str, str, int]], *, host: bool = False) -> None:
+        self.host = host  # also sample the whole machine (one sampler per process should: psutil
+        # measures the machine since its own previous call, whoever made it)
         self.host_cpu_pct: list[float] = []  # the whole machine, % of all cores
-        psutil.cpu_percent(None)
+        if host:
+            psutil.cpu_percent(None)
         self.series: list[ProcSeries] = []
         self._ps: list[psutil.Process | None] = []
         for role, name, pid in procs:
@@ -224,7 +227,8 @@ class ProcessSampler:
 
     def sample(self) -> None:
         """Take one sample of every process (a gone process is skipped) and of the machine."""
-        self.host_cpu_pct.append(psutil.cpu_percent(None))
+        if self.host:
+            self.host_cpu_pct.append(psutil.cpu_percent(None))
         for s, p in zip(self.series, self._ps, strict=True):
             if p is None:
                 continue

@@ -184,7 +184,7 @@ class LoadTest:
         waiter = asyncio.ensure_future(handle.wait())
         try:
             own = int(self.lab.connection_info().get("pid") or os.getpid())
-            step.lab_procs = ProcessSampler(lab_processes(step.before, own, set(handle.pids)))
+            step.lab_procs = ProcessSampler(lab_processes(step.before, own, set(handle.pids)), host=True)
             step.sim_procs = ProcessSampler(
                 [("simulator", f"sim-{j}", pid) for j, pid in enumerate(handle.pids)]
             )

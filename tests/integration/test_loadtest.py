@@ -37,6 +37,7 @@ async def test_a_short_run_reports_rates_latency_processes_and_nothing_lost(lab,
         assert step[key]["n"] > 0
     roles = {p["role"] for p in step["processes"]}
     assert {"lab", "broker", "simulator"} <= roles
+    assert step["host_cpu_pct"] is not None
     assert all(p["rss_mb_max"] for p in step["processes"] if p["role"] in ("lab", "broker"))
     check = result["check"]
     assert check["checked"] == check["stored"] == step["stored"] > 0
