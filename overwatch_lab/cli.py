@@ -1,4 +1,4 @@
-"""``overwatch-lab`` command line: up | status | command | bench | sim.
+"""``overwatch-lab`` command line: up | status | command | bench | sim | loadtest.
 
 Only this entry point installs signal handlers (``stop_signals.py``); a Lab never does.
 """
@@ -422,6 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop following after this many seconds (default: %(default)g)",
     )  # fmt: skip
     cm.set_defaults(func=cmd_command)
+
+    lt = sub.add_parser(
+        "loadtest",
+        help="ramp or hold simulated devices against a lab; rates, latency, loss and the bottleneck",
+        description="Ramp (or hold) the load fleet in simulator processes against a lab booted here "
+        "(or --data-dir's) until it stops keeping up; report rates, latency, loss, CPU/RSS and the bottleneck.",
+    )
+    from overwatch_lab.loadtest import command as loadtest_command
+
+    loadtest_command.add_arguments(lt)
+    lt.set_defaults(func=loadtest_command.run)
 
     bench = sub.add_parser(
         "bench", help="benchmarks (each boots a throwaway lab in a temporary folder, not --data-dir)"

@@ -59,6 +59,7 @@ _WORKER_KEYS = (
     "lag_s",
     "max_lag_s",
     "state",
+    "clock_offset_s",
 )
 
 
@@ -147,6 +148,11 @@ class ProcessRunHandle:
                     conn.send(msg)
 
     # ------------------------------------------------------------------ control
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' pids (for CPU and RSS sampling)."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
     @property
     def speed(self) -> float:
         """Simulated seconds per wall second."""

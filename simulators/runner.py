@@ -74,6 +74,7 @@ class RunHandle:
         self.state = "new"  # new | running | paused | finished | stopped | failed
         self.error: BaseException | None = None
         self.published = 0
+        self.clock_offset_s = 0.0  # wall epoch - device clock when pacing started (registration time)
         self._speed = speed
         self._progress = progress
         self._wake = asyncio.Event()
@@ -288,6 +289,7 @@ class RunHandle:
             "forgiven_s": round(clock.forgiven_s, 3),
             "link": m.link_stats(),
             "faults": len(m.faults),
+            "clock_offset_s": round(self.clock_offset_s, 6),
         }
 
     def fault_timeline(self) -> pd.DataFrame:
@@ -402,6 +404,9 @@ async def run_scenario(
     handle.published += await register(nc, model, timeout_s=register_timeout_s)
     model.clock.set_rate(speed)
     model.clock.sync_to_now()
+    # devices stamp start + simulated time, and pacing starts only now, after registration: their
+    # clock trails the wall clock by this much (a load test corrects latencies with it)
+    handle.clock_offset_s = time.time() - model.clock.now()
     handle.state = "running"
     handle._wall_start = time.monotonic()
     handle._cpu_start = time.process_time()
