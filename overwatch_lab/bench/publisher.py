@@ -29,15 +29,19 @@ MESSAGES = (
 )  # fmt: skip
 
 
-def build(org_id: str, entities: list[str], n: int) -> list[tuple[str, bytes, str]]:
-    """Build n (subject, payload, msg_id) in round-robin over entities, timestamps strictly increasing."""
+def build(org_id: str, entities: list[str], n: int, run: int = 0) -> list[tuple[str, bytes, str]]:
+    """Build n (subject, payload, msg_id) in round-robin over entities, timestamps strictly increasing.
+
+    ``run`` > 0 makes the message_uids distinct from an earlier run's (``bench-r{run}-…``).
+    """
+    prefix = "bench" if run == 0 else f"bench-r{run}"
     out = []
     base = time.time()  # device clocks read "now": older timestamps would make the entities stale
     for i in range(n):
         eid = entities[i % len(entities)]
         mtype, fields = MESSAGES[(i // len(entities)) % len(MESSAGES)]
         env = make_telemetry(
-            org_id, eid, mtype, fields(i), timestamp=base + i * 1e-4, message_uid=f"bench-{eid}-{i}"
+            org_id, eid, mtype, fields(i), timestamp=base + i * 1e-4, message_uid=f"{prefix}-{eid}-{i}"
         )
         out.append((telemetry_subject(org_id, eid), encode(env), env["message_uid"]))
     return out
@@ -69,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entity-prefix", default="bench")
     p.add_argument("--entities", type=int, required=True)
     p.add_argument("--messages", type=int, required=True)
+    p.add_argument("--run", type=int, default=0, help="distinct message_uids per run of one lab")
     a = p.parse_args(argv)
     entities = [f"{a.entity_prefix}-{k:05d}" for k in range(a.entities)]
-    items = build(a.org, entities, a.messages)
+    items = build(a.org, entities, a.messages, a.run)
     print(json.dumps({"ready": len(items)}), flush=True)
     sys.stdin.readline()  # wait for "go" so the timer starts with the parent watching
     times = asyncio.run(publish(a.url, a.token, items))
