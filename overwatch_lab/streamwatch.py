@@ -37,6 +37,13 @@ removed record was younger than ``max_age`` (it cannot have aged out), and an ag
 (``aged``, normal retention) otherwise, unless the stream sits at its msgs/bytes limit. The
 baseline is the stream as found at boot: earlier runs reported their own drops.
 
+**Several durables on one stream** (the telemetry partitions, docs/wire.md): each durable reads
+only its filter, so a jump in its sequences is another partition's messages, not a loss. For
+such a stream the watch reports each durable's ``pending`` / ``ack_pending`` / ``lag`` in
+``consumers`` and their sums in the stream's counters; instead of exact ``discarded`` counts it
+sets ``overrun`` (and logs a WARNING) for a durable with pending messages whose position the
+stream's ``first_seq`` has passed: some of its messages may have been removed unseen.
+
 Each growth of ``discarded`` or ``dropped`` logs a WARNING naming the stream and the count.
 The counters are per lab run. Not counted here: a message delivered but removed by the limits
 before its ack (e.g. while a worker holds): the worker saw it, and whether it is lost depends on
@@ -248,6 +255,8 @@ class StreamCounters:
     checks: int = 0
     checked_at: float | None = None
     last_error: str | None = None
+    consumers: dict[str, dict[str, Any]] = field(default_factory=dict)  # several durables: each one's lag
+    overrun: list[str] = field(default_factory=list)  # durables first_seq passed with messages pending
 
     def snapshot(self) -> dict[str, Any]:
         """Return a plain dict copy."""
@@ -260,6 +269,7 @@ class _Watched:
     limits: StreamLimits
     durable: str | None
     counters: StreamCounters
+    extra: list[str] = field(default_factory=list)  # more durables on this stream (partitions)
     gaps: DeliveryGaps = field(default_factory=DeliveryGaps)
     trend: LagTrend = field(default_factory=LagTrend)
     first_seq: int | None = None  # consumer-less: first_seq at the last pass
@@ -273,7 +283,8 @@ class StreamWatch:
         nc: the lab's connection.
         js: its JetStream context.
         config: supplies ``stats_period_s`` and each stream's limits.
-        consumers: (stream, durable) of every worker; one durable per stream.
+        consumers: (stream, durable) of every worker; a stream named again gets the durable as
+            one more of its consumers (lag only, see the module docstring).
         unconsumed: streams of the lab that no consumer of ours reads (the quarantine).
     """
 
@@ -290,7 +301,10 @@ class StreamWatch:
         self.config = config
         self._watched: dict[str, _Watched] = {}
         for stream, durable in consumers:
-            self._add(stream, durable)
+            if stream in self._watched and self._watched[stream].durable is not None:
+                self._watched[stream].extra.append(durable)
+            else:
+                self._add(stream, durable)
         for stream in unconsumed:
             self._add(stream, None)
         self._stopping = asyncio.Event()
@@ -311,7 +325,8 @@ class StreamWatch:
         w = self._watched[stream]
 
         def observe(msgs: list[Msg]) -> None:
-            self._add_discarded(w, w.gaps.observe(map(stream_seq, msgs)))
+            if not w.extra:  # a filtered durable among several: its jumps are other partitions
+                self._add_discarded(w, w.gaps.observe(map(stream_seq, msgs)))
 
         return observe
 
@@ -364,6 +379,9 @@ class StreamWatch:
 
     async def _check_consumed(self, w: _Watched) -> None:
         assert w.durable is not None
+        if w.extra:
+            await self._check_several(w)
+            return
         gaps = w.gaps
         seen = gaps.seen  # before the reads: the loop keeps observing while they are awaited
         state = await self._stream_state(w)  # first: see the module docstring
@@ -384,6 +402,32 @@ class StreamWatch:
         c.unconfirmed = gaps.unconfirmed
         c.overflow_in_s = _overflow_in_s(w.limits, state, c.pending, c.lag_rate_per_s)
         self._add_discarded(w, new)
+
+    async def _check_several(self, w: _Watched) -> None:
+        assert w.durable is not None
+        state = await self._stream_state(w)
+        first = int(state["first_seq"])
+        c = w.counters
+        per: dict[str, dict[str, Any]] = {}
+        for durable in (w.durable, *w.extra):
+            info = await jetstream.consumer_info(self.js, w.name, durable, timeout_s=REQUEST_TIMEOUT_S)
+            delivered = info.delivered.stream_seq if info.delivered else 0
+            pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
+            per[durable] = {"delivered_seq": delivered, "pending": pending, "ack_pending": ack_pending,
+                            "lag": pending + ack_pending}  # fmt: skip
+            if pending and delivered + 1 < first and durable not in c.overrun:
+                c.overrun.append(durable)
+                log.warning(
+                    "stream %s removed messages up to seq %d while %s had %d undelivered (at seq %d): "
+                    "some may be lost unseen", w.name, first - 1, durable, pending, delivered,
+                )  # fmt: skip
+        c.consumers = per
+        c.delivered_seq = per[w.durable]["delivered_seq"]
+        c.pending = sum(p["pending"] for p in per.values())
+        c.ack_pending = sum(p["ack_pending"] for p in per.values())
+        c.lag = c.pending + c.ack_pending
+        c.lag_rate_per_s = w.trend.update(time.monotonic(), c.lag)
+        c.overflow_in_s = _overflow_in_s(w.limits, state, c.pending, c.lag_rate_per_s)
 
     def _add_discarded(self, w: _Watched, new: int) -> None:
         if new <= 0:
