@@ -201,9 +201,7 @@ async def _caught_up(url: str, token: str | None, wait_s: float) -> dict[str, An
     try:
         while time.monotonic() < deadline:
             infos = await js.consumers_info(STREAM_TELEMETRY)
-            pending = {
-                str(i.name): (int(i.num_pending or 0), int(i.num_ack_pending or 0)) for i in infos
-            }
+            pending = {str(i.name): (int(i.num_pending or 0), int(i.num_ack_pending or 0)) for i in infos}
             if CONSUMER_TELEMETRY in pending and not any(a or b for a, b in pending.values()):
                 break
             await asyncio.sleep(0.2)

@@ -166,7 +166,7 @@ class OwnerCore(LabCore):
         consumed = [(w.stream, w.durable) for w in workers]
         consumed += [(s.STREAM_TELEMETRY, d) for hand in hands for d in hand]
         watch = self.streams = StreamWatch(nc, js, cfg, consumed, unconsumed=(s.STREAM_QUARANTINE,))
-        self.loops = [ConsumerLoop(w, nc, js, cfg, watch.observer(w.stream)) for w in workers]
+        self.loops = [ConsumerLoop(w, nc, js, cfg, watch.observer(w.stream, w.durable)) for w in workers]
         sync = self.sync = Synchronizer(store, ekv, cfg, forget)
         repair = self.repair = Reprovisioner(nc, js, cfg, on_repaired=lambda _: sync.kick())
         for loop in self.loops:  # symptoms of a missing consumer or bucket: check at once
@@ -205,7 +205,12 @@ class OwnerCore(LabCore):
             for ready in readies:
                 await ready.wait()
         if hands:
-            procs = self.procs = WorkerProcesses(cfg, hands, lambda: (self.nats_url, self.nats_token))
+            procs = self.procs = WorkerProcesses(
+                cfg,
+                hands,
+                lambda: (self.nats_url, self.nats_token),
+                on_fetched=lambda durable, flat: watch.fetched(s.STREAM_TELEMETRY, durable, flat),
+            )
             await procs.start()
             tasks.append(tg.create_task(self._fail_on_procs(procs, run), name="worker-processes"))
         return tasks

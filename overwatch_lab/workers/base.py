@@ -235,7 +235,7 @@ class ConsumerLoop:
                     if inflight is not None:  # a prefetch in flight joins the held set
                         self._held.extend(await inflight)
                         inflight = None
-                    self._held.extend(puller.take_buffered())  # the rest of its pull request
+                    self._held.extend(self._take_buffered(puller))  # the rest of its pull request
                     self._alarm.update(len(self._held), None)
                     if self._stopping.is_set() or await self._wait(self._backoff.next()):
                         break
@@ -258,9 +258,9 @@ class ConsumerLoop:
             # ack_wait. The request is let run out first: one left open would strand what it
             # delivers after the unsubscribe until ack_wait too.
             await puller.settle()
-            if not self._held and (last := puller.take_buffered()):
+            if not self._held and (last := self._take_buffered(puller)):
                 await self._handle(self._deferred + last)
-            await self._release(self._held + self._deferred + puller.take_buffered())
+            await self._release(self._held + self._deferred + self._take_buffered(puller))
         finally:
             keep_alive.cancel()
             await asyncio.wait([keep_alive])  # a cancellation of run() itself still propagates
@@ -272,6 +272,13 @@ class ConsumerLoop:
                     await inflight
             with contextlib.suppress(Exception):
                 await puller.stop()
+
+    def _take_buffered(self, puller: BatchPuller) -> list[Msg]:
+        """What the puller received but no fetch returned, shown to ``on_fetched`` like a fetch."""
+        msgs = puller.take_buffered()
+        if msgs and self.on_fetched is not None:
+            self.on_fetched(msgs)
+        return msgs
 
     async def _wait(self, delay_s: float) -> bool:
         """Sleep ``delay_s`` or until a stop is requested; True if it was."""

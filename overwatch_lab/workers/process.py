@@ -11,7 +11,8 @@ credentials, the durables it consumes; on stdin so the token is not in ``ps``), 
   lab's memory) and one :class:`~.telemetry.TelemetryWorker` + :class:`~.base.ConsumerLoop` per
   durable;
 - writes ``{"ready": ...}`` on stdout once every loop is bound, then ``{"stats": {durable:
-  WorkerStats}}`` every ``STATS_PERIOD_S``;
+  WorkerStats}}`` every ``STATS_PERIOD_S``, and ``{"fetched": {durable: runs}}`` for every batch
+  fetched (stream sequences as flat runs, :func:`~overwatch_lab.fetched_union.runs`);
 - on SIGTERM (the lab stopping it, or the kernel because the lab died: PR_SET_PDEATHSIG) asks the
   loops to finish their batch (held and buffered messages are NAKed), writes its last stats and
   exits 0. A loop that fails ends the process with an error: the lab restarts it, and what it
@@ -32,9 +33,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.provision import open_kv
 from overwatch_lab.config import LabConfig
+from overwatch_lab.fetched_union import runs, stream_seq
 from overwatch_lab.kvstate import EntityKV
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.store.database import Store
@@ -118,7 +122,7 @@ async def run(spec: dict[str, Any]) -> None:
         ):
             registry.add_progress_source(stream, partial(consumer_progress, js, stream, durable))
         workers.extend(partition_worker(store, ekv, registry, d) for d in spec["durables"])
-        loops = [ConsumerLoop(w, nc, js, cfg) for w in workers]
+        loops = [ConsumerLoop(w, nc, js, cfg, partial(_report_fetched, w.durable)) for w in workers]
 
         def stats() -> dict[str, Any]:
             return {"stats": {w.durable: w.stats.snapshot() for w in workers}, "reloads": registry.reloads}
@@ -141,6 +145,13 @@ async def run(spec: dict[str, Any]) -> None:
                 lp.request_stop()
             await asyncio.wait([*tasks, reporter])
         _emit(stats())
+
+
+def _report_fetched(durable: str, msgs: list[Msg]) -> None:
+    """Tell the lab which stream sequences were fetched, at once: before they are handled (and
+    acknowledged), so a process killed later cannot leave an acknowledged sequence unreported,
+    which the lab's stream watch would count as discarded once the stream removed it."""
+    _emit({"fetched": {durable: runs(map(stream_seq, msgs))}})
 
 
 async def _report(stats: Any, stop: asyncio.Event) -> None:

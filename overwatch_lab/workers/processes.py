@@ -13,8 +13,9 @@ consumes a hand of telemetry partition durables (:func:`~.partitioned.deal`). Ow
 - stop: SIGTERM (the child finishes its batch, NAKs what it holds, reports and exits), then
   SIGKILL after ``stop_timeout_s``.
 
-A child reports its WorkerStats as JSON lines on stdout (every ``process.STATS_PERIOD_S``); its
-log lines on stderr go to this module's logger.
+A child reports its WorkerStats as JSON lines on stdout (every ``process.STATS_PERIOD_S``) and,
+for every batch it fetched, the stream sequences as runs (``on_fetched``: the lab's stream watch
+counts exactly what the stream discarded unseen); its log lines on stderr go to this module's logger.
 """
 
 from __future__ import annotations
@@ -53,12 +54,20 @@ class WorkerProcess:
         durables: the partition durables it consumes.
         spec: builds its stdin spec (the broker URL and token may change across broker restarts).
         config: ``ready_timeout_s``, ``stop_timeout_s``.
+        on_fetched: called with (durable, flat runs of stream sequences) for every batch the
+            child reports fetched (the lab's stream watch: exact discarded counts).
     """
 
     def __init__(
-        self, name: str, durables: list[str], spec: Callable[[], dict[str, Any]], config: LabConfig
+        self,
+        name: str,
+        durables: list[str],
+        spec: Callable[[], dict[str, Any]],
+        config: LabConfig,
+        on_fetched: Callable[[str, list[int]], None] | None = None,
     ) -> None:
         self.name = name
+        self.on_fetched = on_fetched
         self.durables = durables
         self._spec = spec
         self._config = config
@@ -173,6 +182,9 @@ class WorkerProcess:
             except ValueError:
                 log.warning("%s: unexpected output %r", self.name, line[:200])
                 continue
+            if "fetched" in msg and self.on_fetched is not None:
+                for durable, flat in msg["fetched"].items():
+                    self.on_fetched(durable, flat)
             if "stats" in msg:
                 self.stats.update(msg["stats"])
             if "ready" in msg and self._ready is not None and not self._ready.done():
@@ -199,15 +211,22 @@ class WorkerProcesses:
         config: ``worker_restart_attempts``, ``broker_restart_window_s`` and backoffs, timeouts.
         hands: the durables of each process.
         connection: returns the broker URL and token now (read at every start).
+        on_fetched: see :class:`WorkerProcess`.
     """
 
     def __init__(
-        self, config: LabConfig, hands: list[list[str]], connection: Callable[[], tuple[str, str | None]]
+        self,
+        config: LabConfig,
+        hands: list[list[str]],
+        connection: Callable[[], tuple[str, str | None]],
+        on_fetched: Callable[[str, list[int]], None] | None = None,
     ) -> None:
         self.config = config
         self._stopping = asyncio.Event()
         self.children = [
-            WorkerProcess(f"worker-{i}", hand, functools.partial(self._spec, f"worker-{i}", hand), config)
+            WorkerProcess(
+                f"worker-{i}", hand, functools.partial(self._spec, f"worker-{i}", hand), config, on_fetched
+            )
             for i, hand in enumerate(hands)
         ]
         self._connection = connection
