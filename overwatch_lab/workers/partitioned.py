@@ -51,6 +51,33 @@ def deal(durables: Sequence[str], processes: int) -> list[list[str]]:
 
 _MAX = frozenset({"last_batch_at", "peak_batch_size", "last_batch_size", "last_hold_s", "hold_attempts"})
 _MIN = frozenset({"hold_since"})
+# What a worker is doing now, not what it did: a restarted worker process starts these afresh.
+_NOW = frozenset({"held", "deferred", "lag", "hold_attempts", "last_batch_size", "hold_since"})
+
+
+def carry_over(before: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any]:
+    """The WorkerStats of one durable across a restart of its worker process.
+
+    ``before`` is what the earlier processes counted, ``now`` what the current one reports:
+    cumulative counters and seconds are summed (so ``lab.stats()`` never goes backwards),
+    ``peak_batch_size`` / ``last_batch_at`` / ``last_hold_s`` are the largest, and what describes
+    the present (``lag``, ``held``, ``deferred``, ``holding`` …) is the current process's.
+    """
+    out = dict(now)
+    for key, value in before.items():
+        if isinstance(value, bool) or key in _NOW:
+            continue
+        have = out.get(key)
+        if isinstance(value, int | float):
+            if have is None:
+                out[key] = value
+            elif key in _MAX:
+                out[key] = max(have, value)
+            elif isinstance(have, int | float) and not isinstance(have, bool):
+                out[key] = have + value
+        elif have is None:
+            out[key] = value
+    return out
 
 
 def aggregate(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

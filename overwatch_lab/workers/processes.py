@@ -37,6 +37,7 @@ from overwatch_lab.broker.process import die_with_parent
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import WorkerProcessError
 from overwatch_lab.workers.base import WorkerStats
+from overwatch_lab.workers.partitioned import carry_over
 from overwatch_lab.workers.process import child_spec
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,16 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._ready: asyncio.Future[None] | None = None
-        self.stats: dict[str, dict[str, Any]] = {d: WorkerStats().snapshot() for d in durables}
+        self._reported: dict[str, dict[str, Any]] = {}  # by durable, from the current child
+        self._carried: dict[str, dict[str, Any]] = {}  # by durable, what earlier children counted
         self.last_stderr = ""
         self.starts = 0
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """WorkerStats by durable, carried over the child's restarts (:func:`~.partitioned.carry_over`)."""
+        zero = WorkerStats().snapshot()
+        return {d: carry_over(self._carried.get(d, {}), self._reported.get(d, zero)) for d in self.durables}
 
     @property
     def pid(self) -> int | None:
@@ -95,6 +103,8 @@ class WorkerProcess:
             WorkerProcessError: it exited or said nothing within ``ready_timeout_s`` (then killed).
         """
         self._ready = asyncio.get_running_loop().create_future()
+        if self._reported:  # a restart: what the earlier child counted is kept
+            self._carried, self._reported = self.stats, {}
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "overwatch_lab.workers.process",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -186,7 +196,7 @@ class WorkerProcess:
                 for durable, flat in msg["fetched"].items():
                     self.on_fetched(durable, flat)
             if "stats" in msg:
-                self.stats.update(msg["stats"])
+                self._reported.update(msg["stats"])
             if "ready" in msg and self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
         if self._ready is not None and not self._ready.done():
