@@ -41,6 +41,8 @@ UP_CONFIG_FLAGS: tuple[ConfigFlag, ...] = (
     ConfigFlag("--stale-after", "stale_after_s", float, "S"),
     ConfigFlag("--history-max-age", "history_max_age_s", float, "S"),
     ConfigFlag("--sync-interval", "sync_interval", str, "POLICY"),
+    ConfigFlag("--workers", "workers", int, "N"),
+    ConfigFlag("--telemetry-partitions", "telemetry_partitions", int, "P"),
 )
 
 

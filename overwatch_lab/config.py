@@ -107,6 +107,22 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR))
 
 
+WORKERS_ENV = "OVERWATCH_LAB_WORKERS"
+DEFAULT_TELEMETRY_PARTITIONS = 4
+
+
+def default_workers() -> int:
+    """``$OVERWATCH_LAB_WORKERS``, else one telemetry worker process per core, at most one per
+    default partition (``LabConfig.workers``' default; a larger value is cut to the partitions)."""
+    value = os.environ.get(WORKERS_ENV)
+    if value:
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"${WORKERS_ENV} must be a whole number, got {value!r}") from None
+    return min(os.cpu_count() or 1, DEFAULT_TELEMETRY_PARTITIONS)
+
+
 def _default_nats_server() -> Path | None:
     value = os.environ.get("OVERWATCH_LAB_NATS_SERVER")
     return Path(value) if value else None
@@ -166,6 +182,17 @@ class LabConfig:
         broker_restart_window_s: the sliding window of ``broker_restart_attempts``.
         broker_restart_backoff_s / broker_restart_backoff_max_s: wait before the first restart
             attempt, doubled after each failed attempt up to the max.
+        workers: telemetry worker processes the lab starts and owns (0: telemetry is handled in
+            the lab's own process). Default: ``$OVERWATCH_LAB_WORKERS``, else the machine's cores,
+            at most ``telemetry_partitions`` (a larger value is cut to it). Partitions are dealt
+            to the processes round-robin.
+        telemetry_partitions: partitions of the telemetry stream (its subject transform adds the
+            partition token; one durable consumer per partition, see docs/wire.md). A change
+            between runs of one data directory loses nothing: durables of dropped partitions are
+            consumed until drained, then deleted.
+        worker_restart_attempts: a telemetry worker process that exits unexpectedly is restarted
+            at most this many times within ``broker_restart_window_s``; one more exit fails the
+            lab (``WorkerProcessError``).
         broker_check_period_s: how often the lab checks that its streams, consumers and KV
             buckets still exist on the broker and recreates any that disappeared (it also
             checks at once on a symptom: a "consumer deleted" answer, a failed sync pass).
@@ -238,6 +265,17 @@ class LabConfig:
     broker_restart_backoff_s: float = 0.2
     broker_restart_backoff_max_s: float = 5.0
     broker_check_period_s: float = 5.0
+    workers: int = field(
+        default_factory=default_workers,
+        metadata={
+            "help": f"telemetry worker processes (0: in the lab's process; default: ${WORKERS_ENV}, else the cores, at most the partitions)"
+        },
+    )
+    telemetry_partitions: int = field(
+        default=DEFAULT_TELEMETRY_PARTITIONS,
+        metadata={"help": "partitions of the telemetry stream (one durable consumer each)"},
+    )
+    worker_restart_attempts: int = 5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -309,6 +347,16 @@ class LabConfig:
             )
         if self.broker_check_period_s <= 0:
             raise ConfigError(f"broker_check_period_s must be > 0, got {self.broker_check_period_s}")
+        if not 1 <= self.telemetry_partitions <= s.MAX_TELEMETRY_PARTITIONS:
+            raise ConfigError(
+                f"telemetry_partitions must be 1..{s.MAX_TELEMETRY_PARTITIONS}, got {self.telemetry_partitions}"
+            )
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"workers must be a whole number >= 0, got {self.workers!r}")
+        if self.workers > self.telemetry_partitions:  # a process without a partition would idle
+            object.__setattr__(self, "workers", self.telemetry_partitions)
+        if self.worker_restart_attempts < 0:
+            raise ConfigError(f"worker_restart_attempts must be >= 0, got {self.worker_restart_attempts}")
         missing = set(DEFAULT_STREAMS) - set(self.streams)
         if missing:
             raise ConfigError(f"streams is missing {sorted(missing)}")

@@ -21,6 +21,7 @@ Hierarchy::
     ├── DatabaseError          libSQL side (translated from sqlite3 / libsql errors)
     │   └── DatabaseUnavailable  an infrastructure fault (full, read-only, locked, unreachable)
     ├── SyncError              a synchronizer pass could not complete (a KV step failed)
+    ├── WorkerProcessError     a telemetry worker process would not start or kept dying
     ├── LabStateError          lab used in the wrong lifecycle state
     │   └── DataDirInUse       another live lab owns the data directory (lab.lock)
     ├── CommandError           command API (issue 4)
@@ -143,6 +144,13 @@ class SyncError(OverwatchError):
     the step and the entity, the :class:`KvError` is chained. The sync loop counts it in
     ``failed_passes`` and logs one warning per outage. A store outage is not wrapped: the pass
     raises the store's :class:`DatabaseUnavailable` as it is."""
+
+
+class WorkerProcessError(OverwatchError):
+    """Raised (as the lab's failure) when a telemetry worker process did not become ready within
+    ``ready_timeout_s``, or exited unexpectedly more than ``worker_restart_attempts`` times within
+    ``broker_restart_window_s``; the message names the process, its exit code and its last
+    stderr line."""
 
 
 class LabStateError(OverwatchError, RuntimeError):

@@ -37,6 +37,19 @@ removed record was younger than ``max_age`` (it cannot have aged out), and an ag
 (``aged``, normal retention) otherwise, unless the stream sits at its msgs/bytes limit. The
 baseline is the stream as found at boot: earlier runs reported their own drops.
 
+**Several durables on one stream** (the telemetry partitions and ``telemetry-processor``,
+docs/wire.md): their filters are disjoint and cover the stream, so each sequence goes to exactly
+one of them, and a jump in one durable's sequences is mostly other partitions' messages. For such
+a stream the gap view is the *union* of what every durable fetched
+(:class:`~overwatch_lab.fetched_union.FetchedUnion`): loops of this process report through
+:meth:`StreamWatch.observer`, worker processes their fetched ranges through
+:meth:`StreamWatch.fetched`. A missing sequence is counted as discarded once it is below
+``first_seq`` and every durable has reported past it (a late report cannot fill it afterwards).
+Each pass reads the stream info, then every durable's consumer info, which moves a durable's
+horizon when it reported every delivery (:meth:`~overwatch_lab.fetched_union.FetchedUnion.caught_up`)
+and so also counts what the stream dropped while the lab was down. ``consumers`` holds each
+durable's ``delivered_seq`` / ``pending`` / ``ack_pending`` / ``lag``; the stream's counters their sums.
+
 Each growth of ``discarded`` or ``dropped`` logs a WARNING naming the stream and the count.
 The counters are per lab run. Not counted here: a message delivered but removed by the limits
 before its ack (e.g. while a worker holds): the worker saw it, and whether it is lost depends on
@@ -62,6 +75,9 @@ from nats.js import JetStreamContext
 from overwatch_lab.broker import jetstream
 from overwatch_lab.config import LabConfig, StreamLimits
 from overwatch_lab.errors import BrokerError, ConfigError
+from overwatch_lab.fetched_union import FetchedUnion, runs, stream_seq
+
+__all__ = ["DeliveryGaps", "LagTrend", "StreamCounters", "StreamWatch", "classify_removal", "stream_seq"]
 from overwatch_lab.protocol.commands import STREAM_COMMAND_ACKS
 
 log = logging.getLogger(__name__)
@@ -248,6 +264,7 @@ class StreamCounters:
     checks: int = 0
     checked_at: float | None = None
     last_error: str | None = None
+    consumers: dict[str, dict[str, Any]] = field(default_factory=dict)  # several durables: each one's lag
 
     def snapshot(self) -> dict[str, Any]:
         """Return a plain dict copy."""
@@ -260,7 +277,9 @@ class _Watched:
     limits: StreamLimits
     durable: str | None
     counters: StreamCounters
+    extra: list[str] = field(default_factory=list)  # more durables on this stream (partitions)
     gaps: DeliveryGaps = field(default_factory=DeliveryGaps)
+    union: FetchedUnion | None = None  # several durables: the union of what they fetched
     trend: LagTrend = field(default_factory=LagTrend)
     first_seq: int | None = None  # consumer-less: first_seq at the last pass
     first_ts: float | None = None  # consumer-less: time of that record
@@ -273,7 +292,8 @@ class StreamWatch:
         nc: the lab's connection.
         js: its JetStream context.
         config: supplies ``stats_period_s`` and each stream's limits.
-        consumers: (stream, durable) of every worker; one durable per stream.
+        consumers: (stream, durable) of every worker, here or in a worker process; a stream named
+            again gets the durable as one more of its consumers (see the module docstring).
         unconsumed: streams of the lab that no consumer of ours reads (the quarantine).
     """
 
@@ -290,9 +310,15 @@ class StreamWatch:
         self.config = config
         self._watched: dict[str, _Watched] = {}
         for stream, durable in consumers:
-            self._add(stream, durable)
+            if stream in self._watched and self._watched[stream].durable is not None:
+                self._watched[stream].extra.append(durable)
+            else:
+                self._add(stream, durable)
         for stream in unconsumed:
             self._add(stream, None)
+        for w in self._watched.values():
+            if w.extra and w.durable is not None:
+                w.union = FetchedUnion([w.durable, *w.extra])
         self._stopping = asyncio.Event()
 
     def _add(self, stream: str, durable: str | None) -> None:
@@ -306,14 +332,26 @@ class StreamWatch:
             raise ConfigError(f"no limits configured for stream {stream!r}")
         self._watched[stream] = _Watched(stream, limits, durable, StreamCounters(consumer=durable))
 
-    def observer(self, stream: str) -> Callable[[list[Msg]], None]:
-        """The callback a ConsumerLoop calls with every batch it fetched from ``stream``."""
+    def observer(self, stream: str, durable: str | None = None) -> Callable[[list[Msg]], None]:
+        """The callback a ConsumerLoop of ``durable`` (default: the stream's first) calls with every
+        batch it fetched from ``stream``."""
         w = self._watched[stream]
+        union, source = w.union, durable or w.durable or ""
 
         def observe(msgs: list[Msg]) -> None:
-            self._add_discarded(w, w.gaps.observe(map(stream_seq, msgs)))
+            if union is not None:
+                union.add(source, runs(map(stream_seq, msgs)))
+            else:
+                self._add_discarded(w, w.gaps.observe(map(stream_seq, msgs)))
 
         return observe
+
+    def fetched(self, stream: str, durable: str, flat: list[int]) -> None:
+        """What a worker process reported ``durable`` fetched from ``stream`` (flat runs, see
+        :func:`~overwatch_lab.fetched_union.runs`)."""
+        w = self._watched.get(stream)
+        if w is not None and w.union is not None:
+            w.union.add(durable, flat)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Counters per stream name (see :class:`StreamCounters`)."""
@@ -364,6 +402,9 @@ class StreamWatch:
 
     async def _check_consumed(self, w: _Watched) -> None:
         assert w.durable is not None
+        if w.extra:
+            await self._check_several(w)
+            return
         gaps = w.gaps
         seen = gaps.seen  # before the reads: the loop keeps observing while they are awaited
         state = await self._stream_state(w)  # first: see the module docstring
@@ -382,6 +423,38 @@ class StreamWatch:
         c.lag = c.pending + c.ack_pending
         c.lag_rate_per_s = w.trend.update(time.monotonic(), c.lag)
         c.unconfirmed = gaps.unconfirmed
+        c.overflow_in_s = _overflow_in_s(w.limits, state, c.pending, c.lag_rate_per_s)
+        self._add_discarded(w, new)
+
+    async def _check_several(self, w: _Watched) -> None:
+        assert w.durable is not None and w.union is not None
+        union = w.union
+        floor = union.floor  # before the reads: the loops keep reporting while they are awaited
+        state = await self._stream_state(w)  # first: see the module docstring
+        first, last = int(state["first_seq"]), int(state["last_seq"])
+        c = w.counters
+        per: dict[str, dict[str, Any]] = {}
+        for durable in (w.durable, *w.extra):
+            info = await jetstream.consumer_info(self.js, w.name, durable, timeout_s=REQUEST_TIMEOUT_S)
+            delivered = info.delivered.stream_seq if info.delivered else 0
+            pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
+            per[durable] = {"delivered_seq": delivered, "pending": pending, "ack_pending": ack_pending,
+                            "lag": pending + ack_pending}  # fmt: skip
+        positions = {d: p["delivered_seq"] for d, p in per.items()}
+        if floor is not None and last < floor:
+            log.warning("stream %s restarted its sequences (last %s < %s seen)", w.name, last, floor)
+            union.reset(positions)
+        union.baseline(positions)
+        for durable, p in per.items():
+            union.caught_up(durable, first, last, p["delivered_seq"], p["pending"])
+        new = union.confirm(first)
+        c.consumers = per
+        c.delivered_seq = max(positions.values())
+        c.pending = sum(p["pending"] for p in per.values())
+        c.ack_pending = sum(p["ack_pending"] for p in per.values())
+        c.lag = c.pending + c.ack_pending
+        c.lag_rate_per_s = w.trend.update(time.monotonic(), c.lag)
+        c.unconfirmed = union.unconfirmed
         c.overflow_in_s = _overflow_in_s(w.limits, state, c.pending, c.lag_rate_per_s)
         self._add_discarded(w, new)
 
@@ -425,19 +498,6 @@ class StreamWatch:
         c.first_seq, c.last_seq = int(state["first_seq"]), int(state["last_seq"])
         c.fill_pct = 100.0 * max(_share(c.messages, w.limits.max_msgs), _share(c.bytes, w.limits.max_bytes))
         return state
-
-
-def stream_seq(msg: Msg) -> int:
-    """The stream sequence of a JetStream message, from its ack subject.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream_seq>.<consumer_seq>.<ts>.<pending>``: a
-    split is ~6x cheaper than nats-py's ``metadata`` (which parses every field), and this runs
-    for every message on the hot path. Other forms (with a domain) go through ``metadata``.
-    """
-    parts = (msg.reply or "").split(".")
-    if len(parts) == 9 and parts[1] == "ACK":
-        return int(parts[5])
-    return msg.metadata.sequence.stream
 
 
 def _share(value: int, limit: int) -> float:

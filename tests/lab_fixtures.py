@@ -19,6 +19,9 @@ def lab_factory(tmp_path) -> Iterator[Callable[..., Lab]]:
         overrides.setdefault("data_dir", tmp_path / f"lab{len(labs)}")
         overrides.setdefault("sync_period_s", 0.5)
         overrides.setdefault("fetch_timeout_s", 0.2)
+        # Telemetry in the lab's own process: a worker process costs a Python start per lab;
+        # tests/integration/test_worker_processes.py runs the default (processes) path.
+        overrides.setdefault("workers", 0)
         lab = Lab.up(LabConfig(**overrides))
         labs.append(lab)
         return lab

@@ -188,21 +188,29 @@ class _Publisher:
 
 
 async def _caught_up(url: str, token: str | None, wait_s: float) -> dict[str, Any]:
+    """Wait until every durable of the telemetry stream has nothing pending or unacknowledged.
+
+    Every durable: with worker processes the stream is read by one durable per partition besides
+    ``telemetry-processor`` (the unpartitioned subjects), and the messages of a stopped lab may sit
+    on any of them until they are redelivered.
+    """
     nc = await nats.connect(url, token=token)
     js = nc.jetstream()
     deadline = time.monotonic() + wait_s
-    info = None
+    pending: dict[str, tuple[int, int]] = {}
     try:
         while time.monotonic() < deadline:
-            info = await js.consumer_info(STREAM_TELEMETRY, CONSUMER_TELEMETRY)
-            if not info.num_pending and not info.num_ack_pending:
+            infos = await js.consumers_info(STREAM_TELEMETRY)
+            pending = {str(i.name): (int(i.num_pending or 0), int(i.num_ack_pending or 0)) for i in infos}
+            if CONSUMER_TELEMETRY in pending and not any(a or b for a, b in pending.values()):
                 break
             await asyncio.sleep(0.2)
         q = await js.stream_info(STREAM_QUARANTINE)
         t = await js.stream_info(STREAM_TELEMETRY)
         return {
-            "telemetry_pending": info.num_pending if info else None,
-            "telemetry_ack_pending": info.num_ack_pending if info else None,
+            "telemetry_pending": sum(a for a, _ in pending.values()) if pending else None,
+            "telemetry_ack_pending": sum(b for _, b in pending.values()) if pending else None,
+            "telemetry_durables": len(pending),
             "quarantine_records": q.state.messages,
             "stream_messages": t.state.messages,
         }

@@ -122,6 +122,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """``preexec_fn`` for any child the lab owns: SIGTERM when the forking thread dies (see
+    :func:`_die_with_parent`); the telemetry worker processes use it too."""
+    _die_with_parent(parent_pid)
+
+
 def _conf_string(value: str) -> str:
     # nats-server's config parser accepts JSON-style double-quoted strings with escapes.
     return json.dumps(value)

@@ -52,7 +52,8 @@ STREAM_FLAGS: dict[str, tuple[bool, bool]] = {  # name -> (allow_direct, allow_r
     s.STREAM_QUARANTINE: (False, False),
 }
 
-# Durable pull consumers: (stream, durable name, filter subject).
+# Durable pull consumers: (stream, durable name, filter subject). The telemetry partitions'
+# durables (one per LabConfig.telemetry_partitions) are added by :func:`consumers`.
 CONSUMERS: tuple[tuple[str, str, str], ...] = (
     (s.STREAM_ENTITIES, s.CONSUMER_ENTITY, s.ENTITIES_ALL),
     (s.STREAM_ORGANIZATIONS, s.CONSUMER_ORGANIZATION, s.ORGANIZATIONS_ALL),
@@ -60,6 +61,23 @@ CONSUMERS: tuple[tuple[str, str, str], ...] = (
     (s.STREAM_TELEMETRY, s.CONSUMER_TELEMETRY, s.TELEMETRY_ALL),
     (s.STREAM_COMMANDS, s.CONSUMER_COMMAND, s.COMMANDS_ALL),
 )
+"""``telemetry-processor`` reads what the partition transform leaves under ``constellation.telemetry.>``:
+messages stored before the stream had its transform (or by a stream provisioned without it) and
+every invalid subject shape, which it quarantines."""
+
+
+def consumers(config: LabConfig) -> tuple[tuple[str, str, str], ...]:
+    """Every durable of :data:`CONSUMERS` plus one per telemetry partition (``telemetry-processor-p{k}``)."""
+    parts = tuple(
+        (s.STREAM_TELEMETRY, s.telemetry_partition_durable(k), s.telemetry_partition_filter(k))
+        for k in range(config.telemetry_partitions)
+    )
+    return CONSUMERS + parts
+
+
+def telemetry_transform(partitions: int) -> api.SubjectTransform:
+    """The telemetry stream's subject transform: append the partition token (docs/wire.md)."""
+    return api.SubjectTransform(src=s.TELEMETRY_TRANSFORM_SRC, dest=s.telemetry_transform_dest(partitions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +121,13 @@ class _Tally:
         getattr(self, outcome).append(name)
 
 
-def stream_config(name: str, limits: StreamLimits) -> api.StreamConfig:
-    """Build the JetStream config of one stream from its :class:`StreamLimits` (file storage)."""
+def stream_config(name: str, limits: StreamLimits, partitions: int | None = None) -> api.StreamConfig:
+    """Build the JetStream config of one stream from its :class:`StreamLimits` (file storage).
+
+    ``partitions`` (the telemetry stream only) adds the partition subject transform.
+    """
     direct, rollup = STREAM_FLAGS.get(name, (False, False))
+    transform = telemetry_transform(partitions) if partitions is not None else None
     return api.StreamConfig(
         name=name,
         subjects=list(limits.subjects),
@@ -119,11 +141,16 @@ def stream_config(name: str, limits: StreamLimits) -> api.StreamConfig:
         duplicate_window=limits.duplicate_window_s,
         allow_direct=direct,
         allow_rollup_hdrs=rollup,
+        subject_transform=transform,
     )
 
 
 def consumer_config(durable: str, filter_subject: str, config: LabConfig) -> api.ConsumerConfig:
-    """Build the config of one durable pull consumer (explicit ack, deliver all, instant replay)."""
+    """Build the config of one durable pull consumer (explicit ack, deliver all, instant replay).
+
+    ``filter_subject``: one subject, or several separated by spaces (``filter_subjects``).
+    """
+    filters = filter_subject.split()
     return api.ConsumerConfig(
         durable_name=durable,
         ack_policy=api.AckPolicy.EXPLICIT,
@@ -131,7 +158,8 @@ def consumer_config(durable: str, filter_subject: str, config: LabConfig) -> api
         max_deliver=config.max_deliver,
         deliver_policy=api.DeliverPolicy.ALL,
         replay_policy=api.ReplayPolicy.INSTANT,
-        filter_subject=filter_subject,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
         max_ack_pending=config.max_ack_pending,
         max_waiting=MAX_WAITING,
     )
@@ -149,6 +177,7 @@ _STREAM_FIELDS = (
     "duplicate_window",
     "allow_direct",
     "allow_rollup_hdrs",
+    "subject_transform",
 )
 _CONSUMER_FIELDS = (
     "ack_policy",
@@ -157,6 +186,7 @@ _CONSUMER_FIELDS = (
     "deliver_policy",
     "replay_policy",
     "filter_subject",
+    "filter_subjects",
     "max_ack_pending",
     "max_waiting",
 )
@@ -168,8 +198,12 @@ def _norm(name: str, value: Any) -> Any:
         return None
     if name in _SECONDS_FIELDS:
         return round(float(value) * _NS)
-    if name == "subjects":
-        return sorted(value)
+    if name in ("subjects", "filter_subjects"):
+        return sorted(value) or None
+    if name == "filter_subject" and value == "":
+        return None
+    if isinstance(value, api.SubjectTransform):
+        return (value.src, value.dest)
     if hasattr(value, "value"):  # str enums from our configs vs plain strings from the server
         return value.value
     return value
@@ -212,9 +246,10 @@ async def provision(js: JetStreamContext, config: LabConfig) -> ProvisionReport:
     started = time.perf_counter()
     tally = _Tally()
     for name, limits in config.streams.items():
-        tally.add(await _ensure_stream(js, stream_config(name, limits)), name)
+        partitions = config.telemetry_partitions if name == s.STREAM_TELEMETRY else None
+        tally.add(await _ensure_stream(js, stream_config(name, limits, partitions)), name)
     tally.add(await _ensure_kv(js, config.kv_history), f"kv:{s.KV_GLOBAL_STATE}")
-    for stream, durable, filter_subject in CONSUMERS:
+    for stream, durable, filter_subject in consumers(config):
         desired = consumer_config(durable, filter_subject, config)
         tally.add(await _ensure_consumer(js, stream, desired), f"{stream}/{durable}")
     report = ProvisionReport(
@@ -354,9 +389,7 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, desired: api.Consu
         if not changes:
             return "unchanged"
         # add_consumer on an existing durable is the server's create-or-update.
-        update = info.config.evolve(
-            filter_subjects=None, **{f: getattr(desired, f) for f in _CONSUMER_FIELDS}
-        )
+        update = info.config.evolve(**{f: getattr(desired, f) for f in _CONSUMER_FIELDS})
         await js.add_consumer(stream, update)
         log.info("consumer %s/%s updated: %s", stream, durable, _show(changes))
         return "updated"
@@ -364,6 +397,48 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, desired: api.Consu
         raise ProvisionError(
             f"could not create or update consumer {durable} on stream {stream}: {_describe(exc)}"
         ) from exc
+
+
+async def retire_partitions(js: JetStreamContext, config: LabConfig) -> tuple[list[str], list[str]]:
+    """Settle the durables of telemetry partitions beyond ``config.telemetry_partitions`` (the count
+    was lowered since an earlier run of this data directory); call it after :func:`provision`.
+
+    The stream transform already maps into the new partitions, so nothing new reaches them: a
+    durable with nothing pending and nothing unacknowledged is deleted (it can strand nothing);
+    one that still has messages is kept, for the lab to consume until it is drained (a later
+    boot deletes it). Per-entity order across the change is kept by the state cursors (a message
+    older than the live state is history only), not by the partitions.
+
+    Returns:
+        (durables kept, to be consumed too; durables deleted).
+
+    Raises:
+        ProvisionError: the consumers could not be listed, read or deleted.
+    """
+    kept: list[str] = []
+    deleted: list[str] = []
+    try:
+        for info in await js.consumers_info(s.STREAM_TELEMETRY):
+            durable = info.name
+            k = s.partition_of_durable(durable)
+            if k is None or k < config.telemetry_partitions:
+                continue
+            if info.num_pending or info.num_ack_pending:
+                log.warning(
+                    "telemetry partition durable %s is beyond the %d partitions but holds %d pending and "
+                    "%d unacknowledged messages: consumed until drained",
+                    durable, config.telemetry_partitions, info.num_pending, info.num_ack_pending,
+                )  # fmt: skip
+                kept.append(durable)
+            else:
+                await js.delete_consumer(s.STREAM_TELEMETRY, durable)
+                log.info("telemetry partition durable %s deleted: drained, beyond the partitions", durable)
+                deleted.append(durable)
+    except nats.errors.Error as exc:
+        raise ProvisionError(
+            f"could not settle the telemetry partition durables of {s.STREAM_TELEMETRY}: {_describe(exc)}"
+        ) from exc
+    return sorted(kept, key=lambda d: s.partition_of_durable(d) or 0), deleted
 
 
 async def _ensure_kv(js: JetStreamContext, history: int) -> str:

@@ -29,7 +29,7 @@ from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.provision import open_command_kv, open_kv
 from overwatch_lab.config import LabConfig
 from overwatch_lab.core.stats import Stats
-from overwatch_lab.errors import BrokerError, LabStateError
+from overwatch_lab.errors import BrokerError, LabStateError, OverwatchError
 from overwatch_lab.kvcache import Changes, KVCache
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import subjects as s
@@ -49,12 +49,13 @@ class Run:
 
     Attributes:
         stop: set when the lab should stop (by ``stop()``, or by a part that gave up).
-        fail: a part calls it when the broker or its objects are gone for good: the lab records
+        fail: a part calls it when the broker or its objects are gone for good (or a worker
+            process keeps dying): the lab records
             the error as its ``failure`` and stops itself.
     """
 
     stop: asyncio.Event
-    fail: Callable[[BrokerError], None]
+    fail: Callable[[OverwatchError], None]
 
 
 class LabCore(ABC):

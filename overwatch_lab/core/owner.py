@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any
 
 from overwatch_lab.broker.process import NatsServer
-from overwatch_lab.broker.provision import provision, provision_commands
+from overwatch_lab.broker.provision import provision, provision_commands, retire_partitions
 from overwatch_lab.broker.repair import Reprovisioner
 from overwatch_lab.broker.supervisor import BrokerSupervisor
 from overwatch_lab.commands.delivery import Deliverer
@@ -34,7 +34,7 @@ from overwatch_lab.config import LabConfig
 from overwatch_lab.core.base import LAB_JSON, LabCore, Run
 from overwatch_lab.core.stats import Stats, publish_stats
 from overwatch_lab.datadir_lock import DataDirLock
-from overwatch_lab.errors import BrokerError, LabStateError
+from overwatch_lab.errors import BrokerError, LabStateError, WorkerProcessError
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.registry import Registry
@@ -45,6 +45,8 @@ from overwatch_lab.version import __version__
 from overwatch_lab.workers.base import ConsumerLoop, Worker
 from overwatch_lab.workers.entity import EntityWorker, OrganizationWorker
 from overwatch_lab.workers.event import EventWorker
+from overwatch_lab.workers.partitioned import AGGREGATE, aggregate, deal, partition_worker, stats_key
+from overwatch_lab.workers.processes import WorkerProcesses
 from overwatch_lab.workers.progress import consumer_progress
 from overwatch_lab.workers.telemetry import TelemetryWorker
 
@@ -70,6 +72,10 @@ class OwnerCore(LabCore):
         self.commands: CommandLedger | None = None
         self.deliverer: Deliverer | None = None
         self.repair: Reprovisioner | None = None
+        self.telemetry_durables: list[
+            str
+        ] = []  # partition durables (LabConfig.telemetry_partitions + undrained)
+        self.procs: WorkerProcesses | None = None  # the telemetry worker processes (LabConfig.workers)
 
     @property
     def store(self) -> Store:
@@ -102,6 +108,9 @@ class OwnerCore(LabCore):
         await self._connect(stack, self.nats_url, self.nats_token, "overwatch-lab")
         log.info("provisioned: %s", await provision(self.js, cfg))
         log.info("provisioned commands: %s", await provision_commands(self.js, cfg))
+        kept, _ = await retire_partitions(self.js, cfg)
+        self.telemetry_durables = [s.telemetry_partition_durable(k) for k in range(cfg.telemetry_partitions)]
+        self.telemetry_durables += kept
         await self._open_state()
         orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
         self.registry.load(orgs, await store.entity_ids())
@@ -132,23 +141,34 @@ class OwnerCore(LabCore):
             tasks.append(
                 tg.create_task(self._fail_on(self.broker.run(run.stop), run), name="broker-supervisor")
             )
-        tel = TelemetryWorker(store, ekv, self.registry)
+        # telemetry-processor (unpartitioned shapes) stays here; the partitions run here (workers=0)
+        # or in worker processes, dealt round-robin.
+        local = self.telemetry_durables if cfg.workers == 0 else []
+        hands = deal(self.telemetry_durables, cfg.workers) if cfg.workers else []
+        tels = [TelemetryWorker(store, ekv, self.registry)]
+        tels += [partition_worker(store, ekv, self.registry, d) for d in local]
+
+        def forget(entity_id: str) -> None:
+            for t in tels:
+                t.forget(entity_id)
+
         ledger = self.commands = CommandLedger(store, nc, cfg)
         await ledger.load()  # open commands of an earlier run: delivery resumes where it stopped
         ack_worker = CommandAckWorker(ledger)
         workers: list[Worker] = [
-            OrganizationWorker(store, ekv, self.registry, tel.forget),
-            EntityWorker(store, ekv, self.registry, tel.forget),
-            tel,
+            OrganizationWorker(store, ekv, self.registry, forget),
+            EntityWorker(store, ekv, self.registry, forget),
+            *tels,
             EventWorker(store, ekv, self.registry),
             CommandWorker(ledger, self.registry, nc, cfg),
             ack_worker,
         ]
         consumed = [(w.stream, w.durable) for w in workers]
+        consumed += [(s.STREAM_TELEMETRY, d) for hand in hands for d in hand]
         watch = self.streams = StreamWatch(nc, js, cfg, consumed, unconsumed=(s.STREAM_QUARANTINE,))
-        self.loops = [ConsumerLoop(w, nc, js, cfg, watch.observer(w.stream)) for w in workers]
+        self.loops = [ConsumerLoop(w, nc, js, cfg, watch.observer(w.stream, w.durable)) for w in workers]
         tasks.append(await self._start_cache(tg))  # the synchronizer's boot pass reads it
-        sync = self.sync = Synchronizer(store, ekv, cfg, tel.forget, docs=self.kv_cache)
+        sync = self.sync = Synchronizer(store, ekv, cfg, forget, docs=self.kv_cache)
         repair = self.repair = Reprovisioner(nc, js, cfg, on_repaired=lambda _: sync.kick())
         for loop in self.loops:  # symptoms of a missing consumer or bucket: check at once
             loop.on_consumer_gone = lambda st, dur, status: repair.kick(f"a pull on {st}/{dur}: {status}")
@@ -185,7 +205,25 @@ class OwnerCore(LabCore):
         async with asyncio.timeout(cfg.ready_timeout_s):
             for ready in readies:
                 await ready.wait()
+        if hands:
+            procs = self.procs = WorkerProcesses(
+                cfg,
+                hands,
+                lambda: (self.nats_url, self.nats_token),
+                on_fetched=lambda durable, flat: watch.fetched(s.STREAM_TELEMETRY, durable, flat),
+            )
+            await procs.start()
+            tasks.append(tg.create_task(self._fail_on_procs(procs, run), name="worker-processes"))
         return tasks
+
+    @staticmethod
+    async def _fail_on_procs(procs: WorkerProcesses, run: Run) -> None:
+        """Supervise the worker processes; one that keeps dying ends the lab."""
+        try:
+            await procs.run()
+        except WorkerProcessError as exc:
+            log.error("%s; stopping the lab", exc)
+            run.fail(exc)
 
     @staticmethod
     async def _fail_on(part: Coroutine[Any, Any, None], run: Run) -> None:
@@ -217,12 +255,14 @@ class OwnerCore(LabCore):
         """Ask the workers, synchronizer, stream watch, deliverer and reprovisioner to finish."""
         for loop in self.loops:
             loop.request_stop()
-        for part in (self.sync, self.streams, self.deliverer, self.repair, self._cache):
+        for part in (self.sync, self.streams, self.deliverer, self.repair, self._cache, self.procs):
             if part is not None:
                 part.request_stop()
 
     def abort(self) -> None:
-        """Kill the embedded broker child now (SIGKILL), without draining."""
+        """Kill the worker processes and the embedded broker child now (SIGKILL), without draining."""
+        if self.procs is not None:
+            self.procs.kill_now()
         server = self._server
         pid = server.pid if server is not None else None
         if server is not None and pid is not None and server.is_running():
@@ -263,7 +303,20 @@ class OwnerCore(LabCore):
     # ------------------------------------------------------------------ counters
     def snapshot(self) -> Stats:
         """The counters now (also while starting: the stats publisher runs from boot)."""
-        out: Stats = {loop.worker.name: loop.worker.stats.snapshot() for loop in self.loops}
+        out: Stats = {}
+        telemetry: dict[str, dict[str, Any]] = {}  # by durable, wherever it runs
+        for loop in self.loops:
+            w = loop.worker
+            if isinstance(w, TelemetryWorker):
+                telemetry[w.durable] = w.stats.snapshot()
+            else:
+                out[w.name] = w.stats.snapshot()
+        if self.procs is not None:
+            telemetry.update(self.procs.snapshot())
+        if telemetry:
+            out[AGGREGATE] = aggregate(telemetry.values())
+            out.update({stats_key(d): st for d, st in telemetry.items()})
+        out["processes"] = self.processes()
         if self.sync is not None:
             out["synchronizer"] = self.sync.stats.snapshot()
         if self.commands is not None:
@@ -278,6 +331,16 @@ class OwnerCore(LabCore):
             out["broker"] = self.broker.stats.snapshot()
         if self.repair is not None:
             out["provision"] = self.repair.stats.snapshot()
+        return out
+
+    def processes(self) -> list[dict[str, Any]]:
+        """``{"role", "name", "pid"}`` of the lab, its embedded broker and its worker processes."""
+        out: list[dict[str, Any]] = [{"role": "lab", "name": "lab", "pid": os.getpid()}]
+        server = self._server
+        if server is not None and server.pid is not None and server.is_running():
+            out.append({"role": "broker", "name": "nats-server", "pid": server.pid})
+        if self.procs is not None:
+            out.extend(self.procs.processes())
         return out
 
     async def stats(self) -> Stats:

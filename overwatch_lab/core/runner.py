@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from overwatch_lab.core.base import LabCore, Run
-from overwatch_lab.errors import BrokerError, LabStateError
+from overwatch_lab.errors import BrokerError, LabStateError, OverwatchError
 from overwatch_lab.kvcache import Changes
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.runtime import LoopThread
@@ -124,7 +124,7 @@ class CoreRunner:
             self._thread.loop.call_soon_threadsafe(self._stop_requested.set)
         return self._main
 
-    def _fail(self, exc: BrokerError) -> None:
+    def _fail(self, exc: OverwatchError) -> None:
         """A part gave up (on the lab's loop): record why and stop."""
         if self.failure is None:
             self.failure = exc

@@ -20,7 +20,8 @@ from nats.js.kv import KeyValue
 
 STATS_BUCKET = "OVERWATCH_LAB_STATS"
 STATS_KEY = "owner"
-Stats = dict[str, dict[str, Any]]
+Stats = dict[str, Any]
+"""Counters by part (``dict`` each), plus ``processes``: a list of ``{role, name, pid}``."""
 
 log = logging.getLogger(__name__)
 

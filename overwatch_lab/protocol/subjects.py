@@ -38,6 +38,18 @@ CONSUMER_ENTITY = "entity-processor"
 CONSUMER_ORGANIZATION = "organization-processor"
 CONSUMER_EVENT = "event-processor"
 CONSUMER_TELEMETRY = "telemetry-processor"
+CONSUMER_TELEMETRY_PARTITION = "telemetry-processor-p{partition}"  # one per partition (str.format)
+
+# Telemetry partitions (docs/wire.md "Telemetry partitions"): the lab-provisioned telemetry stream
+# stores a 4-token subject as constellation.telemetry-p.{org}.{entity}.{partition}: a root no
+# publish reaches (the stream captures constellation.telemetry.>), so every other stored shape
+# stays under constellation.telemetry.> for telemetry-processor. Core-NATS subscribers still
+# see the 4 tokens a device published.
+TELEMETRY_TRANSFORM_SRC = "constellation.telemetry.*.*"
+TELEMETRY_PARTITIONED_ROOT = "telemetry-p"
+TELEMETRY_PARTITIONED_ALL = "constellation.telemetry-p.>"
+PARTITION_RE = re.compile(r"0|[1-9][0-9]{0,3}")
+MAX_TELEMETRY_PARTITIONS = 1024
 CONSUMER_COMMAND = "command-processor"
 
 ENTITY_EVENT_KINDS = ("created", "updated", "deleted", "status")
@@ -60,6 +72,34 @@ def check_token(value: object, what: str = "token") -> str:
 def telemetry_subject(org_id: str, entity_id: str) -> str:
     """Return ``constellation.telemetry.{org_id}.{entity_id}`` after checking both tokens."""
     return f"constellation.telemetry.{check_token(org_id, 'org_id')}.{check_token(entity_id, 'entity_id')}"
+
+
+def telemetry_transform_dest(partitions: int) -> str:
+    """The stream subject transform's destination: the 4 tokens plus ``{{partition(P,1,2)}}``.
+
+    The partition hashes the org and entity tokens together, so one entity always lands in one
+    partition (its order is kept) while a fleet of one organisation still spreads.
+    """
+    if not 1 <= partitions <= MAX_TELEMETRY_PARTITIONS:
+        raise SubjectError(f"telemetry partitions must be 1..{MAX_TELEMETRY_PARTITIONS}, got {partitions}")
+    return f"constellation.telemetry-p.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{partition({partitions},1,2)}}}}"
+
+
+def telemetry_partition_filter(partition: int) -> str:
+    """The filter of partition ``partition``'s durable: ``constellation.telemetry-p.*.*.{partition}``."""
+    return f"constellation.telemetry-p.*.*.{partition}"
+
+
+def telemetry_partition_durable(partition: int) -> str:
+    """The durable consumer of one telemetry partition: ``telemetry-processor-p{partition}``."""
+    return CONSUMER_TELEMETRY_PARTITION.format(partition=partition)
+
+
+def partition_of_durable(durable: str) -> int | None:
+    """The partition a ``telemetry-processor-p{k}`` durable reads, else None."""
+    prefix = CONSUMER_TELEMETRY_PARTITION.split("{", 1)[0]
+    rest = durable.removeprefix(prefix)
+    return int(rest) if rest != durable and PARTITION_RE.fullmatch(rest) else None
 
 
 def entity_subject(org_id: str, kind: str) -> str:
@@ -106,21 +146,31 @@ def quarantine_subject(worker: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TelemetrySubject:
-    """The identity a telemetry subject carries."""
+    """The identity a telemetry subject carries; ``partition`` is set on a stored (transformed) subject."""
 
     org_id: str
     entity_id: str
+    partition: int | None = None
 
 
 def parse_telemetry_subject(subject: str) -> TelemetrySubject:
-    """Parse ``constellation.telemetry.{org}.{entity}``: exactly 4 tokens, both ids valid tokens."""
+    """Parse ``constellation.telemetry.{org}.{entity}``: exactly 4 tokens, both ids valid tokens.
+
+    A JetStream consumer of a lab-provisioned stream sees the stored form of a partitioned one,
+    ``constellation.telemetry-p.{org}.{entity}.{partition}`` (a decimal number, see
+    :func:`telemetry_transform_dest`); it is accepted too.
+    """
     parts = subject.split(".")
+    partition: int | None = None
+    if len(parts) == 5 and parts[1] == TELEMETRY_PARTITIONED_ROOT and PARTITION_RE.fullmatch(parts[4]):
+        partition = int(parts.pop())
+        parts[1] = "telemetry"
     if len(parts) != 4 or parts[0] != "constellation" or parts[1] != "telemetry":
         raise SubjectError(
             f"telemetry subject {subject!r} must be exactly constellation.telemetry.{{org_id}}.{{entity_id}} "
-            f"(4 tokens, got {len(parts)})"
+            f"(4 tokens, or the stored constellation.telemetry-p.{{org_id}}.{{entity_id}}.{{partition}}; got {len(subject.split('.'))})"
         )
-    return TelemetrySubject(check_token(parts[2], "org_id"), check_token(parts[3], "entity_id"))
+    return TelemetrySubject(check_token(parts[2], "org_id"), check_token(parts[3], "entity_id"), partition)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ exception retries every message of it. Quarantine = a record on ``constellation.
 TERM. If the quarantine publish itself fails (broker trouble) the message is held instead, so
 nothing is ever dropped silently and a broker outage does not burn deliveries.
 
-At stop, held messages are NAKed (no delay) so the next run gets them at once.
+At stop, what was delivered is handled (the last pull request is let run out first), and held
+messages are NAKed (no delay) so the next run gets them at once.
 
 Every call to the broker (pull, ack/nak/term/in-progress, the quarantine publish) goes through the
 broker seam (:mod:`overwatch_lab.broker.jetstream`), so the loop handles our
@@ -215,8 +216,9 @@ class ConsumerLoop:
 
         The next fetch is in flight while a batch is handled, so the broker round trip overlaps
         the DB commit and KV writes. At stop the in-flight fetch is awaited and its messages
-        handled too (cancelling it could strand delivered messages until ack_wait); while
-        holding, they join the held set, which is NAKed.
+        handled too (cancelling it could strand delivered messages until ack_wait), and so is
+        what its pull request delivers until it ends; while holding, they join the held set,
+        which is NAKed.
         """
         w = self.worker
         gone = self.on_consumer_gone
@@ -237,7 +239,7 @@ class ConsumerLoop:
                     if inflight is not None:  # a prefetch in flight joins the held set
                         self._held.extend(await inflight)
                         inflight = None
-                    self._held.extend(puller.take_buffered())  # the rest of its pull request
+                    self._held.extend(self._take_buffered(puller))  # the rest of its pull request
                     self._alarm.update(len(self._held), None)
                     if self._stopping.is_set() or await self._wait(self._backoff.next()):
                         break
@@ -255,7 +257,14 @@ class ConsumerLoop:
                 if not self._stopping.is_set():
                     inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
                 await self._handle(self._deferred + msgs)
-            await self._release(self._held + self._deferred + puller.take_buffered())
+            # What the last pull request delivered is handled, not NAKed: a NAK does not outlive a
+            # broker restart (a graceful stop of an embedded lab), so NAKed messages would wait
+            # ack_wait. The request is let run out first: one left open would strand what it
+            # delivers after the unsubscribe until ack_wait too.
+            await puller.settle()
+            if not self._held and (last := self._take_buffered(puller)):
+                await self._handle(self._deferred + last)
+            await self._release(self._held + self._deferred + self._take_buffered(puller))
         finally:
             keep_alive.cancel()
             await asyncio.wait([keep_alive])  # a cancellation of run() itself still propagates
@@ -267,6 +276,13 @@ class ConsumerLoop:
                     await inflight
             with contextlib.suppress(Exception):
                 await puller.stop()
+
+    def _take_buffered(self, puller: BatchPuller) -> list[Msg]:
+        """What the puller received but no fetch returned, shown to ``on_fetched`` like a fetch."""
+        msgs = puller.take_buffered()
+        if msgs and self.on_fetched is not None:
+            self.on_fetched(msgs)
+        return msgs
 
     async def _wait(self, delay_s: float) -> bool:
         """Sleep ``delay_s`` or until a stop is requested; True if it was."""

@@ -10,7 +10,7 @@ requests on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>``:
 - when nothing was available, a long poll (``expires``): the first message that arrives is
   returned at once, and the rest of that request keeps flowing into the buffer for the next call.
 
-Only one request is open at a time. Messages are ordinary nats-py ``Msg`` objects (``ack()``,
+Only one request is open at a time; at stop, :meth:`BatchPuller.settle` waits for it to end. Messages are ordinary nats-py ``Msg`` objects (``ack()``,
 ``nak()``, ``term()``, ``metadata`` work as usual). A request whose end never arrives is given
 up after its expiry plus a margin, and at once after a reconnect (a restarted broker has
 forgotten it): the next fetch issues a new one.
@@ -78,6 +78,33 @@ class BatchPuller:
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await jetstream.unsubscribe(sub)
+
+    async def settle(self) -> None:
+        """Wait, still subscribed, until no pull request is open (it ended, expired or was lost).
+
+        At stop, before releasing what is buffered: a request left open keeps receiving
+        messages (new ones, and the very ones NAKed at stop) after the inbox is unsubscribed,
+        and those stay unacknowledged until ``ack_wait``. Bounded by the open request's expiry
+        plus a margin; what it still delivers lands in the buffer (:meth:`take_buffered`).
+        """
+        while True:
+            self._changed.clear()
+            if (
+                not self._open
+                or self._sub is None
+                or self._nc.is_closed
+                or self._nc.stats["reconnects"] != self._open_reconnects
+            ):
+                break
+            remaining = self._open_until - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+            except TimeoutError:
+                break
+        self._open = False
 
     async def _on_msg(self, msg: Msg) -> None:
         headers = msg.headers

@@ -10,6 +10,8 @@ import logging
 import time
 from pathlib import Path
 
+import pytest
+
 from overwatch_lab import LabConfig
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.process import NatsServer
@@ -26,19 +28,23 @@ def _limits(**tel: int) -> dict:
     return {"streams": LabConfig().with_stream_limits(TEL, **tel).streams}
 
 
-async def _publish(url: str, token: str | None, n: int, start: int = 0) -> dict[str, int]:
-    """Publish ``n`` valid ATTITUDE envelopes (time strictly increasing); returns uid -> PubAck seq."""
+async def _publish(
+    url: str, token: str | None, n: int, start: int = 0, entities: tuple[str, ...] = (EID,)
+) -> dict[str, int]:
+    """Publish ``n`` valid ATTITUDE envelopes (time strictly increasing; round-robin over
+    ``entities``); returns uid -> PubAck seq."""
     nc = await connect(url, token=token, name="pytest-publisher")
     t0 = time.time() - 600
     try:
         js = nc.jetstream()
         futures = []
         for i in range(start, start + n):
-            env = envelopes.make_telemetry(ORG, EID, "ATTITUDE", {"roll": 0.1, "pitch": 0.0, "yaw": 1.0},
+            eid = entities[i % len(entities)]
+            env = envelopes.make_telemetry(ORG, eid, "ATTITUDE", {"roll": 0.1, "pitch": 0.0, "yaw": 1.0},
                                            timestamp=t0 + i * 0.001, message_uid=f"m{i:06d}")  # fmt: skip
             futures.append(
                 (env["message_uid"], await js.publish_async(
-                    s.telemetry_subject(ORG, EID), envelopes.encode(env),
+                    s.telemetry_subject(ORG, eid), envelopes.encode(env),
                     headers={"Nats-Msg-Id": env["message_uid"]},
                 ))
             )  # fmt: skip
@@ -48,8 +54,10 @@ async def _publish(url: str, token: str | None, n: int, start: int = 0) -> dict[
         await nc.close()
 
 
-def _stored_uids(lab) -> set[str]:
-    return set(lab.frames.telemetry(entity_id=EID)["message_uid"])
+def _stored_uids(lab, entity_id: str | None = EID) -> set[str]:
+    if entity_id is None:
+        return set(lab.frames.telemetry(org_id=ORG)["message_uid"])
+    return set(lab.frames.telemetry(entity_id=entity_id)["message_uid"])
 
 
 async def _settled(lab, after: float, within_s: float = 20.0) -> dict:
@@ -121,6 +129,51 @@ async def test_an_outpaced_lab_counts_exactly_what_the_stream_dropped(lab_factor
     assert max(acks[uid] for uid in lost) < st["first_seq"]  # every lost one was removed by the stream
     warned = [r for r in caplog.records if TEL in r.getMessage() and "discarded" in r.getMessage()]
     assert warned and warned[-1].levelno == logging.WARNING
+
+
+FLEET = tuple(f"uav-{k}" for k in range(8))  # spread over the telemetry partitions
+
+
+def _fleet_lab(lab_factory, **overrides):
+    lab = lab_factory(workers=2, **overrides)
+    assert sum(p["role"] == "telemetry-worker" for p in lab.stats()["processes"]) == 2
+    lab.register_org(ORG)
+    lab.register_entities(
+        [{"org_id": ORG, "entity_id": e, "entity_type": "aircraft_multirotor"} for e in FLEET]
+    )
+    return lab
+
+
+@pytest.mark.slow
+async def test_worker_processes_on_a_partitioned_stream_count_exactly_what_it_dropped(lab_factory):
+    lab = _fleet_lab(lab_factory, fetch_batch=100, **_limits(max_msgs=300))
+    acks = await _publish(lab.nats_url, lab.nats_token, 12_000, entities=FLEET)  # far faster than the lab
+    st = await _settled(lab, time.time(), within_s=30)
+
+    lost = set(acks) - _stored_uids(lab, None)
+    assert len(lost) > 3000  # genuinely outpaced
+    assert st["discarded"] == len(lost) == st["lost"]
+    assert max(acks[uid] for uid in lost) < st["first_seq"]  # every lost one was removed by the stream
+    assert sum(c["delivered_seq"] > 0 for c in st["consumers"].values()) >= 3  # several partitions fed it
+
+
+@pytest.mark.slow
+async def test_worker_processes_on_a_partitioned_stream_count_no_false_loss(lab_factory):
+    """The stream removes only what the lab already had: other partitions' sequences and late
+    reports from the worker processes must not look like discards."""
+    lab = _fleet_lab(lab_factory, **_limits(max_msgs=400))
+    acks: dict[str, int] = {}
+    for chunk in range(10):  # each chunk consumed before the next pushes it out of the stream
+        acks |= await _publish(lab.nats_url, lab.nats_token, 300, start=chunk * 300, entities=FLEET)
+        want = set(acks)
+        await wait_for(lambda want=want: _stored_uids(lab, None) >= want, timeout=20, interval=0.05,
+                       what=f"chunk {chunk} stored")  # fmt: skip
+    st = await _settled(lab, time.time(), within_s=30)
+
+    assert _stored_uids(lab, None) == set(acks)
+    assert st["first_seq"] > 2000  # the stream did remove most of them (after they were seen)
+    assert st["discarded"] == 0 and st["lost"] == 0
+    assert st["delivered_seq"] == max(acks.values())
 
 
 async def test_quarantine_records_dropped_by_its_limits_are_counted(lab_factory, caplog):

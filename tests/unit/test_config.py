@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
-from overwatch_lab.config import DEFAULT_STREAMS, LabConfig
+from overwatch_lab.config import (
+    DEFAULT_STREAMS,
+    DEFAULT_TELEMETRY_PARTITIONS,
+    WORKERS_ENV,
+    LabConfig,
+    default_workers,
+)
 from overwatch_lab.errors import ConfigError
 from overwatch_lab.protocol import subjects as s
 from simulators.fleets import load_1000
@@ -34,3 +41,21 @@ def test_the_quarantine_is_sized_not_to_be_the_first_thing_lost():
 def test_non_finite_numbers_are_refused(field, value):  # nan passed every `x <= 0` check
     with pytest.raises(ConfigError, match=f"{field} must be a finite number"):
         LabConfig(**{field: value})
+
+
+def test_default_workers_is_one_process_per_core_up_to_the_partitions(monkeypatch):
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_workers() == 2 == LabConfig().workers
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_workers() == DEFAULT_TELEMETRY_PARTITIONS
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert default_workers() == 1
+    monkeypatch.setenv(WORKERS_ENV, "0")  # telemetry in the lab's own process
+    assert LabConfig().workers == 0
+    monkeypatch.setenv(WORKERS_ENV, "two")
+    with pytest.raises(ConfigError, match=WORKERS_ENV):
+        default_workers()
+    assert LabConfig(workers=9, telemetry_partitions=3).workers == 3  # never a process without a partition
+    with pytest.raises(ConfigError, match="workers"):
+        LabConfig(workers=-1)

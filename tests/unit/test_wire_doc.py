@@ -55,7 +55,7 @@ def table(name: str) -> list[dict[str, str]]:
 
 
 def plain(cell: str) -> str:
-    return cell.replace("`", "").replace("*", "").strip()
+    return cell.replace("`", "").replace("**", "").strip()  # bold marks, not the wildcards of a filter
 
 
 def quantity(cell: str) -> Any:
@@ -179,14 +179,26 @@ def test_kv_table_equals_the_bucket_settings(tmp_path):
     assert cmds.state_key("{command_id}", "{entity_id}") in rows[cmds.KV_COMMAND_STATE]["key"]
 
 
+def test_partition_transform_is_documented():
+    assert s.TELEMETRY_TRANSFORM_SRC in DOC
+    assert s.telemetry_transform_dest(4).replace("(4,", "(P,") in DOC
+    assert str(LabConfig.__dataclass_fields__["telemetry_partitions"].default) in DOC
+
+
 def test_consumer_table_equals_provisioning():
     expected = {
         *provision.CONSUMERS,
         (cmds.STREAM_COMMAND_ACKS, cmds.CONSUMER_COMMAND_ACK, cmds.COMMAND_ACKS_ALL),
+        (  # one row for every partition's durable
+            s.STREAM_TELEMETRY,
+            s.CONSUMER_TELEMETRY_PARTITION,
+            s.telemetry_partition_filter(0).removesuffix("0") + "{partition}",
+        ),
     }
     rows = table("consumers")
     assert {(r["stream"], plain(r["durable"]), plain(r["filter"])) for r in rows} == expected
     worker_of = {w.durable: (w.name, w.stream) for w in WORKERS}
+    worker_of[s.CONSUMER_TELEMETRY_PARTITION] = (TelemetryWorker.name, TelemetryWorker.stream)
     for r in rows:
         assert (plain(r["worker"]), r["stream"]) == worker_of[plain(r["durable"])]
 
