@@ -295,7 +295,11 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from overwatch_lab.bench import ingest
 
     result = ingest.run(
-        entities=a.entities, messages=a.messages, out_dir=Path(a.out), sync_interval=a.sync_interval
+        entities=a.entities,
+        messages=a.messages,
+        out_dir=Path(a.out),
+        sync_interval=a.sync_interval,
+        workers=a.workers,
     )
     print(ingest.report(result))
     return 0 if result["lost"] == 0 else 1
@@ -448,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("--out", default="bench-results", help=out_help)
     ing.add_argument("--sync-interval", default=sync_default, help=sync_help)
+    ing.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="telemetry worker processes (default: the lab's default for this machine; 0 = in the lab)",
+    )
     ing.set_defaults(func=cmd_bench)
     cb = bench_sub.add_parser(
         "commands", help="command delivery + acks: per-stage latency vs raw request/reply"

@@ -28,7 +28,7 @@ import nats
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import provision
 from overwatch_lab.config import LabConfig, MiB
-from overwatch_lab.protocol.subjects import STREAM_TELEMETRY, TELEMETRY_ALL
+from overwatch_lab.protocol.subjects import STREAM_TELEMETRY
 
 ORG = "bench-org"
 CEILING_BATCH = 5000  # messages per MSG.NEXT request
@@ -57,7 +57,7 @@ async def raw_consume(url: str, token: str | None, n: int, batch: int) -> float:
             durable_name="bench-ceiling",
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            filter_subject=TELEMETRY_ALL,
+            # no filter: the whole stream, as stored (partitioned subjects included)
             max_ack_pending=max(n, batch) + 1,
         ),
     )
@@ -89,7 +89,7 @@ async def pipelined_consume(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            filter_subject=TELEMETRY_ALL,
+            # no filter: the whole stream, as stored (partitioned subjects included)
             max_ack_pending=CEILING_BATCH * CEILING_IN_FLIGHT * 2,
         ),
     )

@@ -127,15 +127,25 @@ def _phase(
 
 
 def run(
-    *, entities: int, messages: int, out_dir: Path, sync_interval: str = "2m", timeout_s: float = 300
+    *,
+    entities: int,
+    messages: int,
+    out_dir: Path,
+    sync_interval: str = "2m",
+    workers: int | None = None,
+    timeout_s: float = 300,
 ) -> dict[str, Any]:
-    """Run the benchmark and return the result dict (also written to ``out_dir``)."""
+    """Run the benchmark and return the result dict (also written to ``out_dir``).
+
+    ``workers``: telemetry worker processes (None: the lab's default for this machine).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="overwatch-bench-") as tmp:
-        cfg = LabConfig(data_dir=Path(tmp), sync_interval=sync_interval).with_stream_limits(
+        extra: dict[str, Any] = {} if workers is None else {"workers": workers}
+        cfg = LabConfig(data_dir=Path(tmp), sync_interval=sync_interval, **extra).with_stream_limits(
             STREAM_TELEMETRY, max_msgs=max(messages * 3, 100_000), max_bytes=max(messages * 3072, 256 * MiB)
         )
-        say(f"booting lab in {tmp} (sync_interval={sync_interval})")
+        say(f"booting lab in {tmp} (sync_interval={sync_interval}, {cfg.workers} telemetry worker processes)")
         with Lab(cfg) as lab:
             lab.register_org(ORG, "Bench org")
             records = [
@@ -172,7 +182,7 @@ def run(
         "entities": entities,
         "messages": messages,
         "sync_interval": sync_interval,
-        "workers": cfg.workers if hasattr(cfg, "workers") else 0,
+        "workers": cfg.workers,
         "publish_rate": live["publish_rate"],
         "end_to_end_s": live["s"],
         "end_to_end_rate": live["rate"],

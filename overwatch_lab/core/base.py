@@ -29,7 +29,7 @@ from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.provision import open_command_kv, open_kv
 from overwatch_lab.config import LabConfig
 from overwatch_lab.core.stats import Stats
-from overwatch_lab.errors import BrokerError, LabStateError, OverwatchError
+from overwatch_lab.errors import LabStateError, OverwatchError
 from overwatch_lab.kvcache import Changes, KVCache
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import subjects as s

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from overwatch_lab.lab import Lab
-from overwatch_lab.protocol.subjects import STREAM_TELEMETRY, TELEMETRY_ALL
+from overwatch_lab.protocol.subjects import STREAM_TELEMETRY
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ async def read_back(nc: NATS, first: int, last: int) -> list[tuple[int, str]]:
             done.set()
 
     sub = await nc.jetstream().subscribe(
-        TELEMETRY_ALL,
+        ">",  # every stored subject: partitioned telemetry is stored under its own root
         stream=STREAM_TELEMETRY,
         cb=on_msg,
         ordered_consumer=True,

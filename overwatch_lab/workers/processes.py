@@ -43,6 +43,7 @@ from overwatch_lab.workers.process import child_spec
 log = logging.getLogger(__name__)
 
 ROLE = "telemetry-worker"
+PIPE_LINE_LIMIT = 16 * 1024 * 1024  # a child's report line (a batch's fetched runs: ~100 KB at 5,000)
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}  # fmt: skip
 
@@ -110,6 +111,7 @@ class WorkerProcess:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             preexec_fn=functools.partial(die_with_parent, os.getpid()),
             start_new_session=True,
+            limit=PIPE_LINE_LIMIT,
         )  # fmt: skip
         self.starts += 1
         proc = self._proc
@@ -186,6 +188,14 @@ class WorkerProcess:
                 await asyncio.wait(self._readers)
 
     async def _read_stdout(self, stream: asyncio.StreamReader) -> None:
+        try:
+            await self._read_reports(stream)
+        except ValueError as exc:  # a line over PIPE_LINE_LIMIT: unreadable, and the pipe would fill
+            log.error("%s: unreadable report (%s); killing it so that it restarts", self.name, exc)
+            if self._proc is not None and self._proc.returncode is None:
+                self._proc.kill()
+
+    async def _read_reports(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
             try:
                 msg = json.loads(line)
