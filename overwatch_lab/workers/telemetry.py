@@ -229,14 +229,10 @@ class TelemetryWorker(Worker):
         self.fields_skipped += plan.fields_skipped
         eids = [eid for eid, eb in plan.entities.items() if eb.cursors]
         kv_started = clock()
-        kv_results = await asyncio.gather(
-            *(self._write(eid, plan.entities[eid]) for eid in eids), return_exceptions=True
-        )
+        kv_results = await self._write_all(eids, plan.entities)
         st.kv_s += clock() - kv_started
         for eid, res in zip(eids, kv_results, strict=True):
-            if isinstance(res, BaseException):
-                if isinstance(res, asyncio.CancelledError):
-                    raise res
+            if res is not None:
                 self._cache.pop(eid, None)
                 failed = kv_failure(eid, res)
                 for i in plan.entities[eid].indices:
@@ -258,14 +254,67 @@ class TelemetryWorker(Worker):
                 self._cache[eid] = cur
         return failed
 
+    async def _write_all(self, eids: list[str], entities: dict[str, EntityBatch]) -> list[Exception | None]:
+        """Write the batch's changes of ``eids``; per entity, the exception that failed it or None.
+
+        Entities with a cached document are written together (:meth:`EntityKV.mutate_many`: one
+        pipelined compare-and-set publish each); one without (registered a moment ago, or KV lost
+        it) is built from its DB row first, on its own.
+        """
+        received = now_timestamp()
+        cache = self._cache
+        alone: list[int] = []
+        together: list[int] = []
+        for k, eid in enumerate(eids):
+            current = cache.get(eid)
+            (together if current is not None and current[1] is not None else alone).append(k)
+        out: list[Exception | None] = [None] * len(eids)
+        writes = [
+            (eids[k], self._merge(eids[k], entities[eids[k]], None, received), cache[eids[k]])
+            for k in together
+        ]
+        singles = asyncio.gather(
+            *(self._write(eids[k], entities[eids[k]]) for k in alone), return_exceptions=True
+        )
+        try:
+            results = await self.ekv.mutate_many(writes) if writes else []
+        except BaseException:  # cancelled: the merges changed the cached documents in place
+            for k in together:
+                cache.pop(eids[k], None)
+            raise
+        finally:
+            single_results = await singles  # also when cancelled: no write is left running
+        for k, res in zip(together, results, strict=True):
+            if isinstance(res, Exception):
+                out[k] = res
+            else:
+                cache[eids[k]] = res
+                self.stats.kv_writes += 1
+        for k, single in zip(alone, single_results, strict=True):
+            if isinstance(single, BaseException):
+                if not isinstance(single, Exception):
+                    raise single
+                out[k] = single
+        return out
+
     async def _write(self, eid: str, eb: EntityBatch) -> None:
         current = self._cache.get(eid)
         fresh: Doc | None = None
         if current is None or current[1] is None:
             # No document yet (registered a moment ago, or KV lost it): build it from the DB row.
             fresh = await fresh_doc(self.store, eid)
+        try:
+            self._cache[eid] = await self.ekv.mutate(
+                eid, self._merge(eid, eb, fresh, now_timestamp()), current=current
+            )
+            self.stats.kv_writes += 1
+        except BaseException:
+            self._cache.pop(eid, None)
+            raise
 
-        received = now_timestamp()
+    @staticmethod
+    def _merge(eid: str, eb: EntityBatch, fresh: Doc | None, received: str) -> Callable[[Doc | None], Doc]:
+        """The mutation that applies ``eb`` to an entity document (``fresh`` when there is none)."""
 
         def merge(doc: Doc | None) -> Doc:
             if doc is None:
@@ -283,12 +332,7 @@ class TelemetryWorker(Worker):
             state.mark_received(doc, received)
             return doc
 
-        try:
-            self._cache[eid] = await self.ekv.mutate(eid, merge, current=current)
-            self.stats.kv_writes += 1
-        except BaseException:
-            self._cache.pop(eid, None)
-            raise
+        return merge
 
     def forget(self, entity_id: str) -> None:
         """Drop the cached document of an entity (deleted, or rewritten by another writer)."""
