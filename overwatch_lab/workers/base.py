@@ -167,6 +167,14 @@ class Worker(ABC):
         Must return only after the effects of every ACK result are durable.
         """
 
+    async def prepare(self, msgs: list[Msg]) -> None:  # noqa: B027  # optional hook, no-op by default
+        """See a fetched batch as soon as it arrives, possibly while the previous one is still
+        being handled (awaiting its commit and KV writes), to do early what depends on the
+        messages alone (decoding), never on state: :meth:`handle_batch` may find it done.
+
+        Must not raise (a message it cannot decode is handled by :meth:`handle_batch`).
+        """
+
     def ignored(self, n: int = 1) -> None:
         """Count messages acknowledged without changing live state (late or duplicate)."""
         self.stats.ignored += n
@@ -213,8 +221,9 @@ class ConsumerLoop:
     async def run(self, ready: asyncio.Event) -> None:
         """Run until :meth:`request_stop`; sets ``ready`` once bound to the consumer.
 
-        The next fetch is in flight while a batch is handled, so the broker round trip overlaps
-        the DB commit and KV writes. At stop the in-flight fetch is awaited and its messages
+        The next fetch is in flight while a batch is handled, so the broker round trip, and the
+        worker's :meth:`Worker.prepare` of what it brings (decoding), overlap the DB commit and
+        KV writes. At stop the in-flight fetch is awaited and its messages
         handled too (cancelling it could strand delivered messages until ack_wait); while
         holding, they join the held set, which is NAKed.
         """
@@ -323,8 +332,10 @@ class ConsumerLoop:
             return []
         if not msgs:
             w.stats.lag = 0
-        elif self.on_fetched is not None:
+            return msgs
+        if self.on_fetched is not None:
             self.on_fetched(msgs)
+        await w.prepare(msgs)  # overlaps the handling of the previous batch (see run)
         return msgs
 
     async def _handle(self, msgs: list[Msg], *, fresh: bool = True) -> None:
