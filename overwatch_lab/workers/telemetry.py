@@ -44,7 +44,7 @@ from overwatch_lab.protocol.subjects import (
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
-from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure
+from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure, stored_at
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +206,29 @@ class TelemetryWorker(Worker):
         decoded: list[Decoded] = []
         prepared = self._prepared
         org_of = self.registry.org_of
+        deferred: dict[str, tuple[float, Result]] = {}  # entity -> (stored_at, its deferral)
         for i, msg in enumerate(msgs):
             early = prepared.pop(id(msg), None)
-            t, proj, bad = early[1] if early is not None and early[0] is msg else _decode(msg)
+            d = early[1] if early is not None and early[0] is msg else _decode(msg)
+            t, proj, bad = d
             if t is None:
                 results[i] = poison(str(bad))
                 continue
             org = org_of(t.entity_id)
             if org is None:
-                results[i] = await miss.unknown_entity(t.entity_id, msg)
+                eid = t.entity_id
+                seen = deferred.get(eid)
+                if seen is not None and stored_at(msg) >= seen[0]:
+                    # stored no earlier than a message of the same entity whose miss was not final
+                    # a moment ago: not final either, and the registry still does not know it.
+                    missed = seen[1]
+                else:
+                    missed = await miss.unknown_entity(eid, msg)
+                    if missed.outcome is Outcome.HOLD and not missed.blocking and org_of(eid) is None:
+                        deferred[eid] = (stored_at(msg), missed)
+                results[i] = missed
+                if missed.outcome is Outcome.HOLD:  # handled again with the next batch: decoded already
+                    prepared[id(msg)] = (msg, d)
                 continue
             if org != t.org_id:
                 results[i] = poison(f"entity {t.entity_id!r} belongs to org {org!r}, not {t.org_id!r}")
