@@ -141,7 +141,8 @@ class WorkerStats:
     last_batch_at: float | None = None
     busy_s: float = 0.0  # time spent handling batches
     # Cumulative seconds per stage of handle_batch, filled by the workers that split it (telemetry):
-    decode_s: float = 0.0  # decoding, validating, projecting and planning (CPU, event loop)
+    decode_s: float = 0.0  # decoding, validating, projecting and planning (CPU, event loop; includes
+    # the early decoding of the next batch in Worker.prepare, which is not in busy_s)
     db_s: float = 0.0  # awaiting the history insert (commit)
     kv_s: float = 0.0  # awaiting KV reads (cache misses) and compare-and-set writes
 
