@@ -142,7 +142,8 @@ class WorkerStats:
     last_batch_at: float | None = None
     busy_s: float = 0.0  # time spent handling batches
     # Cumulative seconds per stage of handle_batch, filled by the workers that split it (telemetry):
-    decode_s: float = 0.0  # decoding, validating, projecting and planning (CPU, event loop)
+    decode_s: float = 0.0  # decoding, validating, projecting and planning (CPU, event loop; includes
+    # the early decoding of the next batch in Worker.prepare, which is not in busy_s)
     db_s: float = 0.0  # awaiting the history insert (commit)
     kv_s: float = 0.0  # awaiting KV reads (cache misses) and compare-and-set writes
 
@@ -166,6 +167,14 @@ class Worker(ABC):
         """Handle a batch and return one Result per message, in order.
 
         Must return only after the effects of every ACK result are durable.
+        """
+
+    async def prepare(self, msgs: list[Msg]) -> None:  # noqa: B027  # optional hook, no-op by default
+        """See a fetched batch as soon as it arrives, possibly while the previous one is still
+        being handled (awaiting its commit and KV writes), to do early what depends on the
+        messages alone (decoding), never on state: :meth:`handle_batch` may find it done.
+
+        Must not raise (a message it cannot decode is handled by :meth:`handle_batch`).
         """
 
     def ignored(self, n: int = 1) -> None:
@@ -214,11 +223,11 @@ class ConsumerLoop:
     async def run(self, ready: asyncio.Event) -> None:
         """Run until :meth:`request_stop`; sets ``ready`` once bound to the consumer.
 
-        The next fetch is in flight while a batch is handled, so the broker round trip overlaps
-        the DB commit and KV writes. At stop the in-flight fetch is awaited and its messages
-        handled too (cancelling it could strand delivered messages until ack_wait), and so is
-        what its pull request delivers until it ends; while holding, they join the held set,
-        which is NAKed.
+        The next fetch is in flight while a batch is handled, so the broker round trip, and the
+        worker's :meth:`Worker.prepare` of what it brings (decoding), overlap the DB commit and
+        KV writes. At stop the in-flight fetch is awaited and its messages handled too
+        (cancelling it could strand delivered messages until ack_wait), and so is what its pull
+        request delivers until it ends; while holding, they join the held set, which is NAKed.
         """
         w = self.worker
         gone = self.on_consumer_gone
@@ -339,8 +348,10 @@ class ConsumerLoop:
             return []
         if not msgs:
             w.stats.lag = 0
-        elif self.on_fetched is not None:
+            return msgs
+        if self.on_fetched is not None:
             self.on_fetched(msgs)
+        await w.prepare(msgs)  # overlaps the handling of the previous batch (see run)
         return msgs
 
     async def _handle(self, msgs: list[Msg], *, fresh: bool = True) -> None:

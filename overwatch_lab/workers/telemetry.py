@@ -44,12 +44,31 @@ from overwatch_lab.protocol.subjects import (
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
-from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure
+from overwatch_lab.workers.common import MissCheck, fresh_doc, kv_failure, stored_at
 
 log = logging.getLogger(__name__)
 
 Decoded = tuple[int, Telemetry, Projection]
 """A decoded message: its index in the batch, its envelope and its projection."""
+
+DecodeResult = tuple[Telemetry | None, Projection | None, ProtocolError | None]
+"""What :func:`_decode` makes of a message: (envelope, projection, None), or the error that
+stopped it: (None, None, error) for the envelope, (envelope, None, error) for the projection."""
+
+_PREPARE_CHUNK = 500  # messages decoded early between two yields to the event loop
+_PREPARED_MAX = 50_000  # early decodings kept at most (more: messages released unhandled)
+
+
+def _decode(msg: Msg) -> DecodeResult:
+    """Decode and project one message; pure (no registry, no state)."""
+    try:
+        t = decode_telemetry(msg.data, parse_telemetry_subject(msg.subject))
+    except ProtocolError as exc:
+        return None, None, exc
+    try:
+        return t, project(t.message_type, t.data, t.timestamp), None
+    except ProtocolError as exc:
+        return t, None, exc
 
 
 @dataclass(slots=True)
@@ -162,7 +181,21 @@ class TelemetryWorker(Worker):
         self.ekv = ekv
         self.registry = registry
         self._cache: dict[str, tuple[int, Doc | None]] = {}
+        self._prepared: dict[int, tuple[Msg, DecodeResult]] = {}  # id(msg) -> early decoding
         self.fields_skipped = 0
+
+    async def prepare(self, msgs: list[Msg]) -> None:
+        """Decode and project a fetched batch early (while the previous batch's commit and KV
+        writes are awaited), a chunk at a time so the previous batch's continuations interleave.
+        The registry check, the cursors and the plan wait for :meth:`handle_batch`."""
+        clock = time.perf_counter
+        prepared = self._prepared
+        for start in range(0, len(msgs), _PREPARE_CHUNK):
+            started = clock()
+            for msg in msgs[start : start + _PREPARE_CHUNK]:
+                prepared[id(msg)] = (msg, _decode(msg))
+            self.stats.decode_s += clock() - started
+            await asyncio.sleep(0)
 
     async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
         st = self.stats
@@ -171,21 +204,41 @@ class TelemetryWorker(Worker):
         results: list[Result] = [ACK] * len(msgs)
         miss = MissCheck(self.registry)
         decoded: list[Decoded] = []
+        prepared = self._prepared
+        org_of = self.registry.org_of
+        deferred: dict[str, tuple[float, Result]] = {}  # entity -> (stored_at, its deferral)
         for i, msg in enumerate(msgs):
-            try:
-                t = decode_telemetry(msg.data, parse_telemetry_subject(msg.subject))
-                org = self.registry.org_of(t.entity_id)
-                if org is None:
-                    results[i] = await miss.unknown_entity(t.entity_id, msg)
-                    continue
-                if org != t.org_id:
-                    results[i] = poison(f"entity {t.entity_id!r} belongs to org {org!r}, not {t.org_id!r}")
-                    continue
-                proj = project(t.message_type, t.data, t.timestamp)
-            except ProtocolError as exc:
-                results[i] = poison(str(exc))
+            early = prepared.pop(id(msg), None)
+            d = early[1] if early is not None and early[0] is msg else _decode(msg)
+            t, proj, bad = d
+            if t is None:
+                results[i] = poison(str(bad))
+                continue
+            org = org_of(t.entity_id)
+            if org is None:
+                eid = t.entity_id
+                seen = deferred.get(eid)
+                if seen is not None and stored_at(msg) >= seen[0]:
+                    # stored no earlier than a message of the same entity whose miss was not final
+                    # a moment ago: not final either, and the registry still does not know it.
+                    missed = seen[1]
+                else:
+                    missed = await miss.unknown_entity(eid, msg)
+                    if missed.outcome is Outcome.HOLD and not missed.blocking and org_of(eid) is None:
+                        deferred[eid] = (stored_at(msg), missed)
+                results[i] = missed
+                if missed.outcome is Outcome.HOLD:  # handled again with the next batch: decoded already
+                    prepared[id(msg)] = (msg, d)
+                continue
+            if org != t.org_id:
+                results[i] = poison(f"entity {t.entity_id!r} belongs to org {org!r}, not {t.org_id!r}")
+                continue
+            if proj is None:
+                results[i] = poison(str(bad))
                 continue
             decoded.append((i, t, proj))
+        if len(prepared) > _PREPARED_MAX:  # early decodings of messages never handled (released)
+            prepared.clear()
 
         missing = {t.entity_id for _, t, _ in decoded if t.entity_id not in self._cache}
         if missing:
@@ -229,14 +282,10 @@ class TelemetryWorker(Worker):
         self.fields_skipped += plan.fields_skipped
         eids = [eid for eid, eb in plan.entities.items() if eb.cursors]
         kv_started = clock()
-        kv_results = await asyncio.gather(
-            *(self._write(eid, plan.entities[eid]) for eid in eids), return_exceptions=True
-        )
+        kv_results = await self._write_all(eids, plan.entities)
         st.kv_s += clock() - kv_started
         for eid, res in zip(eids, kv_results, strict=True):
-            if isinstance(res, BaseException):
-                if isinstance(res, asyncio.CancelledError):
-                    raise res
+            if res is not None:
                 self._cache.pop(eid, None)
                 failed = kv_failure(eid, res)
                 for i in plan.entities[eid].indices:
@@ -258,14 +307,67 @@ class TelemetryWorker(Worker):
                 self._cache[eid] = cur
         return failed
 
+    async def _write_all(self, eids: list[str], entities: dict[str, EntityBatch]) -> list[Exception | None]:
+        """Write the batch's changes of ``eids``; per entity, the exception that failed it or None.
+
+        Entities with a cached document are written together (:meth:`EntityKV.mutate_many`: one
+        pipelined compare-and-set publish each); one without (registered a moment ago, or KV lost
+        it) is built from its DB row first, on its own.
+        """
+        received = now_timestamp()
+        cache = self._cache
+        alone: list[int] = []
+        together: list[int] = []
+        for k, eid in enumerate(eids):
+            current = cache.get(eid)
+            (together if current is not None and current[1] is not None else alone).append(k)
+        out: list[Exception | None] = [None] * len(eids)
+        writes = [
+            (eids[k], self._merge(eids[k], entities[eids[k]], None, received), cache[eids[k]])
+            for k in together
+        ]
+        singles = asyncio.gather(
+            *(self._write(eids[k], entities[eids[k]]) for k in alone), return_exceptions=True
+        )
+        try:
+            results = await self.ekv.mutate_many(writes) if writes else []
+        except BaseException:  # cancelled: the merges changed the cached documents in place
+            for k in together:
+                cache.pop(eids[k], None)
+            raise
+        finally:
+            single_results = await singles  # also when cancelled: no write is left running
+        for k, res in zip(together, results, strict=True):
+            if isinstance(res, Exception):
+                out[k] = res
+            else:
+                cache[eids[k]] = res
+                self.stats.kv_writes += 1
+        for k, single in zip(alone, single_results, strict=True):
+            if isinstance(single, BaseException):
+                if not isinstance(single, Exception):
+                    raise single
+                out[k] = single
+        return out
+
     async def _write(self, eid: str, eb: EntityBatch) -> None:
         current = self._cache.get(eid)
         fresh: Doc | None = None
         if current is None or current[1] is None:
             # No document yet (registered a moment ago, or KV lost it): build it from the DB row.
             fresh = await fresh_doc(self.store, eid)
+        try:
+            self._cache[eid] = await self.ekv.mutate(
+                eid, self._merge(eid, eb, fresh, now_timestamp()), current=current
+            )
+            self.stats.kv_writes += 1
+        except BaseException:
+            self._cache.pop(eid, None)
+            raise
 
-        received = now_timestamp()
+    @staticmethod
+    def _merge(eid: str, eb: EntityBatch, fresh: Doc | None, received: str) -> Callable[[Doc | None], Doc]:
+        """The mutation that applies ``eb`` to an entity document (``fresh`` when there is none)."""
 
         def merge(doc: Doc | None) -> Doc:
             if doc is None:
@@ -283,12 +385,7 @@ class TelemetryWorker(Worker):
             state.mark_received(doc, received)
             return doc
 
-        try:
-            self._cache[eid] = await self.ekv.mutate(eid, merge, current=current)
-            self.stats.kv_writes += 1
-        except BaseException:
-            self._cache.pop(eid, None)
-            raise
+        return merge
 
     def forget(self, entity_id: str) -> None:
         """Drop the cached document of an entity (deleted, or rewritten by another writer)."""

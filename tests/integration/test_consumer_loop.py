@@ -350,3 +350,35 @@ async def test_stop_while_holding_releases_the_messages_at_once(tmp_path, js, nc
     async with running(ConsumerLoop(after, nc, js, cfg)):
         await wait_for(lambda: after.stats.acked == 4, timeout=5, what="redelivered well before ack_wait")
     assert after.deliveries() == {2}
+
+
+async def test_the_next_batch_is_prepared_while_this_one_is_handled(tmp_path, js, nc):
+    cfg = config(tmp_path)
+    await make_stream(js, cfg)
+    await publish(js, 5)
+    prepared: list[int] = []
+    next_prepared = asyncio.Event()
+    seen_unprepared: list[int] = []
+
+    class Preparing(ScriptedWorker):
+        async def prepare(self, msgs: list[Msg]) -> None:
+            prepared.extend(m.metadata.sequence.stream for m in msgs)
+            if len(prepared) > 5:
+                next_prepared.set()
+
+        async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+            seen_unprepared.extend(
+                m.metadata.sequence.stream for m in msgs if m.metadata.sequence.stream not in prepared
+            )
+            if not self.calls:  # the first batch: the next one arrives and is prepared meanwhile
+                for i in range(5, 10):
+                    await js.publish(f"{SUBJECT}.m{i}", b"next")
+                async with asyncio.timeout(5):
+                    await next_prepared.wait()
+            return await super().handle_batch(msgs)
+
+    worker = Preparing(lambda _, msgs: [ACK] * len(msgs))
+    async with running(ConsumerLoop(worker, nc, js, cfg)):
+        await wait_for(lambda: worker.stats.acked == 10, what="10 acked")
+    assert sorted(prepared) == list(range(1, 11)) and seen_unprepared == []
+    assert worker.calls[0] == [(seq, 1) for seq in range(1, 6)]
