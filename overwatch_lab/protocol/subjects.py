@@ -173,6 +173,18 @@ def parse_telemetry_subject(subject: str) -> TelemetrySubject:
     return TelemetrySubject(check_token(parts[2], "org_id"), check_token(parts[3], "entity_id"), partition)
 
 
+def published_subject(subject: str) -> str:
+    """The subject a message was published on, from the subject JetStream delivers it with.
+
+    The stored ``constellation.telemetry-p.{org}.{entity}.{partition}`` becomes
+    ``constellation.telemetry.{org}.{entity}``; any other subject is returned as it is.
+    """
+    parts = subject.split(".")
+    if len(parts) == 5 and parts[1] == TELEMETRY_PARTITIONED_ROOT and PARTITION_RE.fullmatch(parts[4]):
+        return f"{parts[0]}.telemetry.{parts[2]}.{parts[3]}"
+    return subject
+
+
 @dataclass(frozen=True, slots=True)
 class EntitySubject:
     """The identity an entity lifecycle subject carries."""

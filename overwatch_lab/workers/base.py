@@ -55,7 +55,7 @@ from overwatch_lab.broker import jetstream
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import BrokerConnectionClosed, BrokerError, DatabaseUnavailable
 from overwatch_lab.protocol.envelopes import now_timestamp
-from overwatch_lab.protocol.subjects import quarantine_subject
+from overwatch_lab.protocol.subjects import published_subject, quarantine_subject
 from overwatch_lab.workers.hold import Backoff, HoldAlarm
 from overwatch_lab.workers.pull import BatchPuller
 
@@ -440,7 +440,7 @@ class ConsumerLoop:
             "worker": w.name,
             "source_stream": w.stream,
             "source_consumer": w.durable,
-            "original_subject": msg.subject,
+            "original_subject": published_subject(msg.subject),  # as the device sent it
             "original_data": base64.b64encode(msg.data).decode(),
             "error": reason,
             "num_delivered": meta.num_delivered,

@@ -67,8 +67,12 @@ def test_the_fake_source_keeps_the_real_labs_frames(lab):
 
     real_q, fake_q = lab.frames.quarantine(), fake.frames.quarantine()
     assert list(fake_q.columns) == list(real_q.columns)
-    same = ["worker", "error", "original_subject", "source_stream", "source_consumer"]
+    same = ["worker", "error", "original_subject", "source_stream"]
     assert fake_q[same].to_dict("records") == real_q[same].to_dict("records")
+    # the real one names the partition durable that consumed it (telemetry-processor-p{k})
+    assert all(
+        c.startswith(fc) for c, fc in zip(real_q["source_consumer"], fake_q["source_consumer"], strict=True)
+    )
 
     real_stats, fake_stats = lab.stats(), fake.stats()
     for name, counters in fake_stats.items():  # the fake invents no counter the lab does not have

@@ -18,7 +18,7 @@ import pytest
 
 from overwatch_lab.config import LabConfig
 from overwatch_lab.protocol.envelopes import decode_telemetry, parse_timestamp
-from overwatch_lab.protocol.subjects import parse_telemetry_subject
+from overwatch_lab.protocol.subjects import parse_telemetry_subject, published_subject
 from simulators.catalog import load_scenario
 from simulators.dry_run import telemetry_hash
 from simulators.model import FleetModel
@@ -95,10 +95,12 @@ async def test_a_small_fleet_registers_and_streams_into_jetstream(broker):
     assert await broker.stored("CONSTELLATION_ENTITIES") == 5
     assert await broker.stored("CONSTELLATION_ORGANIZATIONS") == 1
     assert await broker.stored("CONSTELLATION_EVENTS") == 5  # one bootsequence per device
-    subjects = await broker.per_subject("CONSTELLATION_TELEMETRY")
+    stored = await broker.per_subject("CONSTELLATION_TELEMETRY")  # the partitioned form
+    subjects = {published_subject(k): v for k, v in stored.items()}
     assert set(subjects) == {f"constellation.telemetry.it-org.{e}" for e, *_ in sc.devices()}
     assert set(subjects.values()) == {205}
-    msg = await broker.js.get_last_msg("CONSTELLATION_TELEMETRY", "constellation.telemetry.it-org.quad-000")
+    (quad0,) = [k for k in stored if published_subject(k) == "constellation.telemetry.it-org.quad-000"]
+    msg = await broker.js.get_last_msg("CONSTELLATION_TELEMETRY", quad0)
     t = decode_telemetry(msg.data, parse_telemetry_subject(msg.subject))
     assert msg.headers["Nats-Msg-Id"] == t.message_uid
     assert stats["start"] <= t.ts <= stats["start"] + 10.0
@@ -203,7 +205,8 @@ async def test_process_mode_splits_the_fleet_over_workers(broker):
     assert await broker.stored("CONSTELLATION_ENTITIES") == 5
     # both workers announced the org under the same Nats-Msg-Id: the server kept one
     assert stats["by_type"]["org"] == 2 and await broker.stored("CONSTELLATION_ORGANIZATIONS") == 1
-    per_subject = await broker.per_subject("CONSTELLATION_TELEMETRY")
+    stored = await broker.per_subject("CONSTELLATION_TELEMETRY")  # one partition per entity: no merging
+    per_subject = {published_subject(k): v for k, v in stored.items()}
     assert per_subject == {f"constellation.telemetry.it-org.{e}": n for e, n in dry.items()}
 
 
