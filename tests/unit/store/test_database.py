@@ -570,3 +570,24 @@ async def test_read_frame_is_read_only(store):
     with pytest.raises(DatabaseError, match="readonly"):
         queries.read_frame(store.location, "DELETE FROM organizations")
     assert len(await store.organizations()) == 1
+
+
+async def test_an_open_store_lowers_the_switch_interval_and_never_raises_it(tmp_path: Path):
+    import sys
+
+    from overwatch_lab.store.writer import SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        s = Store(str(tmp_path / "a.db"))
+        await s.open()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        await s.close()
+        sys.setswitchinterval(SWITCH_INTERVAL_S / 5)
+        s = Store(str(tmp_path / "b.db"))
+        await s.open()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S / 5)
+        await s.close()
+    finally:
+        sys.setswitchinterval(before)
