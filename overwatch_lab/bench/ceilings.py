@@ -9,7 +9,14 @@
   the last ack); plus the backlog consume with ``json.loads`` of each body.
 - :func:`raw_consume`: nats-py ``fetch()`` + ack on the lab's own broker (the older ceiling, kept
   for comparison with earlier runs; ``fetch`` awaits each message with a task of its own).
-- :func:`raw_sqlite`: sqlite3 ``executemany`` of the same number of rows in one transaction.
+- :func:`sqlite_ceiling`: the history write without the lab around it: stdlib sqlite3
+  ``executemany`` of the lab's own telemetry rows (the publisher's envelopes decoded, projected and
+  turned into rows by the worker's own functions) into a fresh file with the store's schema (its
+  indexes and the ``message_uid`` unique constraint: ``migrate``) and the store's pragmas (WAL,
+  ``synchronous=NORMAL``), one ``BEGIN IMMEDIATE`` … ``COMMIT`` per batch, batches of the lab's
+  typical sizes, on one thread with nothing else running.
+- :func:`raw_sqlite`: sqlite3 ``executemany`` of the same number of rows in one transaction into a
+  table of one unique index and ``cols`` float columns (the older figure, kept for comparison).
 """
 
 from __future__ import annotations
@@ -28,12 +35,18 @@ import nats
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import provision
 from overwatch_lab.config import LabConfig, MiB
-from overwatch_lab.protocol.subjects import STREAM_TELEMETRY
+from overwatch_lab.protocol.envelopes import decode_telemetry
+from overwatch_lab.protocol.mavlink import project
+from overwatch_lab.protocol.subjects import STREAM_TELEMETRY, parse_telemetry_subject
+from overwatch_lab.store.connection import connect
+from overwatch_lab.store.schema import TELEMETRY_INSERT_COLUMNS, apply_pragmas, migrate
+from overwatch_lab.workers.telemetry import history_row
 
 ORG = "bench-org"
 CEILING_BATCH = 5000  # messages per MSG.NEXT request
 CEILING_IN_FLIGHT = 2  # requests outstanding at once
 CEILING_EXPIRES_S = 0.5  # a request not filled by then ends (the publisher may be slower)
+SQLITE_BATCHES = (200, 1000, 5000)  # rows per transaction in :func:`sqlite_ceiling`
 CEILING_METHOD = (
     f"callback subscription on raw MSG.NEXT pulls ({CEILING_IN_FLIGHT} x {CEILING_BATCH}), "
     "await msg.ack() each, fresh nats-server provisioned like the lab, same publisher"
@@ -224,3 +237,50 @@ def raw_sqlite(n: int, cols: int) -> float:
         elapsed = time.perf_counter() - started
         conn.close()
     return elapsed
+
+
+def history_rows(entities: int, messages: int) -> list[tuple[Any, ...]]:
+    """The telemetry rows the lab writes for the publisher's messages (``late`` = 0), built by the
+    worker's own decode, projection and :func:`~overwatch_lab.workers.telemetry.history_row`."""
+    from overwatch_lab.bench.publisher import build
+
+    ingested_at = time.time()
+    rows = []
+    for subject, payload, _ in build(ORG, [f"bench-{k:05d}" for k in range(entities)], messages):
+        t = decode_telemetry(payload, parse_telemetry_subject(subject))
+        rows.append(history_row(t, project(t.message_type, t.data, t.timestamp), ingested_at, late=False))
+    return rows
+
+
+def sqlite_ceiling(
+    rows: list[tuple[Any, ...]], batches: tuple[int, ...] = SQLITE_BATCHES
+) -> dict[str, float]:
+    """Insert ``rows`` as the store would, without the store (see the module docstring); rows/s per batch size.
+
+    Each batch size gets a fresh file. Returns ``{"sqlite_ceiling_rate_<batch>": rows/s}`` (wall
+    time) and ``"sqlite_ceiling_cpu_rate_<batch>"`` (this thread's CPU time: what the rate would
+    be on an idle core).
+    """
+    marks = ", ".join("?" * len(TELEMETRY_INSERT_COLUMNS))
+    sql = f"INSERT OR IGNORE INTO telemetry ({', '.join(TELEMETRY_INSERT_COLUMNS)}) VALUES ({marks})"
+    out: dict[str, float] = {}
+    for batch in batches:
+        with tempfile.TemporaryDirectory(prefix="overwatch-bench-sqlite-") as tmp:
+            conn = connect(str(Path(tmp) / "ceiling.db"))
+            try:
+                apply_pragmas(conn, remote=False)
+                migrate(conn)
+                started, cpu = time.perf_counter(), time.thread_time()
+                for i in range(0, len(rows), batch):
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.executemany(sql, rows[i : i + batch])
+                    conn.execute("COMMIT")
+                elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
+                stored = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+            finally:
+                conn.close()
+        if stored != len(rows):
+            raise RuntimeError(f"sqlite ceiling stored {stored} of {len(rows)} rows")
+        out[f"sqlite_ceiling_rate_{batch}"] = len(rows) / elapsed
+        out[f"sqlite_ceiling_cpu_rate_{batch}"] = len(rows) / max(cpu, 1e-9)
+    return out

@@ -176,6 +176,10 @@ def run(
             cfg=cfg, entities=entities, messages=messages, sync_interval=sync_interval, timeout_s=timeout_s
         )
         raw_sql_s = ceilings.raw_sqlite(messages, 28)
+        say(
+            f"measuring the sqlite3 ceiling: the lab's rows, schema and pragmas, batches of {ceilings.SQLITE_BATCHES}"
+        )
+        sqlite = ceilings.sqlite_ceiling(ceilings.history_rows(entities, messages))
     tw = stats["telemetry-worker"]
     result = {
         "benchmark": "ingest",
@@ -191,6 +195,8 @@ def run(
         "raw_nats_pull_s": raw_s,
         "raw_nats_pull_rate": messages / raw_s,
         "raw_sqlite_rate": messages / raw_sql_s,
+        **sqlite,
+        "db_rows_per_s": 2 * messages / tw["db_s"] if tw.get("db_s") else None,
         "ratio_to_raw_nats": live["rate"] / (messages / raw_s),
         **ceiling,
         "ratio_to_ceiling": live["rate"] / ceiling["ceiling_rate"],
@@ -254,7 +260,14 @@ def report(result: dict[str, Any]) -> str:
             f"(+ json.loads: {result['ceiling_json_rate']:.0f} msg/s)",
             f"  backlog: ratio               : {result['ratio_backlog_to_ceiling']:>10.2f}",
             f"  old ceiling: fetch()+ack     : {result['raw_nats_pull_rate']:>10.0f} msg/s  (lab's broker, after the lab)",
-            f"  ceiling: raw sqlite3 insert  : {result['raw_sqlite_rate']:>10.0f} rows/s",
+            f"  ceiling: raw sqlite3 insert  : {result['raw_sqlite_rate']:>10.0f} rows/s  (1 unique index, 28 floats)",
+            "  ceiling: sqlite3, lab schema : "
+            + ", ".join(f"{b}: {result[f'sqlite_ceiling_rate_{b}']:.0f}" for b in ceilings.SQLITE_BATCHES)
+            + " rows/s per batch size (CPU-bound: "
+            + ", ".join(f"{result[f'sqlite_ceiling_cpu_rate_{b}']:.0f}" for b in ceilings.SQLITE_BATCHES)
+            + ")",
+            f"  lab's libSQL stage           : {result['db_rows_per_s'] or 0:>10.0f} rows/s  "
+            f"(history rows / libSQL seconds, summed over processes)",
             f"  telemetry worker time (s)    : decode {st['decode_s']:.2f}, libSQL {st['db_s']:.2f}, "
             f"KV {st['kv_s']:.2f}, busy {st['busy_s']:.2f} (summed over processes)",
             f"  history rows {result['history_rows']}, lost {result['lost']}, quarantined {result['quarantined']}, "

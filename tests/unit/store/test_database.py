@@ -278,7 +278,7 @@ async def test_deleting_an_org_cascades_but_keeps_history(store):
 
 async def test_insert_telemetry_dedups_on_message_uid(store):
     assert len(telemetry_row(0)) == len(TELEMETRY_INSERT_COLUMNS)
-    first = [telemetry_row(i) for i in range(100)]  # 3 packed statements of 33 rows + 1 single row
+    first = [telemetry_row(i) for i in range(100)]  # statements of 32 (x3), 2 (x2)
     assert await store.insert_telemetry(first) == 100
     again = [telemetry_row(i) for i in range(50, 150)]
     assert await store.insert_telemetry(again) == 50
@@ -291,6 +291,24 @@ async def test_insert_telemetry_dedups_on_message_uid(store):
         ("uid-e1-0", "uid-e1-67", "uid-e1-99"),
     )
     assert [tuple(r.values()) for r in stored] == [telemetry_row(0), telemetry_row(67), telemetry_row(99)]
+
+
+async def test_a_batch_cut_into_statements_of_every_size_stores_each_row_once(store):
+    bulk = store._inserts["telemetry"]
+    assert bulk.per == 512 and bulk.sizes == (512, 128, 32, 8, 2, 1)  # a local file's own limit
+    n = 512 + 3 * 128 + 32 + 2 * 8 + 2 + 1  # one statement of each size (and executemany of 3)
+    rows = [telemetry_row(i, entity_id=f"e{i % 7}") for i in range(n)]
+    rows[600] = rows[10]  # a duplicate in a later statement: ignored, counted once
+    rows[11] = rows[10]  # and one in the same statement
+    assert await store.insert_telemetry(rows) == n - 2
+    assert await store.insert_telemetry(rows[::-1]) == 0
+    more = [telemetry_row(i, entity_id=f"e{i % 7}") for i in range(n - 5, n + 200)]
+    assert await store.insert_telemetry_groups(more[:100], more[100:]) == [95, 105]
+    stored = await store.execute_read(
+        f"SELECT {', '.join(TELEMETRY_INSERT_COLUMNS)} FROM telemetry ORDER BY id"
+    )
+    expected = list(dict.fromkeys(rows + more))
+    assert [tuple(r.values()) for r in stored] == expected  # every value, in batch order
 
 
 async def test_insert_telemetry_groups_counts_each_group_and_a_uid_once(store):
@@ -552,3 +570,24 @@ async def test_read_frame_is_read_only(store):
     with pytest.raises(DatabaseError, match="readonly"):
         queries.read_frame(store.location, "DELETE FROM organizations")
     assert len(await store.organizations()) == 1
+
+
+async def test_an_open_store_lowers_the_switch_interval_and_never_raises_it(tmp_path: Path):
+    import sys
+
+    from overwatch_lab.store.writer import SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        s = Store(str(tmp_path / "a.db"))
+        await s.open()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        await s.close()
+        sys.setswitchinterval(SWITCH_INTERVAL_S / 5)
+        s = Store(str(tmp_path / "b.db"))
+        await s.open()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S / 5)
+        await s.close()
+    finally:
+        sys.setswitchinterval(before)
