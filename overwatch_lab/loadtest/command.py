@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="entities whose latency is sampled (default: %(default)s)")  # fmt: skip
     p.add_argument("--sim-processes", type=int, metavar="N",
                    help="simulator processes per step (default: one per 500 devices)")  # fmt: skip
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="telemetry worker processes of the lab booted here (default: the lab's default "
+                   "for this machine; 0 = in the lab's own process), as `up --workers`")  # fmt: skip
     p.add_argument("--no-stop", action="store_true", help="run every ramp step even after one is not held")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="load the lab running on DIR (attach) instead of booting one here")  # fmt: skip
@@ -66,6 +69,7 @@ def plan_of(a: argparse.Namespace) -> LoadPlan:
         "sample_entities": a.sample,
         "sim_processes": a.sim_processes,
         "stop_on_failure": not a.no_stop,
+        "workers": a.workers,
     }
     if a.hold is not None:
         return LoadPlan.hold(a.hold, a.duration, **common)

@@ -31,6 +31,8 @@ class LoadPlan:
         warmup_s: latency percentiles leave out messages sent in a step's first
             ``min(warmup_s, step_s / 4)`` seconds (new processes, a new fleet registering); the
             step's ``*_latency_all_ms`` keep them.
+        workers: telemetry worker processes of a lab booted for the test (``LabConfig.workers``;
+            None: its default; 0: in the lab's own process). Ignored when loading a running lab.
     """
 
     mode: Literal["ramp", "hold"] = "ramp"
@@ -44,6 +46,7 @@ class LoadPlan:
     stop_on_failure: bool = True
     register_timeout_s: float = 60.0
     warmup_s: float = 2.0
+    workers: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,6 +72,8 @@ class LoadPlan:
             raise ConfigError(f"sample_entities must be >= 1, got {self.sample_entities}")
         if self.sim_processes is not None and self.sim_processes < 1:
             raise ConfigError(f"sim_processes must be >= 1, got {self.sim_processes}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
 
     @classmethod
     def ramp(cls, devices: tuple[int, ...] | list[int], step_s: float = 20.0, **kw: Any) -> LoadPlan:

@@ -416,6 +416,8 @@ class LoadTest:
 
 def _embedded_config(plan: LoadPlan, data_dir: Path) -> LabConfig:
     cfg = LabConfig(data_dir=data_dir)
+    if plan.workers is not None:
+        cfg = cfg.replace(workers=plan.workers)
     limits = cfg.streams[STREAM_TELEMETRY]
     want = round(plan.expected_messages() * 1.5)
     if want > limits.max_msgs or want * BYTES_PER_MESSAGE > limits.max_bytes:

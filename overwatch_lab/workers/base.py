@@ -210,6 +210,8 @@ class ConsumerLoop:
         self._held: list[Msg] = []  # in stream order; unacked, kept in progress; no fetching
         self._deferred: list[Msg] = []  # unacked, kept in progress, handled again with the next batch
         self._handling: list[Msg] = []  # the batch the worker is handling now
+        self._collected: list[Msg] = []  # what the fetch in flight collected so far (the next batch)
+        self._handled = True  # no batch is being handled: the fetch in flight returns what it has
         self._handling_since = 0.0
         self._backoff = Backoff(config.hold_backoff_initial_s, config.hold_backoff_max_s)
         self._alarm = HoldAlarm(worker.name, worker.stats, config.hold_reminder_s)
@@ -225,7 +227,10 @@ class ConsumerLoop:
 
         The next fetch is in flight while a batch is handled, so the broker round trip, and the
         worker's :meth:`Worker.prepare` of what it brings (decoding), overlap the DB commit and
-        KV writes. At stop the in-flight fetch is awaited and its messages handled too
+        KV writes. That fetch collects everything delivered until the batch is handled (up to
+        ``fetch_batch``), keeping a pull request open meanwhile: the next batch is what arrived
+        during this one (small when the lab keeps up, large under a backlog), and a message
+        waits for one batch at most, not for a small one handled first. At stop the in-flight fetch is awaited and its messages handled too
         (cancelling it could strand delivered messages until ack_wait), and so is what its pull
         request delivers until it ends; while holding, they join the held set, which is NAKed.
         """
@@ -263,9 +268,14 @@ class ConsumerLoop:
                 inflight = None
                 if not msgs and not self._deferred:
                     continue
+                self._handled = False
                 if not self._stopping.is_set():
                     inflight = asyncio.create_task(self._fetch(puller), name=f"fetch:{w.name}")
-                await self._handle(self._deferred + msgs)
+                try:
+                    await self._handle(self._deferred + msgs)
+                finally:
+                    self._handled = True  # the fetch in flight stops collecting
+                    puller.wake()
             # What the last pull request delivered is handled, not NAKed: a NAK does not outlive a
             # broker restart (a graceful stop of an embedded lab), so NAKed messages would wait
             # ack_wait. The request is let run out first: one left open would strand what it
@@ -311,6 +321,7 @@ class ConsumerLoop:
             msgs = self._held + puller.buffered() if self._held else list(self._deferred)
             if self._handling and time.monotonic() - self._handling_since >= self.progress_every_s:
                 msgs.extend(self._handling)
+                msgs.extend(self._collected)
             try:
                 for msg in msgs:
                     await jetstream.in_progress(msg)
@@ -334,25 +345,40 @@ class ConsumerLoop:
             self._alarm.update(0, None)
 
     async def _fetch(self, puller: BatchPuller) -> list[Msg]:
+        """The next batch: the first messages delivered, then everything delivered until the
+        batch being handled is done (``_handled``), up to ``fetch_batch``, each part prepared by
+        the worker as it comes (overlapping the handling; see :meth:`run`)."""
         w = self.worker
+        batch, wait_s = self.config.fetch_batch, self.config.fetch_timeout_s
+        got = self._collected = []
         try:
-            msgs = await puller.fetch(self.config.fetch_batch, self.config.fetch_timeout_s)
-        except BrokerConnectionClosed:
-            if self._stopping.is_set():
-                return []
-            raise
-        except BrokerError as exc:  # reconnecting etc.: keep going
-            w.stats.last_error = f"fetch: {exc!r}"
-            log.warning("%s fetch failed: %r", w.name, exc)
-            await asyncio.sleep(0.2)
-            return []
-        if not msgs:
-            w.stats.lag = 0
-            return msgs
+            while len(got) < batch:
+                try:
+                    msgs = await puller.fetch(batch - len(got), wait_s, wakeable=bool(got))
+                except BrokerConnectionClosed:
+                    if self._stopping.is_set() or got:
+                        break
+                    raise
+                except BrokerError as exc:  # reconnecting etc.: keep going
+                    w.stats.last_error = f"fetch: {exc!r}"
+                    log.warning("%s fetch failed: %r", w.name, exc)
+                    if got:
+                        break
+                    await asyncio.sleep(0.2)
+                    return []
+                if not got and not msgs:
+                    w.stats.lag = 0
+                    return msgs
+                got.extend(msgs)
+                if msgs:
+                    await w.prepare(msgs)  # overlaps the handling of the previous batch (see run)
+                if self._handled:
+                    break
+        finally:
+            self._collected = []
         if self.on_fetched is not None:
-            self.on_fetched(msgs)
-        await w.prepare(msgs)  # overlaps the handling of the previous batch (see run)
-        return msgs
+            self.on_fetched(got)
+        return got
 
     async def _handle(self, msgs: list[Msg], *, fresh: bool = True) -> None:
         """Have the worker handle ``msgs`` and settle every result but HOLD; keep the held ones.

@@ -63,6 +63,7 @@ class BatchPuller:
         self._no_wait = False
         self._open_reconnects = 0  # the client's reconnect count when the open request was sent
         self._gone_until = 0.0  # monotonic time before which no request is sent (consumer gone)
+        self._woken = False  # wake() was called: a wakeable fetch returns what is buffered
         self.last_status: str | None = None
 
     async def start(self) -> None:
@@ -152,14 +153,26 @@ class BatchPuller:
         n = min(batch, len(buf))
         return [buf.popleft() for _ in range(n)]
 
-    async def fetch(self, batch: int, wait_s: float) -> list[Msg]:
+    def wake(self) -> None:
+        """Make a ``wakeable`` fetch waiting now (or the next one) return what is buffered, maybe nothing."""
+        self._woken = True
+        self._changed.set()
+
+    async def fetch(self, batch: int, wait_s: float, *, wakeable: bool = False) -> list[Msg]:
         """Return up to ``batch`` messages; an empty list when none arrived within ``wait_s``.
+
+        ``wakeable``: also return (what is buffered, maybe nothing) once :meth:`wake` is called.
+        Either way, a pull request is left open or sent whenever nothing is buffered, so
+        deliveries keep flowing while the caller is busy.
 
         Raises:
             BrokerError: the pull request could not be sent (see :func:`.jetstream.publish`).
         """
         deadline = time.monotonic() + wait_s
         while True:
+            if wakeable and self._woken:
+                self._woken = False
+                return self._take(batch)
             if self._open and (
                 time.monotonic() > self._open_until or self._nc.stats["reconnects"] != self._open_reconnects
             ):

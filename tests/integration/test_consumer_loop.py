@@ -382,3 +382,34 @@ async def test_the_next_batch_is_prepared_while_this_one_is_handled(tmp_path, js
         await wait_for(lambda: worker.stats.acked == 10, what="10 acked")
     assert sorted(prepared) == list(range(1, 11)) and seen_unprepared == []
     assert worker.calls[0] == [(seq, 1) for seq in range(1, 6)]
+
+
+async def test_what_arrives_during_a_batch_is_the_next_batch_whole(tmp_path, js, nc):
+    # The fetch in flight collects every delivery until the batch being handled is done: the
+    # messages published meanwhile are handled together next, not a first one alone and then
+    # the rest (a message would wait for two batches).
+    cfg = config(tmp_path)
+    await make_stream(js, cfg)
+    await publish(js, 1)
+    release = asyncio.Event()
+
+    class Gated(ScriptedWorker):
+        async def handle_batch(self, msgs: list[Msg]) -> list[Result]:
+            if not self.calls:
+                await release.wait()
+            return await super().handle_batch(msgs)
+
+    worker = Gated(lambda _, msgs: [ACK] * len(msgs))
+    async with running(ConsumerLoop(worker, nc, js, cfg)):
+        await wait_for(lambda: _delivered(js, 1), what="the first one delivered")
+        for i in range(1, 5):
+            await js.publish(f"{SUBJECT}.m{i}", b"meanwhile")
+        await wait_for(lambda: _delivered(js, 5), what="the other 4 delivered while the first is handled")
+        release.set()
+        await wait_for(lambda: worker.stats.acked == 5, what="5 acked")
+    assert [[seq for seq, _ in call] for call in worker.calls] == [[1], [2, 3, 4, 5]]
+
+
+async def _delivered(js: JetStreamContext, n: int) -> bool:
+    info = await consumer(js)
+    return info.delivered.consumer_seq == n
