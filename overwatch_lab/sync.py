@@ -126,7 +126,9 @@ class Synchronizer:
         self.on_failure: Callable[[BaseException], None] | None = None  # hears each failed pass
         self._written: dict[str, dict[str, Any]] = {}
         self._seen: dict[str, _Seen] = {}  # entity_id -> its document as of the last pass's read
-        self._rows: dict[str, dict[str, Any]] = {}  # the entity rows of the last completed pass
+        # entity_id -> the static fields its row implied at the last completed pass (the live
+        # columns a pass writes back would make every row look changed the pass after)
+        self._rows: dict[str, dict[str, Any]] = {}
         self._version = 0  # the DeltaSource's version the last completed pass read up to
         self._stopping = asyncio.Event()
         self._kick = asyncio.Event()
@@ -208,7 +210,8 @@ class Synchronizer:
         rows = {r["entity_id"]: r for r in await self.store.entities()}
         self._step = "reading the KV documents"
         version, check = await self._refresh()
-        check.update(eid for eid, row in rows.items() if self._rows.get(eid) != row)
+        statics = {eid: state.static_values(row, row.get("org_name")) for eid, row in rows.items()}
+        check.update(eid for eid, values in statics.items() if self._rows.get(eid) != values)
         now = now_timestamp()
         now_ts = time.time()
         stale_after = self.config.stale_after_s
@@ -288,7 +291,7 @@ class Synchronizer:
             st.history_pruned += await self.store.prune_telemetry(now_ts - self.config.history_max_age_s)
 
         # Only a completed pass moves on: a failed one leaves the next to look at the same changes.
-        self._rows, self._version = rows, version
+        self._rows, self._version = statics, version
         st.passes += 1
         st.last_pass_at = time.time()
         st.last_pass_s = time.perf_counter() - started
