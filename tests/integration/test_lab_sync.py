@@ -98,3 +98,25 @@ def test_history_older_than_the_retention_is_pruned(lab_factory):
                         what="the recent row")  # fmt: skip
     assert old not in uids
     assert lab.state_of("h1")["vfr"]["groundspeed"] == 2.0  # live state is not history: untouched
+
+
+def test_a_pass_reads_only_changed_documents_without_decoding_them(fleet):
+    lab = fleet
+    lab.sync_now()
+    decoded = lab.stats()["kv_cache"]["decoded"]
+    lab.publish_telemetry(ORG, "e2", "GLOBAL_POSITION_INT", {"lat": 300000000, "lon": 400000000, "alt": 5000},
+                          timestamp=time.time())  # fmt: skip
+    lab.wait_for(
+        lambda: lab.frames.entities().set_index("entity_id").loc["e2", "latitude"] == 30.0, what="write-back"
+    )
+    lab.sync_now()
+    # the synchronizer read the new revision's few fields, never the whole document
+    assert lab.stats()["kv_cache"]["decoded"] == decoded
+
+
+def test_a_static_field_changed_in_sql_alone_is_repaired_in_kv(fleet):
+    lab = fleet
+    lab.sync_now()
+    with sqlite3.connect(lab.db_url) as conn:  # no KV revision: only the row says it changed
+        conn.execute("UPDATE entities SET name = 'renamed-e3' WHERE entity_id = 'e3'")
+    lab.wait_for(lambda: lab.state_of("e3")["name"] == "renamed-e3", timeout=5, what="repair from the row")
