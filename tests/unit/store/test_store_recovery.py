@@ -129,3 +129,36 @@ async def test_a_lock_held_past_the_busy_timeout_is_unavailable_then_clears(tmp_
     finally:
         other.close()
         await store.close()
+
+
+async def test_a_writer_gets_the_lock_soon_after_another_process_releases_it(tmp_path):
+    # SQLite's own busy handler would sleep in growing steps (up to 100 ms) behind a holder;
+    # the writer asks again every few ms, so it starts within a few ms of the release.
+    import asyncio
+    import threading
+    import time
+
+    path = tmp_path / "overwatch.db"
+    store = Store(str(path))
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    released_at: list[float] = []
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        def release_later() -> None:
+            time.sleep(0.335)  # the lock held this long: SQLite's busy handler is in its 328 → 428 ms sleep
+            released_at.append(time.monotonic())
+            other.execute("ROLLBACK")
+
+        holder = threading.Thread(target=release_later)
+        holder.start()
+        assert await store.insert_telemetry(rows(0, 10)) == 10  # waited, not failed
+        done_at = time.monotonic()
+        await asyncio.to_thread(holder.join)
+        assert released_at and done_at >= released_at[0]
+        assert done_at - released_at[0] < 0.06  # the busy handler: ~93 ms after the release
+    finally:
+        other.close()
+        await store.close()
+    assert uids(path) == sorted(f"uid-{i}" for i in range(10))
