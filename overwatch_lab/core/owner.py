@@ -315,7 +315,7 @@ class OwnerCore(LabCore):
             telemetry.update(self.procs.snapshot())
         if telemetry:
             out[AGGREGATE] = aggregate(telemetry.values())
-            out.update({stats_key(d): st for d, st in telemetry.items()})
+            out.update({stats_key(d): st for d, st in sorted(telemetry.items())})  # p0, p1, … in order
         out["processes"] = self.processes()
         if self.sync is not None:
             out["synchronizer"] = self.sync.stats.snapshot()
