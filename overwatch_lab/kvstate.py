@@ -89,6 +89,11 @@ def dumps(doc: Doc) -> bytes:
     """
     if not _finite(doc):
         raise ValueError(f"entity document holds a non-finite number: {doc!r:.200}")
+    return _encode(doc)
+
+
+def _encode(doc: Doc) -> bytes:
+    """:func:`dumps` without the finiteness check, for a document known to be finite."""
     try:
         return orjson.dumps(doc)
     except TypeError:  # orjson.JSONEncodeError: > 64-bit int, non-str key, unknown type
@@ -123,6 +128,9 @@ class EntityKV:
         self._sub: Subscription | None = None
         self._tokens = itertools.count()
         self._waiting: dict[str, _CasBatch] = {}
+        # key -> the revision of the last document this client wrote there: a document it
+        # checked finite (dumps), so a mutation that adds only finite numbers keeps it finite.
+        self._finite_rev: dict[str, int] = {}
 
     async def read(self, key: str) -> tuple[int, Doc | None]:
         """Return (revision, document); (0, None) when the key is absent or deleted.
@@ -173,6 +181,7 @@ class EntityKV:
                         new_rev = await self.kv.create(key, data)
                     else:
                         new_rev = await self.kv.update(key, data, last=rev)
+                    self._finite_rev[key] = new_rev
                     return new_rev, new
                 except js_errors.KeyWrongLastSequenceError:  # another writer won: re-read, re-apply
                     pass
@@ -182,7 +191,7 @@ class EntityKV:
         raise KvConflictError(f"KV write of {key!r} still conflicted after {self.attempts} attempts")
 
     async def mutate_many(
-        self, writes: Sequence[tuple[str, Mutation, Current | None]]
+        self, writes: Sequence[tuple[str, Mutation, Current | None]], *, adds_finite: bool = False
     ) -> list[Current | Exception]:
         """:meth:`mutate` for many keys at once, the CAS publishes pipelined (module docstring).
 
@@ -192,6 +201,12 @@ class EntityKV:
         re-reads and re-applies that key's mutation as :meth:`mutate` does after its first try.
         A write not acknowledged within ``write_timeout_s`` failed (it may still have landed:
         its next write then conflicts and re-reads).
+
+        ``adds_finite``: the caller vouches that its mutations put only finite numbers in a
+        document (the telemetry worker's projections skip the others). A document this client
+        wrote itself at ``current``'s revision is then encoded without walking it for NaN and
+        infinities again (that walk costs more than the encoding: 18 vs 12 µs for a drone's
+        document); any other document is checked as :func:`dumps` does.
 
         Returns:
             per write, in order: (revision, document) as stored, or the exception that made it
@@ -204,6 +219,7 @@ class EntityKV:
         out: list[Current | Exception | None] = [None] * len(writes)
         slow: list[int] = []
         sends: list[tuple[int, bytes, int, Doc]] = []
+        finite_rev = self._finite_rev
         for i, (_, mutation, current) in enumerate(writes):
             if current is None or current[0] == 0:
                 slow.append(i)
@@ -214,7 +230,8 @@ class EntityKV:
                 if new is None:
                     out[i] = (rev, doc)
                     continue
-                sends.append((i, dumps(new), rev, new))
+                trusted = adds_finite and finite_rev.get(writes[i][0]) == rev
+                sends.append((i, _encode(new) if trusted else dumps(new), rev, new))
             except Exception as exc:  # this write fails, not the others
                 out[i] = exc
         slow_task = asyncio.gather(*(self._mutate_many_slow(writes[i]) for i in slow), return_exceptions=True)
@@ -245,6 +262,8 @@ class EntityKV:
             if answer is None:
                 conflicted.append(i)
             else:
+                if not isinstance(answer, KvError):
+                    finite_rev[writes[i][0]] = answer[0]
                 out[i] = answer if not isinstance(answer, KvError) else _with_key(answer, writes[i][0])
         if conflicted:
             self.conflicts += len(conflicted)

@@ -330,7 +330,7 @@ class TelemetryWorker(Worker):
             *(self._write(eids[k], entities[eids[k]]) for k in alone), return_exceptions=True
         )
         try:
-            results = await self.ekv.mutate_many(writes) if writes else []
+            results = await self.ekv.mutate_many(writes, adds_finite=True) if writes else []
         except BaseException:  # cancelled: the merges changed the cached documents in place
             for k in together:
                 cache.pop(eids[k], None)

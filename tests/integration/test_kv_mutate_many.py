@@ -59,6 +59,19 @@ async def test_a_failing_mutation_fails_its_write_only(nc, js, tmp_path):
     assert ok[0][1] == {"n": 2}
 
 
+async def test_adds_finite_trusts_only_documents_this_client_wrote(nc, js, tmp_path):
+    """A document someone else wrote (here with an infinity, as ``1e400``) is still checked."""
+    await provision(js, LabConfig(data_dir=tmp_path / "lab"))
+    ekv = EntityKV(await open_kv(js))
+    theirs = await ekv.kv.put("a", b'{"n":1,"x":1e400}')
+    out = await ekv.mutate_many([("a", _bump, (theirs, {"n": 1, "x": float("inf")}))], adds_finite=True)
+    assert isinstance(out[0], ValueError) and "non-finite" in str(out[0])
+    assert (await ekv.kv.get("a")).revision == theirs  # nothing written
+    mine = await ekv.mutate_many([("b", _bump, None)], adds_finite=True)  # created by this client
+    again = await ekv.mutate_many([("b", _bump, mine[0])], adds_finite=True)
+    assert again[0][1] == {"n": 2} and await ekv.read("b") == again[0]
+
+
 async def test_a_closed_connection_is_a_kv_error_per_key(nats_server, tmp_path):
     client = await connect(nats_server.url, token=nats_server.token, name="pytest-kv-many")
     js = client.jetstream()
