@@ -17,6 +17,7 @@ from typing import Any
 
 from overwatch_lab.errors import EnvelopeError
 from overwatch_lab.protocol.mavlink import MODE_NAMES, MODE_NUMBERS
+from overwatch_lab.protocol.printable import printable_names
 
 MAX_WAYPOINTS = 500
 MAX_SPEED_MPS = 150.0
@@ -128,7 +129,7 @@ def validate_params(action: Action, params: object) -> dict[str, Any]:
     if unknown:
         shown = ", ".join(sorted(allowed)) or "none"
         raise EnvelopeError(
-            f"{action} does not take {', '.join(sorted(map(str, unknown)))} (params: {shown})"
+            f"{action} does not take {printable_names(unknown)} (params: {shown})"
         )
     missing = required - set(params)
     if missing:

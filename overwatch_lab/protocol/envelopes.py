@@ -35,6 +35,7 @@ import msgspec
 
 from overwatch_lab.errors import EnvelopeError, SubjectError
 from overwatch_lab.protocol.mavlink import MESSAGE_IDS
+from overwatch_lab.protocol.printable import printable_names
 from overwatch_lab.protocol.subjects import MESSAGE_TYPE_RE, TOKEN_RE, TelemetrySubject, check_token
 
 SCHEMA_VERSION = "1.0.0"
@@ -187,7 +188,7 @@ def _fields(obj: object, what: str, allowed: frozenset[str], required: frozenset
         raise EnvelopeError(f"{what}: body must be a JSON object, got {type(obj).__name__}")
     keys = obj.keys()
     if not keys <= allowed:
-        raise EnvelopeError(f"{what}: unknown field(s) {', '.join(sorted(keys - allowed))}")
+        raise EnvelopeError(f"{what}: unknown field(s) {printable_names(keys - allowed)}")
     if not keys >= required:
         raise EnvelopeError(f"{what}: missing required field(s) {', '.join(sorted(required - keys))}")
     return obj
