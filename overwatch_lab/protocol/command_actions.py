@@ -128,9 +128,7 @@ def validate_params(action: Action, params: object) -> dict[str, Any]:
     unknown = set(params) - allowed
     if unknown:
         shown = ", ".join(sorted(allowed)) or "none"
-        raise EnvelopeError(
-            f"{action} does not take {printable_names(unknown)} (params: {shown})"
-        )
+        raise EnvelopeError(f"{action} does not take {printable_names(unknown)} (params: {shown})")
     missing = required - set(params)
     if missing:
         raise EnvelopeError(f"{action} needs {', '.join(sorted(missing))}")
