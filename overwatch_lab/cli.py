@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from overwatch_lab import logs
 from overwatch_lab.cli_flags import (
     DATA_DIR_FLAG,
     UP_CONFIG_FLAGS,
@@ -27,6 +28,7 @@ from overwatch_lab.cli_status import format_status, lab_status
 from overwatch_lab.config import LabConfig, default_data_dir
 from overwatch_lab.errors import ConfigError, LabStateError, OverwatchError, ScenarioError
 from overwatch_lab.protocol.command_actions import Action
+from overwatch_lab.protocol.printable import printable
 from overwatch_lab.stop_signals import StopSignals, arm_early, exit_now
 
 if TYPE_CHECKING:
@@ -496,10 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # inside: --help-action prints here
         level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logs.configure(level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
         return int(args.func(args))
     except OverwatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a SIGINT before a command armed its handlers: nothing started yet
         return 128 + signal.SIGINT

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overwatch_lab.protocol.printable import printable
 from overwatch_lab.protocol.subjects import STREAM_QUARANTINE
 
 QUARANTINE_COLUMNS: tuple[str, ...] = (
@@ -98,9 +99,10 @@ def _numbers(states: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _texts(states: pd.DataFrame, name: str) -> pd.Series:
+    """A text column, shown escaped (names and the like come from devices)."""
     values = _column(states, name)
     return pd.Series(
-        [v if isinstance(v, str) and v else None for v in values], index=states.index, dtype=object
+        [printable(v) if isinstance(v, str) and v else None for v in values], index=states.index, dtype=object
     )
 
 
@@ -213,12 +215,19 @@ def quarantine_records(stats: dict[str, dict[str, Any]]) -> int:
 
 
 def trim_quarantine(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
-    """Keep the newest ``rows`` quarantine records, newest first, with :data:`QUARANTINE_COLUMNS`."""
+    """Keep the newest ``rows`` quarantine records, newest first, with :data:`QUARANTINE_COLUMNS`.
+
+    Texts come out escaped (:func:`~overwatch_lab.protocol.printable.printable`): a record's
+    subject is the device's, and a record written by another tool may carry a raw reason.
+    """
     if frame is None or frame.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
     kept = frame.reindex(columns=list(QUARANTINE_COLUMNS)).astype(object)
     kept = kept.sort_values("quarantined_at", ascending=False, kind="stable", na_position="last")
-    return kept.head(rows).reset_index(drop=True)
+    kept = kept.head(rows).reset_index(drop=True)
+    for c in ("worker", "original_subject", "source_stream", "error"):
+        kept[c] = [printable(v) if isinstance(v, str) else v for v in kept[c]]
+    return kept
 
 
 def merge_telemetry(

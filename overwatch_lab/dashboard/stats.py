@@ -18,12 +18,13 @@ from typing import Any
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models.widgets.tables import NumberFormatter
+from bokeh.models.widgets.tables import HTMLTemplateFormatter, NumberFormatter
 
 from overwatch_lab.dashboard.datastore import DataStore
 from overwatch_lab.dashboard.fleet import sync_tabulator
 from overwatch_lab.dashboard.frames import QUARANTINE_COLUMNS, trim_quarantine
 from overwatch_lab.dashboard.streams import STREAM_COLUMNS, loss_banner, stream_frame
+from overwatch_lab.protocol.printable import printable
 
 WORKER_COLUMNS: tuple[str, ...] = (
     "worker",
@@ -55,6 +56,16 @@ SYNC_COUNTERS: tuple[str, ...] = (
     "last_error",
 )
 """Synchronizer counters shown, in order."""
+
+TEXT_CELL = '<span title="<%- value %>"><%- value %></span>'
+"""Template of a text cell whose full text shows on hover. ``<%- %>`` escapes HTML in the cell
+and in its ``title`` (the browser shows a title as plain text), where Tabulator's own
+``tooltip: true`` would insert the value as HTML: a quarantine reason quotes device text."""
+
+
+def text_cell() -> HTMLTemplateFormatter:
+    """The formatter of a text column: HTML-escaped, full text on hover (:data:`TEXT_CELL`)."""
+    return HTMLTemplateFormatter(template=TEXT_CELL)
 
 
 def worker_frame(stats: dict[str, dict[str, Any]], rates: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -88,7 +99,7 @@ def worker_frame(stats: dict[str, dict[str, Any]], rates: dict[str, dict[str, fl
                 "last_batch_size": int(c.get("last_batch_size") or 0),
                 "peak_batch_size": int(c.get("peak_batch_size") or 0),
                 "busy_pct": float(rate.get("busy_pct", float("nan"))),
-                "last_error": c.get("last_error") or "",
+                "last_error": printable(c.get("last_error") or ""),
             }
         )
     frame = pd.DataFrame(rows, columns=list(WORKER_COLUMNS))
@@ -190,9 +201,10 @@ class WorkerStats(pn.viewable.Viewer):
                 },
                 "rate": NumberFormatter(format="0,0.0", nan_format="–"),
                 "busy_pct": NumberFormatter(format="0.0", nan_format="–"),
+                "worker": text_cell(),
+                "last_error": text_cell(),  # full last error on hover
             },
             hidden_columns=["batches", "last_batch_size"],
-            configuration={"columnDefaults": {"tooltip": True}},  # full last error on hover
             **table_opts,
         )
         self.loss = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))  # empty unless lost
@@ -241,9 +253,10 @@ class WorkerStats(pn.viewable.Viewer):
                 "stream_sequence": "Seq",
                 "source_stream": "Stream",
             },
+            formatters={c: text_cell() for c in ("quarantined_at", "worker", "original_subject", "error")},
             hidden_columns=["source_stream"],
             height=self.height,
-            configuration={"placeholder": "No quarantined messages", "columnDefaults": {"tooltip": True}},
+            configuration={"placeholder": "No quarantined messages"},
             **table_opts,
         )
         self._sync()

@@ -17,6 +17,7 @@ from typing import Any
 
 from overwatch_lab.errors import EnvelopeError
 from overwatch_lab.protocol.mavlink import MODE_NAMES, MODE_NUMBERS
+from overwatch_lab.protocol.printable import printable_names
 
 MAX_WAYPOINTS = 500
 MAX_SPEED_MPS = 150.0
@@ -127,9 +128,7 @@ def validate_params(action: Action, params: object) -> dict[str, Any]:
     unknown = set(params) - allowed
     if unknown:
         shown = ", ".join(sorted(allowed)) or "none"
-        raise EnvelopeError(
-            f"{action} does not take {', '.join(sorted(map(str, unknown)))} (params: {shown})"
-        )
+        raise EnvelopeError(f"{action} does not take {printable_names(unknown)} (params: {shown})")
     missing = required - set(params)
     if missing:
         raise EnvelopeError(f"{action} needs {', '.join(sorted(missing))}")

@@ -97,6 +97,7 @@ from overwatch_lab.protocol.command_actions import (
     validate_params,
 )
 from overwatch_lab.protocol.envelopes import format_timestamp, loads_strict, parse_timestamp
+from overwatch_lab.protocol.printable import printable, printable_names
 from overwatch_lab.protocol.subjects import TOKEN_RE, check_token
 
 SCHEMA_VERSION = "1.0.0"
@@ -400,7 +401,7 @@ def _decode_issue(
         raise EnvelopeError(f"op {obj.get('op')!r} is not one of issue, cancel")
     unknown = set(obj) - _TOP_FIELDS - RELAY_FIELDS
     if unknown:
-        raise EnvelopeError(f"unknown field(s) {', '.join(sorted(unknown))}")
+        raise EnvelopeError(f"unknown field(s) {printable_names(unknown)}")
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise EnvelopeError(f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION!r})")
@@ -558,7 +559,7 @@ def decode_ack(body: bytes | str, subject: tuple[str, str]) -> CommandAck:
     if not isinstance(obj, dict):
         raise EnvelopeError(f"command ack: body must be a JSON object, got {type(obj).__name__}")
     if not obj.keys() <= _ACK_FIELDS:
-        raise EnvelopeError(f"command ack: unknown field(s) {', '.join(sorted(obj.keys() - _ACK_FIELDS))}")
+        raise EnvelopeError(f"command ack: unknown field(s) {printable_names(obj.keys() - _ACK_FIELDS)}")
     if not obj.keys() >= _ACK_REQUIRED:
         raise EnvelopeError(f"command ack: missing field(s) {', '.join(sorted(_ACK_REQUIRED - obj.keys()))}")
     if obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
@@ -566,7 +567,7 @@ def decode_ack(body: bytes | str, subject: tuple[str, str]) -> CommandAck:
     command_id = check_token(obj["command_id"], "command_id")
     if (obj["org_id"], obj["entity_id"]) != subject:
         raise EnvelopeError(
-            f"command ack: subject/body mismatch: body {obj['org_id']}/{obj['entity_id']} != subject "
+            f"command ack: subject/body mismatch: body {printable(obj['org_id'], 130)}/{printable(obj['entity_id'], 130)} != subject "
             f"{subject[0]}/{subject[1]}"
         )
     status = status_of(obj["status"])

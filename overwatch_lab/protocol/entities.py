@@ -15,6 +15,7 @@ from typing import Any
 
 from overwatch_lab.errors import EnvelopeError
 from overwatch_lab.protocol import envelopes
+from overwatch_lab.protocol.printable import printable_names
 from overwatch_lab.protocol.subjects import check_token
 
 ENTITY_TYPES: tuple[str, ...] = (
@@ -193,7 +194,7 @@ def validate_entity_record(record: object) -> dict[str, Any]:
         raise EnvelopeError(f"entity record must be a JSON object, got {type(record).__name__}")
     unknown = record.keys() - _COLUMN_SET - IGNORED_KEYS
     if unknown:
-        raise EnvelopeError(f"entity record: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        raise EnvelopeError(f"entity record: unknown field(s) {printable_names(unknown)}")
     for required in ("entity_id", "org_id", "entity_type"):
         if record.get(required) is None:
             raise EnvelopeError(f"entity record: field {required!r} is required")

@@ -35,6 +35,7 @@ import msgspec
 
 from overwatch_lab.errors import EnvelopeError, SubjectError
 from overwatch_lab.protocol.mavlink import MESSAGE_IDS
+from overwatch_lab.protocol.printable import printable_names
 from overwatch_lab.protocol.subjects import MESSAGE_TYPE_RE, TOKEN_RE, TelemetrySubject, check_token
 
 SCHEMA_VERSION = "1.0.0"
@@ -59,19 +60,31 @@ def _reject_constant(name: str) -> Any:
     raise EnvelopeError(f"{name} is not valid JSON (non-finite numbers are rejected)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # 1e400 and -1e400 overflow to ±inf
+        raise EnvelopeError(f"number {text:.40} is too large for a float (non-finite numbers are rejected)")
+    return value
+
+
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _decode_json = _DECODER.decode
+_FINITE_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_decode_json_finite = _FINITE_DECODER.decode
 
 
-def loads_strict(body: bytes | bytearray | memoryview | str, what: str) -> Any:
+def loads_strict(body: bytes | bytearray | memoryview | str, what: str, *, finite: bool = True) -> Any:
     """Parse one JSON value, strictly.
 
-    Rejects invalid UTF-8, ``NaN``/``Infinity``/``-Infinity``, trailing data (a second value)
-    and anything else ``json`` rejects.
+    Rejects invalid UTF-8, ``NaN``/``Infinity``/``-Infinity``, a number that overflows a float
+    (``1e400``: it would be stored as ``Infinity``, which is not JSON), trailing data (a second
+    value) and anything else ``json`` rejects.
 
     Args:
         body: the raw message body.
         what: the envelope name, used as the error prefix (e.g. "telemetry").
+        finite: False lets an overflowing number through as ``inf`` (telemetry only: its
+            projection skips the field and its history row keeps the message's own text).
 
     Raises:
         EnvelopeError: "{what}: ..." with the reason.
@@ -81,8 +94,8 @@ def loads_strict(body: bytes | bytearray | memoryview | str, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"{what}: body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return _decode_json(text)
-    except EnvelopeError as exc:  # from _reject_constant: NaN, Infinity, -Infinity
+        return _decode_json_finite(text) if finite else _decode_json(text)
+    except EnvelopeError as exc:  # NaN, Infinity, -Infinity, 1e400
         raise EnvelopeError(f"{what}: {exc}") from None
     except json.JSONDecodeError as exc:
         reason = "trailing data after the JSON value" if exc.msg == "Extra data" else exc.msg
@@ -187,7 +200,7 @@ def _fields(obj: object, what: str, allowed: frozenset[str], required: frozenset
         raise EnvelopeError(f"{what}: body must be a JSON object, got {type(obj).__name__}")
     keys = obj.keys()
     if not keys <= allowed:
-        raise EnvelopeError(f"{what}: unknown field(s) {', '.join(sorted(keys - allowed))}")
+        raise EnvelopeError(f"{what}: unknown field(s) {printable_names(keys - allowed)}")
     if not keys >= required:
         raise EnvelopeError(f"{what}: missing required field(s) {', '.join(sorted(required - keys))}")
     return obj
@@ -367,7 +380,7 @@ def _data_text(body: bytes | str, data: dict[str, Any]) -> str:
 
 def _decode_telemetry_slow(body: bytes | str, subject: TelemetrySubject | None) -> Telemetry:
     """The hand-written decoder: the reference for what is accepted, and every error message."""
-    obj = loads_strict(body, "telemetry")
+    obj = loads_strict(body, "telemetry", finite=False)  # docs/wire.md: an overflowing number is skipped
     # Fast path: one combined test of every rule; on any failure _telemetry_error re-checks the
     # fields one by one to raise an error that names the first bad one.
     if type(obj) is dict:

@@ -134,7 +134,11 @@ def decode_json(value: Any) -> Any:
 
 
 def encode_json(value: Any) -> str | None:
-    """Encode a value for a JSON text column; None and str are stored as they are."""
+    """Encode a value for a JSON text column; None and str are stored as they are.
+
+    Raises:
+        ValueError: ``value`` holds NaN or an infinity (their text is not JSON).
+    """
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

@@ -55,6 +55,7 @@ from overwatch_lab.broker import jetstream
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import BrokerConnectionClosed, BrokerError, DatabaseUnavailable
 from overwatch_lab.protocol.envelopes import now_timestamp
+from overwatch_lab.protocol.printable import printable
 from overwatch_lab.protocol.subjects import published_subject, quarantine_subject
 from overwatch_lab.workers.hold import Backoff, HoldAlarm
 from overwatch_lab.workers.pull import BatchPuller
@@ -76,6 +77,9 @@ class Result:
     """The settlement of one message, with the reason for anything but ACK.
 
     Attributes:
+        reason: why; kept printable (:func:`~overwatch_lab.protocol.printable.printable`), as it
+            reaches the quarantine record, the worker's stats, the log and the dashboard, and it
+            often quotes the device's own text.
         blocking: for HOLD only: True (an infrastructure fault) stops fetching until the held
             messages succeed; False (:func:`defer`) carries the message into the next batch.
     """
@@ -83,6 +87,10 @@ class Result:
     outcome: Outcome
     reason: str | None = None
     blocking: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reason is not None and not self.reason.isprintable():
+            object.__setattr__(self, "reason", printable(self.reason))
 
 
 ACK = Result(Outcome.ACK)

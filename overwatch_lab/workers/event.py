@@ -113,7 +113,7 @@ class EventWorker(Worker):
                         item.event_type,
                         when,
                         ts,
-                        json.dumps(item.data, separators=(",", ":")),
+                        json.dumps(item.data, separators=(",", ":"), allow_nan=False),  # decoded finite
                     )
                 )
                 row_index.append(i)

@@ -35,6 +35,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from overwatch_lab import logs
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.provision import open_kv
 from overwatch_lab.config import LabConfig
@@ -171,7 +172,7 @@ async def _close(nc: Any) -> None:
 
 def main() -> int:
     """Entry point: read the spec line from stdin, run, exit 0 after a clean stop."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO, "%(levelname)s %(name)s: %(message)s", sys.stderr)
     line = sys.stdin.readline()
     if not line:
         log.error("no spec on stdin: this process is started by the lab (overwatch_lab.workers.processes)")

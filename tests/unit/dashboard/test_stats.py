@@ -104,3 +104,32 @@ def test_worker_stats_view_raises_the_alarm_while_a_worker_holds(source):
     store.refresh()
     assert not view.alarm.visible
     assert view.workers.value.set_index("worker").loc["telemetry-worker", "held"] == 0
+
+
+def test_device_text_is_shown_escaped_and_hover_text_is_never_html(source):
+    """A quarantine reason quotes the device: control characters shown, HTML not interpreted."""
+    import pandas as pd
+
+    from overwatch_lab.dashboard.frames import trim_quarantine
+    from overwatch_lab.dashboard.stats import TEXT_CELL
+
+    hostile = "unknown field(s) x\n<img src=x onerror=alert(1)>\x1b[31m"
+    frame = pd.DataFrame(
+        [{"quarantined_at": "2026-11-27T10:00:00.000000Z", "worker": "telemetry-worker",
+          "original_subject": "constellation.telemetry.a.\x1b[2J", "error": hostile}]
+    )  # fmt: skip
+    shown = trim_quarantine(frame, 5)
+    assert shown.loc[0, "error"] == "unknown field(s) x\\n<img src=x onerror=alert(1)>\\x1b[31m"
+    assert shown.loc[0, "original_subject"] == "constellation.telemetry.a.\\x1b[2J"
+    assert worker_frame({"w": {"handled": 1, "last_error": hostile}}, {}).loc[0, "last_error"].isprintable()
+
+    view = WorkerStats(data_store=DataStore(source=source))
+    for table, columns in (
+        (view.quarantine, ("worker", "original_subject", "error")),
+        (view.workers, ("last_error",)),
+    ):
+        # Tabulator's tooltip: true would set the value as innerHTML; the title attribute is text
+        assert "tooltip" not in str(table._configuration)  # the constructor argument (no public param)
+        for c in columns:
+            assert table.formatters[c].template == TEXT_CELL
+    assert TEXT_CELL.count("<%-") == 2 and "<%=" not in TEXT_CELL  # both uses HTML-escaped
