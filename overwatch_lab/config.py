@@ -190,6 +190,10 @@ class LabConfig:
             partition token; one durable consumer per partition, see docs/wire.md). A change
             between runs of one data directory loses nothing: durables of dropped partitions are
             consumed until drained, then deleted.
+        checkpoint_period_s: a local database's WAL is checkpointed by one task of the lab this
+            often, on its own connection, and never in a writer's commit (``store/checkpoint.py``:
+            the commit-time checkpoints were the tail of publish → KV latency). 0: SQLite's own
+            autocheckpoint in whichever commit passes 1,000 pages, as before.
         worker_restart_attempts: a telemetry worker process that exits unexpectedly is restarted
             at most this many times within ``broker_restart_window_s``; one more exit fails the
             lab (``WorkerProcessError``).
@@ -276,6 +280,7 @@ class LabConfig:
         metadata={"help": "partitions of the telemetry stream (one durable consumer each)"},
     )
     worker_restart_attempts: int = 5
+    checkpoint_period_s: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -355,6 +360,8 @@ class LabConfig:
             raise ConfigError(f"workers must be a whole number >= 0, got {self.workers!r}")
         if self.workers > self.telemetry_partitions:  # a process without a partition would idle
             object.__setattr__(self, "workers", self.telemetry_partitions)
+        if not self.checkpoint_period_s >= 0:  # also NaN
+            raise ConfigError(f"checkpoint_period_s must be >= 0, got {self.checkpoint_period_s}")
         if self.worker_restart_attempts < 0:
             raise ConfigError(f"worker_restart_attempts must be >= 0, got {self.worker_restart_attempts}")
         missing = set(DEFAULT_STREAMS) - set(self.streams)

@@ -38,6 +38,7 @@ from overwatch_lab.errors import BrokerError, LabStateError, WorkerProcessError
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.registry import Registry
+from overwatch_lab.store.checkpoint import Checkpointer
 from overwatch_lab.store.database import Store
 from overwatch_lab.streamwatch import StreamWatch
 from overwatch_lab.sync import Synchronizer
@@ -76,6 +77,7 @@ class OwnerCore(LabCore):
             str
         ] = []  # partition durables (LabConfig.telemetry_partitions + undrained)
         self.procs: WorkerProcesses | None = None  # the telemetry worker processes (LabConfig.workers)
+        self.checkpointer: Checkpointer | None = None  # the WAL's (LabConfig.checkpoint_period_s)
 
     @property
     def store(self) -> Store:
@@ -98,7 +100,7 @@ class OwnerCore(LabCore):
         lock = self._lock = DataDirLock(cfg.data_dir)
         await lock.acquire(wait_s=cfg.stop_timeout_s)
         stack.callback(lock.release)
-        store = self._store = Store(cfg.db_path)
+        store = self._store = Store(cfg.db_path, autocheckpoint=cfg.checkpoint_period_s == 0)
         await store.open()
         stack.push_async_callback(store.close)
         if cfg.embedded:
@@ -202,6 +204,10 @@ class OwnerCore(LabCore):
         start(self._fail_on(repair.run(readies[-1]), run), "reprovisioner")
         readies.append(asyncio.Event())
         start(deliverer.run(readies[-1]), f"worker:{deliverer.name}")
+        if cfg.checkpoint_period_s > 0 and not store.is_remote and store.location != ":memory:":
+            ckpt = self.checkpointer = Checkpointer(store.location, cfg.checkpoint_period_s)
+            readies.append(asyncio.Event())
+            start(ckpt.run(readies[-1]), "wal-checkpointer")
         async with asyncio.timeout(cfg.ready_timeout_s):
             for ready in readies:
                 await ready.wait()
@@ -331,6 +337,8 @@ class OwnerCore(LabCore):
             out["broker"] = self.broker.stats.snapshot()
         if self.repair is not None:
             out["provision"] = self.repair.stats.snapshot()
+        if self.checkpointer is not None:
+            out["checkpoints"] = self.checkpointer.stats.snapshot()
         return out
 
     def processes(self) -> list[dict[str, Any]]:

@@ -63,6 +63,8 @@ class Store:
 
     Args:
         location: a file path (``file:`` prefix allowed) or a libSQL server URL.
+        autocheckpoint: False: this store's commits never checkpoint the WAL; the lab's
+            :class:`~.checkpoint.Checkpointer` does (a lab's writers all run so).
 
     Attributes:
         schema_version: the database's schema version once open (None before).
@@ -71,8 +73,8 @@ class Store:
         DatabaseError: the location is empty or an unsupported URL scheme (e.g. ``http://``).
     """
 
-    def __init__(self, location: str) -> None:
-        self._db = Writer(normalise_location(location))
+    def __init__(self, location: str, *, autocheckpoint: bool = True) -> None:
+        self._db = Writer(normalise_location(location), autocheckpoint=autocheckpoint)
         self._inserts: dict[str, BulkInsert] = {}  # history table → its bulk insert, once open
         self.schema_version: int | None = None
 

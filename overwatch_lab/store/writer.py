@@ -77,6 +77,8 @@ class Writer:
 
     Args:
         location: a normalised location (see :func:`.connection.normalise_location`).
+        autocheckpoint: False turns SQLite's WAL autocheckpoint off on a local connection:
+            its commits never checkpoint; a :class:`~.checkpoint.Checkpointer` must (see there).
 
     Attributes:
         location: the file path or server URL.
@@ -85,9 +87,10 @@ class Writer:
         faults: infrastructure faults seen (each raised as :class:`DatabaseUnavailable`).
     """
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, autocheckpoint: bool = True) -> None:
         self.location = location
         self.remote = is_remote(location)
+        self.autocheckpoint = autocheckpoint
         self.state = "new"
         self.faults = 0
         self._executor: ThreadPoolExecutor | None = None
@@ -139,12 +142,15 @@ class Writer:
         self._conn = connect(self.location)
         apply_pragmas(self._conn, remote=self.remote)
         result = setup(self._conn)  # migrations wait for the lock the usual way
-        self._poll_for_lock(self._conn)
+        self._writer_pragmas(self._conn)
         return result
 
-    def _poll_for_lock(self, conn: Any) -> None:
-        if not self.remote:
-            conn.execute("PRAGMA busy_timeout=0")  # _begin waits for the write lock instead
+    def _writer_pragmas(self, conn: Any) -> None:
+        if self.remote:
+            return
+        conn.execute("PRAGMA busy_timeout=0")  # _begin waits for the write lock instead
+        if not self.autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
 
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None
@@ -237,7 +243,7 @@ class Writer:
         conn = connect(self.location)
         try:
             apply_pragmas(conn, remote=self.remote)
-            self._poll_for_lock(conn)
+            self._writer_pragmas(conn)
         except BaseException:
             conn.close()
             raise

@@ -99,7 +99,7 @@ async def run(spec: dict[str, Any]) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     async with contextlib.AsyncExitStack() as stack:
-        store = Store(cfg.db_path)
+        store = Store(cfg.db_path, autocheckpoint=cfg.checkpoint_period_s == 0)  # the lab checkpoints
         await store.open()
         stack.push_async_callback(store.close)
         nc = await connect(

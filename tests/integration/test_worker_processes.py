@@ -74,6 +74,8 @@ def test_worker_processes_keep_order_accept_late_entities_and_survive_a_kill(tmp
         parts = sum(st[f"telemetry-worker.p{k}"]["acked"] for k in range(4))
         assert st["telemetry-worker"]["acked"] == parts + st["telemetry-worker.unpartitioned"]["acked"]
         assert lab.frames.telemetry(org_id=ORG)["message_uid"].is_unique
+        # the worker processes' commits never checkpoint the WAL: the lab's checkpointer does
+        lab.wait_for(lambda: lab.stats()["checkpoints"]["copied"] > 0, timeout=10, what="a WAL checkpoint")
     finally:
         lab.down()
     assert not any(
