@@ -161,3 +161,11 @@ class Frames:
                 f"{what}() needs a running lab's KV and streams; these frames read {self.db_url} only"
             )
         return self._live
+
+    # ------------------------------------------------------------------ issue 8: detections, replay
+    def detections(self, **filters: Any) -> pd.DataFrame:
+        """ISR detections history (``org_id``, ``entity_id`` one or a list, ``track_id``, ``since``,
+        ``until``, ``limit``; see ``store.detections_sql.detections_frame``), indexed by UTC ``time``."""
+        from overwatch_lab.store.detections_sql import detections_frame
+
+        return detections_frame(self.db_url, **filters)
