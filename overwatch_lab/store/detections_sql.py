@@ -13,6 +13,7 @@ thread while a lab writes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,7 +74,7 @@ def _where(
             params.extend(ids)
         else:
             where.append("entity_id IN (SELECT value FROM json_each(?))")
-            params.append(pd.Series(ids).to_json(orient="values"))
+            params.append(json.dumps(list(ids)))
     for column, value in (("org_id", org_id), ("track_id", track_id)):
         if value is not None:
             where.append(f"{column} = ?")

@@ -18,7 +18,7 @@ import pandas as pd
 from overwatch_lab.errors import FrameError
 from overwatch_lab.protocol.subjects import check_token
 
-__all__ = ["TimeLike", "TimeWindow", "entity_ids", "epoch_of"]
+__all__ = ["TimeLike", "TimeWindow", "entity_ids", "epoch_ns_of", "epoch_of"]
 
 TimeLike = float | int | str | dt.datetime | pd.Timestamp
 """What a frame filter accepts as a time (naive values are UTC)."""
@@ -45,6 +45,24 @@ def epoch_of(value: TimeLike, name: str) -> float:
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
     return float(stamp.timestamp())
+
+
+def epoch_ns_of(value: TimeLike, name: str) -> int:
+    """Epoch nanoseconds of ``value``, exact for strings, datetimes and Timestamps (to their precision).
+
+    For a JetStream window, whose stored times are nanoseconds: a ``pandas.Timestamp`` taken
+    from a frame's ``stored_at`` selects exactly that message. Numbers are epoch seconds.
+
+    Raises:
+        FrameError: as :func:`epoch_of`.
+    """
+    seconds = epoch_of(value, name)  # the checks and their messages
+    if isinstance(value, int | float):
+        return round(seconds * 1e9)
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return int(stamp.as_unit("ns").value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,9 @@ def test_every_detection_gets_one_row_late_ones_and_other_entities_included(lab)
     publish(lab, detection(EID, "trk-1", t0 - 5, uid="d-late"))  # not newer: KV ignores it, history keeps it
     publish(lab, detection(OTHER, "trk-9", t0 + 2, uid="d-3"))
     lab.publish(  # the same event_uid again, past the dedup window's reach (another Nats-Msg-Id)
-        s.detection_subject(ORG, EID, "trk-1"), detection(EID, "trk-1", t0 + 1, x1=0.3, uid="d-2"), msg_id="again"
+        s.detection_subject(ORG, EID, "trk-1"),
+        detection(EID, "trk-1", t0 + 1, x1=0.3, uid="d-2"),
+        msg_id="again",
     )
     frame = lab.wait_for(lambda: (f := lab.frames.detections()).shape[0] >= 4 and f, what="4 detection rows")
     lab.wait_for(lambda: lab.stats()["event-worker"]["handled"] >= 5, what="5 detections handled")
@@ -125,7 +127,9 @@ def test_a_locked_database_holds_detections_then_stores_them(lab):
         blocker.execute("BEGIN IMMEDIATE")
         publish(lab, detection(EID, "trk-1", time.time(), uid="d-held"))
         held = lab.wait_for(
-            lambda: (st := lab.stats()["event-worker"])["holding"] and st, timeout=20, what="event worker holding"
+            lambda: (st := lab.stats()["event-worker"])["holding"] and st,
+            timeout=20,
+            what="event worker holding",
         )
         assert "history insert failed" in (held["hold_reason"] or "")
     finally:
