@@ -1,4 +1,4 @@
-"""``overwatch-lab`` command line: up | status | command | bench | sim | loadtest.
+"""``overwatch-lab`` command line: up | status | command | replay | bench | sim | loadtest.
 
 Only this entry point installs signal handlers (``stop_signals.py``); a Lab never does.
 """
@@ -439,6 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     loadtest_command.add_arguments(lt)
     lt.set_defaults(func=loadtest_command.run)
+
+    rp = sub.add_parser(
+        "replay",
+        help="re-publish a window of a lab's telemetry (re-read from JetStream) at 1x, Nx or max speed",
+        description="Re-read the telemetry a lab's stream stored in [--since, --until) and publish it "
+        "again, so the mission re-runs through the workers (see overwatch_lab/replay/publisher.py).",
+    )
+    from overwatch_lab import cli_replay
+
+    cli_replay.add_arguments(rp)
+    rp.set_defaults(func=cli_replay.run)
 
     bench = sub.add_parser(
         "bench", help="benchmarks (each boots a throwaway lab in a temporary folder, not --data-dir)"

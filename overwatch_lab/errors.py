@@ -22,6 +22,7 @@ Hierarchy::
     │   └── DatabaseUnavailable  an infrastructure fault (full, read-only, locked, unreachable)
     ├── SyncError              a synchronizer pass could not complete (a KV step failed)
     ├── WorkerProcessError     a telemetry worker process would not start or kept dying
+    ├── FrameError             a frame or replay asked for what it cannot answer (start after end, ...)
     ├── LabStateError          lab used in the wrong lifecycle state
     │   └── DataDirInUse       another live lab owns the data directory (lab.lock)
     ├── CommandError           command API (issue 4)
@@ -151,6 +152,13 @@ class WorkerProcessError(OverwatchError):
     ``ready_timeout_s``, or exited unexpectedly more than ``worker_restart_attempts`` times within
     ``broker_restart_window_s``; the message names the process, its exit code and its last
     stderr line."""
+
+
+class FrameError(OverwatchError, ValueError):
+    """Raised when a frame or a replay is asked for something it cannot answer: a time window
+    that ends before it starts or a value that is not a time, an entity or organisation the lab
+    has never heard of, a replay speed that is not a positive number, or a re-publish that the
+    target would drop as duplicates (same lab, unchanged ``message_uid``)."""
 
 
 class LabStateError(OverwatchError, RuntimeError):

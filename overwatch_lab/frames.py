@@ -161,3 +161,21 @@ class Frames:
                 f"{what}() needs a running lab's KV and streams; these frames read {self.db_url} only"
             )
         return self._live
+
+    # ------------------------------------------------------------------ issue 8: detections, replay
+    def detections(self, **filters: Any) -> pd.DataFrame:
+        """ISR detections history (``org_id``, ``entity_id`` one or a list, ``track_id``, ``since``,
+        ``until``, ``limit``; see ``store.detections_sql.detections_frame``), indexed by UTC ``time``."""
+        from overwatch_lab.store.detections_sql import detections_frame
+
+        return detections_frame(self.db_url, **filters)
+
+    def replay_frame(self, since: Any, until: Any = None, **filters: Any) -> pd.DataFrame:
+        """Telemetry of a window re-read from the lab's JetStream, not libSQL (``org_id``,
+        ``entity_id`` one or a list, ``progress``; see ``replay.read_window``): a running or attached lab only."""
+        from overwatch_lab.replay import ReplaySource
+
+        live = self._require_live("replay_frame")
+        if not isinstance(live, ReplaySource):
+            raise LabStateError(f"replay_frame() needs a lab's broker; {type(live).__name__} has none")
+        return live.replay_frame(since, until, **filters)

@@ -7,6 +7,10 @@
   ``lab.frames`` (:class:`~overwatch_lab.frames.Frames`), ``lab.fleet`` (:class:`~overwatch_lab.fleet.Fleet`).
 - the Lab itself: lifecycle, connection info, counters, and the device-side verbs notebooks use
   most (register, publish, read state).
+- ``lab.replay(since, until, speed=...)``: re-publish a window of this lab's telemetry (re-read
+  from JetStream) into this lab or another, so a mission re-runs through the workers
+  (:mod:`overwatch_lab.replay`; read a window without re-publishing it with
+  ``lab.frames.replay_frame``).
 
 If the broker cannot be kept running the lab stops itself and ends FAILED with ``lab.failure``
 a :class:`~overwatch_lab.errors.BrokerExited`; every later call raises it, and
@@ -41,13 +45,16 @@ from overwatch_lab.core.base import LAB_JSON, LabCore
 from overwatch_lab.core.owner import OwnerCore
 from overwatch_lab.core.runner import CoreRunner, LabState, LiveReads
 from overwatch_lab.core.stats import Stats
+from overwatch_lab.errors import FrameError
 from overwatch_lab.fleet import Fleet
 from overwatch_lab.frames import Frames
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.protocol.state import cursor_of
+from overwatch_lab.replay import Progress, ReplayResult, check_speed, republish
 from overwatch_lab.store import queries
+from overwatch_lab.store.window import TimeLike
 
 __all__ = ["LAB_JSON", "Lab", "LabState"]
 
@@ -383,6 +390,87 @@ class Lab:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what} not reached within {timeout:.1f} s")
             time.sleep(interval)
+
+    # ------------------------------------------------------------------ replay
+    def replay(
+        self,
+        since: TimeLike | None,
+        until: TimeLike | None = None,
+        *,
+        speed: float | None = None,
+        fresh_uids: bool = True,
+        keep_timestamps: bool = False,
+        org_id: str | None = None,
+        entity_id: str | list[str] | None = None,
+        into: Lab | None = None,
+        progress: Progress | None = None,
+    ) -> ReplayResult:
+        """Re-publish the telemetry this lab's stream stored in ``since <= t < until`` so it re-runs.
+
+        The window is re-read from JetStream (``lab.frames.replay_frame``), then published again
+        with JetStream acks at ``speed`` (1 = the original pace, N = N times faster, None = as
+        fast as possible), paced by the original stored times, envelope time stamps shifted so
+        the mission starts now (``keep_timestamps`` keeps them); see
+        :mod:`overwatch_lab.replay.publisher` for every choice.
+
+        Into this lab (``into`` None) the messages need ``fresh_uids`` (the default): unchanged
+        ids would be dropped by the stream's dedup and by history's one row per message_uid.
+        Into another lab (``into=other``, e.g. a fresh data directory) the ids may be kept; the
+        organisations and entities the window names are registered there first (from this
+        lab's database) when that lab does not know them, so nothing is quarantined as unknown.
+
+        Returns:
+            What was sent (:class:`~overwatch_lab.replay.ReplayResult`); the workers ingest
+            it asynchronously, as any telemetry.
+
+        Raises:
+            FrameError: start after end, a bad speed, or unchanged ids into the same lab.
+            BrokerError: reading or publishing failed (see ``replay.read_window``, ``replay.republish``).
+        """
+        check_speed(speed)
+        target = self if into is None else into
+        same = target is self or target.nats_url == self.nats_url
+        if same and not fresh_uids:
+            raise FrameError(
+                "re-publishing into the lab the window came from needs fresh_uids=True: unchanged "
+                "message_uids are dropped by the stream's dedup and stored once by history"
+            )
+        frame = self.frames.replay_frame(since, until, org_id=org_id, entity_id=entity_id, progress=progress)
+        if not same and not frame.empty:
+            self._register_in(target, sorted(frame["entity_id"].unique()))
+        send = republish(
+            target._require().nc, frame, speed=speed, fresh_uids=fresh_uids,
+            keep_timestamps=keep_timestamps, progress=progress,
+        )  # fmt: skip
+        return target.call(send, timeout=None)
+
+    def _register_in(self, target: Lab, entity_ids: list[str]) -> None:
+        """Register in ``target`` the entities (and their organisations) it does not know, as this lab has them."""
+        known = target.call(target._require().entity_docs()).keys()
+        wanted = [e for e in entity_ids if e not in known]
+        if not wanted:
+            return
+        entities = self.frames.entities().set_index("entity_id")
+        orgs = queries.organizations_frame(self.db_url).set_index("org_id")
+        records = []
+        for eid in wanted:
+            if eid not in entities.index:
+                continue  # not registered here either: the target quarantines it, as this lab did
+            row = entities.loc[eid]
+            org = str(row["org_id"])
+            if not target.call(target._require().org_known(org)):
+                mine = org in orgs.index
+                target.register_org(
+                    org,
+                    str(orgs.loc[org, "name"]) if mine else org,
+                    str(orgs.loc[org, "org_type"]) if mine else "civilian",
+                )
+            records.append(
+                {k: row[k] for k in ("org_id", "name", "entity_type", "status", "priority")}
+                | {"entity_id": eid}
+            )
+        if records:
+            target.register_entities(records)
 
     # ------------------------------------------------------------------ the lab's loop
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:

@@ -98,7 +98,9 @@ def translated(what: str) -> Iterator[None]:
 # ---------------------------------------------------------------- core NATS
 
 
-async def publish(nc: NATS, subject: str, data: bytes, *, reply: str = "") -> None:
+async def publish(
+    nc: NATS, subject: str, data: bytes, *, reply: str = "", headers: dict[str, str] | None = None
+) -> None:
     """Core publish (fire and forget: buffered by the client while it reconnects).
 
     Raises:
@@ -107,7 +109,7 @@ async def publish(nc: NATS, subject: str, data: bytes, *, reply: str = "") -> No
         BrokerError: any other client failure (payload too large, bad subject).
     """
     with translated(f"publish to {subject}"):
-        await nc.publish(subject, data, reply=reply)
+        await nc.publish(subject, data, reply=reply, headers=headers)
 
 
 async def flush(nc: NATS, timeout_s: float) -> None:
@@ -132,16 +134,18 @@ async def request(nc: NATS, subject: str, data: bytes, timeout_s: float) -> Msg:
         return await nc.request(subject, data, timeout=timeout_s)
 
 
-async def api_request(nc: NATS, subject: str, timeout_s: float) -> dict[str, Any]:
-    """A raw JetStream API request (``$JS.API...``) with an empty body; returns the decoded answer.
+async def api_request(nc: NATS, subject: str, timeout_s: float, data: bytes = b"") -> dict[str, Any]:
+    """A raw JetStream API request (``$JS.API...``), by default with an empty body; returns the decoded answer.
 
-    For answers nats-py's typed API loses fields of (``STREAM.INFO``'s ``first_ts``).
+    For answers nats-py's typed API loses fields of (``STREAM.INFO``'s ``first_ts``), and for
+    requests it cannot make (an ephemeral consumer with several filters and a start time, as
+    the server takes them).
 
     Raises:
         BrokerApiError: the server answered with an error (:class:`BrokerNotFound` for a 404).
         BrokerTimeout, BrokerUnavailable: see :func:`request`.
     """
-    msg = await request(nc, subject, b"", timeout_s)
+    msg = await request(nc, subject, data, timeout_s)
     resp: dict[str, Any] = json.loads(msg.data)
     if "error" in resp:
         with translated(subject):

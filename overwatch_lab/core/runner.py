@@ -23,11 +23,15 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import pandas as pd
+
 from overwatch_lab.core.base import LabCore, Run
 from overwatch_lab.errors import BrokerError, LabStateError, OverwatchError
 from overwatch_lab.kvcache import Changes
 from overwatch_lab.kvstate import Doc
+from overwatch_lab.replay import Progress, read_window
 from overwatch_lab.runtime import LoopThread
+from overwatch_lab.store.window import TimeLike
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -225,3 +229,18 @@ class LiveReads:
     def quarantine_records(self) -> list[dict[str, Any]]:
         """Every quarantine record, oldest first."""
         return self._runner.call(self._runner.require().quarantine_records())
+
+    def replay_frame(
+        self,
+        since: TimeLike | None,
+        until: TimeLike | None = None,
+        *,
+        org_id: str | None = None,
+        entity_id: str | list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> pd.DataFrame:
+        """A window of telemetry re-read from the lab's JetStream (:func:`~overwatch_lab.replay.read_window`)."""
+        read = read_window(
+            self._runner.require().nc, since, until, org_id=org_id, entity_id=entity_id, progress=progress
+        )
+        return self._runner.call(read, timeout=None)

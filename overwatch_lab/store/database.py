@@ -37,7 +37,12 @@ from overwatch_lab.store.entities_sql import (
     live_params,
     org_out,
 )
-from overwatch_lab.store.schema import DEVICE_EVENT_INSERT_COLUMNS, TELEMETRY_INSERT_COLUMNS, migrate
+from overwatch_lab.store.schema import (
+    DETECTION_INSERT_COLUMNS,
+    DEVICE_EVENT_INSERT_COLUMNS,
+    TELEMETRY_INSERT_COLUMNS,
+    migrate,
+)
 from overwatch_lab.store.writer import Writer
 
 __all__ = ["Store"]
@@ -49,7 +54,11 @@ _PRUNE_TELEMETRY = (
 )
 _COUNTED_TABLES = ("organizations", "entities", "telemetry", "device_events")
 _COUNTS = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in _COUNTED_TABLES)
-_HISTORY_COLUMNS = {"telemetry": TELEMETRY_INSERT_COLUMNS, "device_events": DEVICE_EVENT_INSERT_COLUMNS}
+_HISTORY_COLUMNS = {
+    "telemetry": TELEMETRY_INSERT_COLUMNS,
+    "device_events": DEVICE_EVENT_INSERT_COLUMNS,
+    "detections": DETECTION_INSERT_COLUMNS,
+}
 
 
 class Store:
@@ -261,6 +270,26 @@ class Store:
             return 0
         op = f"insert {len(rows)} device events"
         return (await self._db.transaction(op, self._insert_groups, "device_events", (rows,)))[0]
+
+    async def insert_event_history(
+        self, device_events: Sequence[Sequence[Any]], detections: Sequence[Sequence[Any]]
+    ) -> tuple[int, int]:
+        """Insert device events and detections in one transaction; return how many of each were new.
+
+        ``device_events`` as for :meth:`insert_device_events`; ``detections`` are tuples in
+        :data:`DETECTION_INSERT_COLUMNS` order, unique on ``event_uid`` (a redelivered detection
+        is stored once). Both or neither are stored, so the event worker settles a batch's
+        history in one step.
+        """
+        if not device_events and not detections:
+            return 0, 0
+
+        def both(conn: Any) -> tuple[int, int]:
+            events = self._insert_groups(conn, "device_events", (device_events,))[0]
+            return events, self._insert_groups(conn, "detections", (detections,))[0]
+
+        op = f"insert {len(device_events)} device events and {len(detections)} detections"
+        return await self._db.transaction(op, both)
 
     # ------------------------------------------------------------------ live write-back
     async def write_back_live(self, rows: Sequence[Mapping[str, Any]]) -> int:

@@ -35,6 +35,14 @@ Version 3 (issue 12, "lose nothing"):
   applied to KV), else 0. Rows written before version 3 were all applied, so they get 0.
   No CHECK (see the history-table rule below): the worker only writes 0 or 1.
 
+Version 4 (issue 8, analysts' frames):
+
+- ``detections``: history of ISR detections (until then they lived only in the KV document),
+  one row per distinct ``event_uid`` whatever its order (a detection the KV merge ignores as not
+  newer than its track's ``last_seen`` still gets its row), with the bbox in normalised image
+  coordinates, ``ts`` (epoch s of ``timestamp``) and ``ingested_at`` (when the lab stored it).
+  No foreign key, like the other history tables.
+
 The CHECK constraints are literal SQL: a migration must not change when a Python constant does.
 ``tests/unit/store/test_schema.py`` checks they agree with :mod:`overwatch_lab.protocol.entities`.
 """
@@ -162,6 +170,23 @@ DEVICE_EVENT_INSERT_COLUMNS: tuple[str, ...] = (
     "data",
 )
 """Column order of one row tuple handed to ``Store.insert_device_events``."""
+
+DETECTION_INSERT_COLUMNS: tuple[str, ...] = (
+    "event_uid",
+    "org_id",
+    "entity_id",
+    "track_id",
+    "label",
+    "confidence",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "timestamp",
+    "ts",
+    "ingested_at",
+)
+"""Column order of one row tuple handed to ``Store.insert_event_history`` (``detections``, version 4)."""
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -326,7 +351,34 @@ _V3 = Migration(
     ("ALTER TABLE telemetry ADD COLUMN late INTEGER NOT NULL DEFAULT 0",),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+_V4 = Migration(
+    4,
+    "detections: history of ISR detections, one row per event_uid",
+    (
+        """
+        CREATE TABLE detections (
+            id INTEGER PRIMARY KEY,
+            event_uid TEXT NOT NULL UNIQUE,
+            org_id TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            track_id TEXT NOT NULL,
+            label TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            x1 REAL NOT NULL,
+            y1 REAL NOT NULL,
+            x2 REAL NOT NULL,
+            y2 REAL NOT NULL,
+            timestamp TEXT NOT NULL,
+            ts REAL NOT NULL,
+            ingested_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX idx_detections_entity_ts ON detections(entity_id, ts)",
+        "CREATE INDEX idx_detections_ts ON detections(ts)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 """Every migration, in version order (1, 2, ...)."""
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

@@ -2,12 +2,15 @@
 
 Detections go into ``detections.tracked_objects`` (one compare-and-set write per entity per
 batch); a detection not newer than its track's ``last_seen`` (late, reordered, resent) leaves
-the track as it is and is counted ``ignored``. Detections have no history table. ``bootsequence``
+the track as it is and is counted ``ignored``. Every detection, whatever its order, is also kept
+as one row in the ``detections`` history table, unique on its ``event_uid``. ``bootsequence``
 marks the entity live, ``shutdown`` marks it not live; every device event (these and any other
 ``event_type``), whatever its order, is kept as one row in ``device_events``, unique on its
 ``event_uid`` (so a resent event is stored once).
 
-A failed row insert holds the device events of the batch; a failed KV read or write holds that
+The history rows of a batch (device events and detections) are inserted in one transaction,
+before any KV write; a failed insert holds every message that had a row (an infrastructure fault:
+never quarantined; any other database error: retried); a failed KV read or write holds that
 entity's messages (infrastructure, never quarantined). A message naming an unregistered entity is
 settled by :class:`~overwatch_lab.workers.common.MissCheck`.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +61,25 @@ def _apply_device_event(doc: Doc, ev: DeviceEvent, when: str) -> bool:
     return False
 
 
+def _detection_row(det: Detection, ingested_at: float) -> tuple[Any, ...]:
+    """The ``detections`` history row of one detection, in ``DETECTION_INSERT_COLUMNS`` order."""
+    return (
+        det.event_uid,
+        det.org_id,
+        det.entity_id,
+        det.track_id,
+        det.label,
+        det.confidence,
+        det.x1,
+        det.y1,
+        det.x2,
+        det.y2,
+        det.timestamp,
+        det.ts,
+        ingested_at,
+    )
+
+
 def _event_uid(ev: DeviceEvent, msg: Msg) -> str:
     """The device's own event_uid, else one derived from the stream sequence (so a redelivered
     event is not recorded twice)."""
@@ -80,7 +103,9 @@ class EventWorker(Worker):
         miss = MissCheck(self.registry)
         per_entity: dict[str, _EntityEvents] = {}
         rows: list[tuple[Any, ...]] = []
+        detection_rows: list[tuple[Any, ...]] = []
         row_index: list[int] = []
+        ingested_at = time.time()
         for i, msg in enumerate(msgs):
             try:
                 subj = parse_event_subject(msg.subject)
@@ -102,7 +127,10 @@ class EventWorker(Worker):
             group = per_entity.setdefault(subj.entity_id, _EntityEvents())
             group.indices.append(i)
             group.items.append(item)
-            if isinstance(item, DeviceEvent):
+            if isinstance(item, Detection):
+                detection_rows.append(_detection_row(item, ingested_at))
+                row_index.append(i)
+            else:
                 when = item.timestamp or now_timestamp()
                 _, ts = parse_timestamp(when)
                 rows.append(
@@ -118,13 +146,13 @@ class EventWorker(Worker):
                 )
                 row_index.append(i)
 
-        if rows:  # rows first, then KV (same order as the telemetry worker)
+        if row_index:  # rows first, then KV (same order as the telemetry worker)
             try:
-                await self.store.insert_device_events(rows)
+                await self.store.insert_event_history(rows, detection_rows)
             except DatabaseError as exc:
                 settle = hold if isinstance(exc, DatabaseUnavailable) else retry
                 for i in row_index:
-                    results[i] = settle(f"device event insert failed: {exc}")
+                    results[i] = settle(f"event history insert failed: {exc}")
                 failed = set(row_index)
                 for group in per_entity.values():
                     keep = [

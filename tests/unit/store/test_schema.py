@@ -80,6 +80,9 @@ def test_migrate_from_empty_creates_every_table(conn):
         "idx_telemetry_entity_ts",
         "idx_telemetry_ts",
         "idx_device_events_entity_ts",
+        "detections",
+        "idx_detections_entity_ts",
+        "idx_detections_ts",
     ):
         assert expected in names
     columns = [r[1] for r in conn.execute("PRAGMA table_info(telemetry)")]
@@ -135,10 +138,32 @@ def test_version_3_adds_late_to_existing_history_as_not_late(conn):
         f"INSERT INTO telemetry ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})",
         ("u-old", "org-a", "e1", "HEARTBEAT", NOW, 1.0, 2.0, 1, 1, *([None] * 19), "{}"),
     )
-    assert schema.migrate(conn) == 3
+    assert schema.migrate(conn, tuple(m for m in schema.MIGRATIONS if m.version <= 3)) == 3
     assert conn.execute("SELECT message_uid, late FROM telemetry").fetchall() == [("u-old", 0)]
     late = next(r for r in conn.execute("PRAGMA table_info(telemetry)") if r[1] == "late")
     assert late[3] == 1 and late[4] == "0"  # NOT NULL DEFAULT 0
+
+
+def test_version_4_adds_detections_to_a_version_3_database_and_keeps_its_history(conn):
+    v3 = tuple(m for m in schema.MIGRATIONS if m.version <= 3)
+    assert schema.migrate(conn, v3) == 3
+    conn.execute(
+        f"INSERT INTO telemetry ({', '.join(schema.TELEMETRY_INSERT_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(schema.TELEMETRY_INSERT_COLUMNS))})",
+        ("u-old", "org-a", "e1", "HEARTBEAT", NOW, 1.0, 2.0, 1, 1, *([None] * 19), "{}", 1),
+    )
+    assert "detections" not in _tables(conn)
+    assert schema.migrate(conn) == 4
+    assert conn.execute("SELECT message_uid, late FROM telemetry").fetchall() == [("u-old", 1)]
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(detections)")]
+    assert columns == ["id", *schema.DETECTION_INSERT_COLUMNS]
+    row = ("d1", "org-a", "e1", "trk-1", "car", 0.9, 0.1, 0.2, 0.3, 0.4, NOW, 1.0, 2.0)
+    sql = (
+        f"INSERT OR IGNORE INTO detections ({', '.join(schema.DETECTION_INSERT_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(row))})"
+    )
+    assert conn.execute(sql, row).rowcount == 1
+    assert conn.execute(sql, row).rowcount == 0  # unique on event_uid
 
 
 def test_local_pragmas(conn):
@@ -229,6 +254,6 @@ def test_telemetry_message_uid_is_unique_and_device_event_uid_nullable(migrated)
 def test_history_tables_have_no_check_constraints(conn):
     """INSERT OR IGNORE would silently skip a row failing a CHECK; the Store checks NOT NULL itself."""
     schema.migrate(conn)
-    for table in ("telemetry", "device_events"):
+    for table in ("telemetry", "device_events", "detections"):
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
         assert "CHECK" not in sql.upper()
