@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from overwatch_lab.config import default_data_dir
-from overwatch_lab.cot.events import AFFILIATIONS
-from overwatch_lab.cot.pacing import MAX_EVENTS_PER_S, RATE_HZ
+from overwatch_lab.cot.events import AFFILIATIONS, affiliation_letter
+from overwatch_lab.cot.pacing import MAX_EVENTS_PER_S, RATE_HZ, Pacer
+from overwatch_lab.cot.transport import parse_target
 from overwatch_lab.stop_signals import StopSignals, exit_now
 
 
@@ -59,6 +60,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="IPv4 address of the interface multicast leaves by (default: the system's choice)")  # fmt: skip
 
 
+def _check(a: argparse.Namespace) -> None:
+    """Every value the sender will refuse, refused now.
+
+    Raises:
+        ConfigError: the first bad one.
+    """
+    parse_target(a.to)
+    Pacer(a.rate, a.max_rate)
+    for _, affiliation in a.affiliation:
+        affiliation_letter(affiliation)
+    affiliation_letter(a.default_affiliation)
+
+
 def run(a: argparse.Namespace) -> int:
     """Attach to the lab and send its fleet as CoT until SIGINT/SIGTERM."""
     return asyncio.run(_run(a))
@@ -73,6 +87,7 @@ async def _run(a: argparse.Namespace) -> int:
         exit_now(128 + sig)
 
     with StopSignals(on_force=forced) as signals:
+        _check(a)  # before attaching: a bad value is one line, at once
         data_dir = a.data_dir if a.data_dir is not None else default_data_dir()
         lab = await asyncio.to_thread(Lab.attach, data_dir)  # ConfigError (one line) when no lab runs there
         try:

@@ -32,7 +32,8 @@ bucket (docs/wire.md "Entity state in NATS KV") into one CoT 2.0 ``<event>``::
 
 Everything that comes from a device (names, ids, modes) is text to escape, never markup: the
 tree is built with ``xml.etree`` (which escapes ``& < > "``), characters that XML 1.0 cannot
-carry at all (control characters, lone surrogates, U+FFFE/U+FFFF) are replaced by U+FFFD, and
+carry at all (control characters, lone surrogates, U+FFFE/U+FFFF) are replaced by U+FFFD, a
+carriage return becomes a line feed (as an XML reader would read it in text anyway), and
 long texts are cut (:data:`CALLSIGN_MAX`, :data:`REMARKS_MAX`) so an event fits a datagram.
 
 Pure: no I/O.
@@ -124,7 +125,8 @@ def cot_type(entity_type: object, affiliation: str = "f") -> str:
 
 def xml_text(value: object, limit: int) -> str:
     """``value`` as text that XML 1.0 can carry, at most ``limit`` characters (cut ones end in …)."""
-    text = _NOT_XML_CHAR.sub("\ufffd", str(value))
+    # \r would reach a reader as \n in element text (XML's end-of-line rule): say so up front
+    text = _NOT_XML_CHAR.sub("\ufffd", str(value)).replace("\r\n", "\n").replace("\r", "\n")
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 

@@ -175,18 +175,25 @@ class CotSender:
         """
         if self._thread is not None:
             raise LabStateError("a CotSender starts once; build a new one")
-        self._transport = open_transport(
-            self.target, multicast_ttl=self.multicast_ttl, multicast_interface=self.multicast_interface
-        )
+        self._open()
         self._thread = threading.Thread(target=self._run, name=f"cot-sender:{self.target}", daemon=True)
         self._thread.start()
         log.info("CoT: sending to %s (%s)", self.target, self)
         return self
 
+    def _open(self) -> Transport:
+        if self._transport is None:
+            self._transport = open_transport(
+                self.target, multicast_ttl=self.multicast_ttl, multicast_interface=self.multicast_interface
+            )
+        return self._transport
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (within one tick) and close the socket (idempotent)."""
         self._stop.set()
         thread = self._thread
+        if thread is None and self._transport is not None:  # ticked by hand, never started
+            self._transport.close()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
@@ -238,13 +245,12 @@ class CotSender:
         """Read what changed, then send what is due; returns the number of events sent.
 
         The thread calls it every ``tick_s``; ``mono`` is monotonic time (pacing), ``now`` Unix
-        time (the events' times).
+        time (the events' times). Called by hand (tests), it opens the socket on first use.
         """
         changes = self._read()
         if changes is not None:
             self._apply(changes, mono)
-        transport = self._transport
-        assert transport is not None, "tick() before start()"
+        transport = self._open()
         transport.poll()
         sent = 0
         for eid in self.pacer.due(self._due, mono):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -268,14 +269,12 @@ class TcpTransport(_Outage):
         if sock is None:
             return
         try:
-            while True:
-                chunk = sock.recv(65536, socket.MSG_DONTWAIT)
-                if not chunk:
+            # select first: recv on a socket with a timeout waits for that timeout, MSG_DONTWAIT or not
+            while select.select([sock], [], [], 0)[0]:
+                if not sock.recv(65536):
                     self.failed("read", ConnectionResetError("the server closed the connection"))
                     self._drop()
                     return
-        except BlockingIOError:
-            return
         except OSError as exc:
             self.failed("read", exc)
             self._drop()
