@@ -66,7 +66,9 @@ class CotReceiver:
     receiver may be given the bound socket to listen on (``sock``).
     """
 
-    def __init__(self, kind: str = "udp", *, group: str = "239.2.3.1", sock: socket.socket | None = None) -> None:
+    def __init__(
+        self, kind: str = "udp", *, group: str = "239.2.3.1", sock: socket.socket | None = None
+    ) -> None:
         self.kind = kind
         self.group = group
         self.received: list[Received] = []

@@ -95,7 +95,8 @@ def test_at_most_one_event_per_entity_per_interval_however_often_it_changes(flee
         end = time.monotonic()
         got = [r for r in rx.events("org-a.uav-1") if start <= r.at <= end]
     assert published >= 8  # the document changed far more often than it may be sent
-    assert 1 <= len(got) <= (end - start) * rate_hz + 1
+    # one more than the window holds: an event sent just before it may arrive in it
+    assert 1 <= len(got) <= (end - start) * rate_hz + 2
     gaps = [b.event.sendTime - a.event.sendTime for a, b in zip(got, got[1:], strict=False)]
     assert all(g >= 1000 / rate_hz - 5 for g in gaps), gaps  # the events' own times, not ours
 
@@ -112,7 +113,7 @@ def test_the_global_cap_bounds_the_whole_fleet(fleet_lab):
             fly_fleet(fleet_lab, step)
         end = time.monotonic()
         got = [r for r in rx.events() if start <= r.at <= end]
-        assert 1 <= len(got) <= (end - start) * cap + tx.pacer.burst
+        assert 1 <= len(got) <= (end - start) * cap + tx.pacer.burst + 1  # + one sent just before
         assert tx.stats()["capped"] > 0
 
 

@@ -10,10 +10,22 @@ from overwatch_lab.cli import main
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--to", "ssl://127.0.0.1:8089"], "error: bad CoT destination 'ssl://127.0.0.1:8089': the scheme must be"),
-        (["--to", "udp://127.0.0.1:4242", "--rate", "0"], "error: CoT rate_hz must be > 0 and finite, got 0.0"),
-        (["--to", "udp://127.0.0.1:4242", "--affiliation", "org-a=enemy"], "error: unknown CoT affiliation 'enemy'"),
-        (["--to", "udp://127.0.0.1:4242", "--default-affiliation", "x"], "error: unknown CoT affiliation 'x'"),
+        (
+            ["--to", "ssl://127.0.0.1:8089"],
+            "error: bad CoT destination 'ssl://127.0.0.1:8089': the scheme must be",
+        ),
+        (
+            ["--to", "udp://127.0.0.1:4242", "--rate", "0"],
+            "error: CoT rate_hz must be > 0 and finite, got 0.0",
+        ),
+        (
+            ["--to", "udp://127.0.0.1:4242", "--affiliation", "org-a=enemy"],
+            "error: unknown CoT affiliation 'enemy'",
+        ),
+        (
+            ["--to", "udp://127.0.0.1:4242", "--default-affiliation", "x"],
+            "error: unknown CoT affiliation 'x'",
+        ),
     ],
 )
 def test_bad_values_are_one_line_and_exit_2(tmp_path, capsys, args, message):

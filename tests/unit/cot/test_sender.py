@@ -224,3 +224,15 @@ def test_the_thread_starts_once_and_stops_within_a_tick(rx):
         with pytest.raises(LabStateError, match="starts once"):
             tx.start()
     assert not tx.running and tx.ended().done() and tx.failure is None
+
+
+def test_a_bug_in_the_thread_ends_it_and_says_what(rx, caplog):
+    src = FakeChanges()
+    src.fail = KeyError("a bug, not an outage")  # not an OverwatchError: nothing to retry
+    tx = CotSender(src, rx.url, stale_after_s=5, tick_s=0.01).start()
+    try:
+        tx.ended().result(timeout=10)
+    finally:
+        tx.stop()
+    assert isinstance(tx.failure, KeyError) and not tx.running
+    assert "CoT sender failed" in caplog.text
