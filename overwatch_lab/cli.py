@@ -1,4 +1,4 @@
-"""``overwatch-lab`` command line: up | status | command | replay | bench | sim | loadtest.
+"""``overwatch-lab`` command line: up | status | command | replay | cot | bench | sim | loadtest.
 
 Only this entry point installs signal handlers (``stop_signals.py``); a Lab never does.
 """
@@ -429,6 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     cm.set_defaults(func=cmd_command)
 
+    cot = sub.add_parser(
+        "cot",
+        help="send a running lab's fleet to TAK clients as Cursor-on-Target (UDP, multicast or TCP)",
+        description="Attach to the lab running in --data-dir and send its live entities as CoT events "
+        "(ATAK, WinTAK, WebTAK, TAK Server) at a bounded rate until Ctrl-C.",
+    )
+    from overwatch_lab.cot import command as cot_command
+
+    cot_command.add_arguments(cot)
+    cot.set_defaults(func=cot_command.run)
+
     lt = sub.add_parser(
         "loadtest",
         help="ramp or hold simulated devices against a lab; rates, latency, loss and the bottleneck",
@@ -498,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FOREGROUND = ("up", "dashboard")  # commands that stop on SIGINT/SIGTERM through StopSignals
+_FOREGROUND = ("up", "dashboard", "cot")  # commands that stop on SIGINT/SIGTERM through StopSignals
 
 
 def main(argv: list[str] | None = None) -> int:

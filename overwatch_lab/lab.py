@@ -48,6 +48,7 @@ from overwatch_lab.core.stats import Stats
 from overwatch_lab.errors import FrameError
 from overwatch_lab.fleet import Fleet
 from overwatch_lab.frames import Frames
+from overwatch_lab.kvcache import Changes
 from overwatch_lab.kvstate import Doc
 from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
@@ -367,6 +368,15 @@ class Lab:
             return True  # a late message changes history only
         cursor = cursor_of(self.state_of(entity_id) or {}, message_type)
         return cursor is not None and cursor >= ts
+
+    def entity_changes(self, since: int = 0) -> Changes:
+        """What changed in the live entity state since version ``since`` of the lab's KV cache
+        (0: everything), once the cache caught up with the bucket (shared documents: do not mutate).
+
+        For readers that follow the fleet incrementally (``overwatch_lab.cot.CotSender``): pass
+        the returned ``version`` to the next call.
+        """
+        return self.call(self._require().entity_changes(since))
 
     def state_of(self, entity_id: str) -> Doc | None:
         """Return the entity's live KV document, or None."""

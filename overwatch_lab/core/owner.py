@@ -304,6 +304,7 @@ class OwnerCore(LabCore):
             "embedded": self.config.embedded,
             "version": __version__,
             "started_at": self.started_at,
+            "stale_after_s": self.config.stale_after_s,  # readers that mirror liveness (cot) use the owner's
         }
 
     # ------------------------------------------------------------------ counters
