@@ -1,5 +1,8 @@
 """Event worker: ISR detections merged into the entity document; device events recorded.
 
+v1 first; Pulsar's detections and the vision service's events (``protocol/edge_events.py``)
+become the same detections and device events.
+
 Detections go into ``detections.tracked_objects`` (one compare-and-set write per entity per
 batch); a detection not newer than its track's ``last_seen`` (late, reordered, resent) leaves
 the track as it is and is counted ``ignored``. Detections have no history table. ``bootsequence``

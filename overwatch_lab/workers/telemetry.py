@@ -1,5 +1,8 @@
 """Telemetry worker: v1 envelopes → one history row per distinct message + projected state in KV.
 
+The edge agents' envelopes (Pulsar, the aero-arc relay: ``protocol/edge_telemetry.py``) are
+decoded into the same envelope, their organisation taken from the registry.
+
 Per batch: decode and validate every message, then :func:`plan_batch` sorts each one by its
 (entity, message_type) cursor: a message newer than the live state is applied to KV; one that
 is not (late, reordered, resent: docs/wire.md "live state and history differ on order") is history

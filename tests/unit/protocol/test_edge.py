@@ -253,3 +253,26 @@ def test_other_subjects_fit_no_event_format():
     with pytest.raises(SubjectError) as info:
         ev.decode_any_event(b"{}", "constellation.events.other.x")
     assert "tried v1, pulsar, vision2constellation" in str(info.value)
+
+
+# --------------------------------------------------------------------------- docs/wire.md in step
+
+WIRE_DOC = (Path(__file__).parents[3] / "docs" / "wire.md").read_text()
+
+
+def test_wire_doc_edge_table_matches_the_mapping():
+    block = WIRE_DOC.split("<!-- table: edge-telemetry -->\n", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[2:]]
+    assert {r[0]: r[1] for r in rows} == {
+        name: mt for name, mt in et.MESSAGE_NAMES.items() if name in {r[0] for r in rows}
+    }
+    assert {r[1] for r in rows} >= set(et.FIELD_NAMES)
+    for msg_name, message_type, renamed in rows:
+        pairs = dict(p.split(" → ") for p in renamed.split(", ") if " → " in p)
+        assert pairs == et.FIELD_NAMES.get(message_type, {}), msg_name
+
+
+def test_wire_doc_vision_example_decodes():
+    raw = WIRE_DOC.split("<!-- edge example: vision-detection -->\n```json\n", 1)[1].split("\n```", 1)[0]
+    d = ev.decode_any_event(raw, "constellation.events.isr.org-galaxy.cam-1")
+    assert isinstance(d, Detection) and (d.x1, d.y2, d.label) == (0.189, 0.997, "person")
