@@ -193,9 +193,20 @@ async def _dashboard(a: argparse.Namespace) -> int:
 
     with StopSignals(on_force=_forced) as signals:
         check_dashboard_port(a)
-        source = AttachedLab(_data_dir(a))
-        if (note := no_lab_note(source.data_dir)) is not None:
-            print(note, file=sys.stderr, flush=True)
+        source: Any
+        if a.nats_url is not None:  # a deployment this lab does not own: watched read-only
+            from overwatch_lab.lab import Lab
+
+            observed = await asyncio.to_thread(
+                Lab.observe, a.nats_url, token=a.nats_token, user=a.nats_user, password=a.nats_password,
+                creds=a.nats_creds, nkey_seed=a.nats_nkey_seed,
+            )  # fmt: skip
+            source = _Observed(observed)
+            print(f"observing {observed.connection_info()['nats_url']} read-only", flush=True)
+        else:
+            source = AttachedLab(_data_dir(a))
+            if (note := no_lab_note(source.data_dir)) is not None:
+                print(note, file=sys.stderr, flush=True)
         try:
             server = await asyncio.to_thread(
                 serve, source, port=a.dashboard_port, address=a.dashboard_address, show=a.show
@@ -208,6 +219,26 @@ async def _dashboard(a: argparse.Namespace) -> int:
         finally:
             source.close()
     return 0
+
+
+class _Observed:
+    """A Lab from ``Lab.observe`` as the dashboard's source (``close()`` stops the observer)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    @property
+    def frames(self) -> Any:
+        """The observer's frames."""
+        return self.lab.frames
+
+    def stats(self) -> dict[str, Any]:
+        """The observer's counters."""
+        return self.lab.stats()
+
+    def close(self) -> None:
+        """Stop observing (the deployment is untouched)."""
+        self.lab.down()
 
 
 def no_lab_note(data_dir: Path) -> str | None:
@@ -381,8 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-dashboard", action="store_true", help="don't serve the dashboard")
     up.set_defaults(func=cmd_up)
 
-    dash = sub.add_parser("dashboard", help="serve the dashboard of a running lab")
-    add_config_flags(dash, [DATA_DIR_FLAG])
+    dash = sub.add_parser(
+        "dashboard",
+        help="serve the dashboard of a running lab, or of a deployment watched read-only (--nats-url)",
+        description="Serve the dashboard of the lab running in --data-dir; with --nats-url, of a "
+        "deployment the lab does not own (an Overwatch hub), watched read-only: nothing there is "
+        "created, changed, deleted or acknowledged.",
+    )
+    add_config_flags(dash, [DATA_DIR_FLAG, *(f for f in UP_CONFIG_FLAGS if f.field.startswith("nats_"))])
+    dash.add_argument(
+        "--nats-nkey-seed", metavar="SEED_OR_FILE",
+        help="NKey user seed (SU...) for --nats-url, or a file holding it",
+    )  # fmt: skip
     _dashboard_arguments(dash)
     dash.add_argument("--show", action="store_true", help="open a browser")
     dash.set_defaults(func=cmd_dashboard)

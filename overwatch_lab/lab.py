@@ -42,6 +42,7 @@ from overwatch_lab.commands.client import Commands
 from overwatch_lab.config import LabConfig
 from overwatch_lab.core.attached import AttachedCore
 from overwatch_lab.core.base import LAB_JSON, LabCore
+from overwatch_lab.core.observer import ObserverCore
 from overwatch_lab.core.owner import OwnerCore
 from overwatch_lab.core.runner import CoreRunner, LabState, LiveReads
 from overwatch_lab.core.stats import Stats
@@ -188,6 +189,60 @@ class Lab:
         """
         lab = cls.__new__(cls)
         lab._setup(AttachedCore.from_data_dir(data_dir))
+        lab._runner.started(lab._runner.begin(), timeout)
+        return lab
+
+    @classmethod
+    def observe(
+        cls,
+        nats_url: str,
+        *,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        creds: str | os.PathLike[str] | None = None,
+        nkey_seed: str | os.PathLike[str] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        record_history: bool = True,
+        timeout: float = 10.0,
+    ) -> Lab:
+        """Watch a deployment this lab does not own (a real Overwatch hub), read-only, without ``lab.json``.
+
+        ``frames.states()``, ``frames.telemetry()``, ``frames.quarantine()`` and ``stats()``
+        work, and the dashboard serves it (``overwatch-lab dashboard --nats-url URL``); it
+        never creates, updates or deletes the deployment's streams, consumers or buckets,
+        acknowledges none of its messages and publishes nothing (see ``core/observer.py``).
+
+        Args:
+            nats_url: the deployment's URL (or comma-separated URLs).
+            token / user / password / creds: its credentials (``creds``: a ``.creds`` file).
+            nkey_seed: an NKey user seed (``SU…``), or the path of a file holding one.
+            data_dir: where the observer keeps its own history file; default a temporary folder,
+                removed at ``down()``.
+            record_history: copy the deployment's stored telemetry into that history
+                (``frames.telemetry()``); False: live state only.
+            timeout: seconds to connect and catch up with the state bucket.
+
+        Raises:
+            BrokerError: the server cannot be reached or refused the credentials.
+            ProvisionError: it has no ``CONSTELLATION_GLOBAL_STATE`` bucket (not an Overwatch deployment).
+        """
+        seed = os.fspath(nkey_seed) if nkey_seed is not None else None
+        is_seed = seed is not None and seed.startswith("SU") and not os.path.exists(seed)
+        lab = cls.__new__(cls)
+        lab._setup(
+            ObserverCore(
+                nats_url,
+                token=token,
+                user=user,
+                password=password,
+                creds=os.fspath(creds) if creds is not None else None,
+                nkey_seed=seed if is_seed else None,
+                nkey_seed_file=None if is_seed else seed,
+                data_dir=os.fspath(data_dir) if data_dir is not None else None,
+                record_history=record_history,
+            )
+        )
         lab._runner.started(lab._runner.begin(), timeout)
         return lab
 

@@ -58,6 +58,8 @@ async def connect(
     user: str | None = None,
     password: str | None = None,
     creds: Path | None = None,
+    nkey_seed: str | None = None,
+    nkey_seed_file: Path | None = None,
     name: str = "overwatch-lab",
     connect_timeout_s: float = 5.0,
     initial_attempts: int = DEFAULT_INITIAL_ATTEMPTS,
@@ -67,6 +69,8 @@ async def connect(
     Args:
         url: Server URL, or comma-separated URLs of a cluster.
         token / user / password / creds: Authentication (a ``.creds`` file for creds).
+        nkey_seed / nkey_seed_file: NKey authentication: the user seed (``SU…``) itself, or a
+            file holding it.
         name: Client name shown by the server's monitoring endpoints.
         connect_timeout_s: Bound on the whole initial connect (and on each attempt).
         initial_attempts: Failed attempts (other than an auth failure, which aborts at once)
@@ -131,6 +135,8 @@ async def connect(
             password=password,
             # read by nats-py; a missing file fails the connect
             user_credentials=str(creds) if creds is not None else None,
+            nkeys_seed=str(nkey_seed_file) if nkey_seed_file is not None else None,
+            nkeys_seed_str=nkey_seed,
         )
     )
     watcher = asyncio.ensure_future(give_up.wait())
@@ -156,7 +162,7 @@ async def connect(
     if attempt in done and not attempt.cancelled() and (exc := attempt.exception()) is not None:
         failures.append(exc)
     last = failures[-1] if failures else None
-    anonymous = token is None and user is None and password is None and creds is None
+    anonymous = (token, user, password, creds, nkey_seed, nkey_seed_file) == (None,) * 6
     raise _connect_error(
         shown, failures, connect_timeout_s, timed_out=not done, anonymous=anonymous
     ) from last

@@ -6,6 +6,12 @@ as ``num_replicas`` on a cluster, are kept), present and equal → left alone. R
 :func:`provision` twice therefore reports everything ``unchanged`` the second time, and changing
 a limit in :class:`~overwatch_lab.config.LabConfig` updates the stream in place.
 
+Every stream and consumer the lab creates carries the metadata :data:`LAB_METADATA`. On a server
+the lab does not own (``LabConfig.nats_url``), :func:`foreign_conflicts` runs first: an object
+that exists without that mark (an Overwatch deployment's own) and differs from what the lab would
+provision is a conflict, and the lab refuses to boot naming each one; it never updates, deletes
+or takes over another system's stream, consumer or bucket (``Lab.observe`` watches one instead).
+
 A field the server cannot change in place (a stream's retention to or from work queue, a
 consumer's ``max_waiting`` or deliver policy) makes the update fail with a
 :class:`~overwatch_lab.errors.ProvisionError` naming the object and the server's reason: the lab
@@ -37,6 +43,9 @@ from overwatch_lab.protocol.commands import (
 log = logging.getLogger(__name__)
 
 KV_STREAM = f"KV_{s.KV_GLOBAL_STATE}"
+LAB_METADATA_KEY = "overwatch-lab"
+LAB_METADATA = {LAB_METADATA_KEY: "provisioned"}
+"""Stamped on every stream and consumer the lab creates: what :func:`foreign_conflicts` looks for."""
 MAX_WAITING = 4096  # concurrent pull requests per consumer (server default 512)
 _NS = 1_000_000_000
 _ERR_STREAM_NAME_IN_USE = 10058  # JSStreamNameExistErr
@@ -142,6 +151,7 @@ def stream_config(name: str, limits: StreamLimits, partitions: int | None = None
         allow_direct=direct,
         allow_rollup_hdrs=rollup,
         subject_transform=transform,
+        metadata=dict(LAB_METADATA),
     )
 
 
@@ -162,6 +172,7 @@ def consumer_config(durable: str, filter_subject: str, config: LabConfig) -> api
         filter_subjects=filters if len(filters) > 1 else None,
         max_ack_pending=config.max_ack_pending,
         max_waiting=MAX_WAITING,
+        metadata=dict(LAB_METADATA),
     )
 
 
@@ -227,6 +238,64 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, nats.errors.TimeoutError):
         return "the JetStream API did not answer in time"
     return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+def _lab_made(cfg: api.StreamConfig | api.ConsumerConfig) -> bool:
+    return bool((cfg.metadata or {}).get(LAB_METADATA_KEY))
+
+
+async def foreign_conflicts(js: JetStreamContext, config: LabConfig) -> list[str]:
+    """What :func:`provision` and :func:`provision_commands` would change that the lab did not make.
+
+    Reads only (stream and consumer info). An object is a conflict when it exists, lacks the
+    :data:`LAB_METADATA` mark, and differs from the lab's config in a field the lab manages
+    (for the KV bucket: history, max age, storage). Absent objects and identical ones are not.
+
+    Returns:
+        One line per conflict: ``stream NAME: field have -> want, ...``, ``consumer
+        STREAM/DURABLE: ...``, ``kv BUCKET: ...``; empty when there is none.
+
+    Raises:
+        ProvisionError: an object could not be read.
+    """
+    out: list[str] = []
+    streams = [
+        stream_config(name, limits, config.telemetry_partitions if name == s.STREAM_TELEMETRY else None)
+        for name, limits in config.streams.items()
+    ]
+    streams.append(stream_config(STREAM_COMMAND_ACKS, config.command_acks_stream))
+    wanted = [*consumers(config), (STREAM_COMMAND_ACKS, CONSUMER_COMMAND_ACK, COMMAND_ACKS_ALL)]
+    try:
+        for want in streams:
+            assert want.name is not None
+            try:
+                have = (await js.stream_info(want.name)).config
+            except nats.js.errors.NotFoundError:
+                continue
+            if not _lab_made(have) and (changes := diff(want, have, _STREAM_FIELDS)):
+                out.append(f"stream {want.name}: {_show(changes)}")
+        for stream, durable, filter_subject in wanted:
+            try:
+                info = await js.consumer_info(stream, durable)
+            except nats.js.errors.NotFoundError:
+                continue
+            want_c = consumer_config(durable, filter_subject, config)
+            if not _lab_made(info.config) and (changes := diff(want_c, info.config, _CONSUMER_FIELDS)):
+                out.append(f"consumer {stream}/{durable}: {_show(changes)}")
+        for bucket, history, max_age in (
+            (s.KV_GLOBAL_STATE, config.kv_history, 0.0),
+            (KV_COMMAND_STATE, config.command_state_history, config.command_state_max_age_s),
+        ):
+            try:
+                have = (await js.stream_info(f"KV_{bucket}")).config
+            except nats.js.errors.NotFoundError:
+                continue
+            want = have.evolve(max_msgs_per_subject=history, max_age=max_age, storage=api.StorageType.FILE)
+            if changes := diff(want, have, ("max_msgs_per_subject", "max_age", "storage")):
+                out.append(f"kv {bucket}: {_show(changes)}")
+    except nats.errors.Error as exc:
+        raise ProvisionError(f"could not read the server's streams and consumers: {_describe(exc)}") from exc
+    return out
 
 
 async def provision(js: JetStreamContext, config: LabConfig) -> ProvisionReport:

@@ -23,8 +23,9 @@ from collections.abc import Coroutine
 from functools import partial
 from typing import Any
 
+from overwatch_lab.broker.connect import redact_url
 from overwatch_lab.broker.process import NatsServer
-from overwatch_lab.broker.provision import provision, provision_commands, retire_partitions
+from overwatch_lab.broker.provision import foreign_conflicts, provision, provision_commands, retire_partitions
 from overwatch_lab.broker.repair import Reprovisioner
 from overwatch_lab.broker.supervisor import BrokerSupervisor
 from overwatch_lab.commands.delivery import Deliverer
@@ -34,7 +35,7 @@ from overwatch_lab.config import LabConfig
 from overwatch_lab.core.base import LAB_JSON, LabCore, Run
 from overwatch_lab.core.stats import Stats, publish_stats
 from overwatch_lab.datadir_lock import DataDirLock
-from overwatch_lab.errors import BrokerError, LabStateError, WorkerProcessError
+from overwatch_lab.errors import BrokerError, LabStateError, ProvisionError, WorkerProcessError
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.registry import Registry
@@ -108,6 +109,8 @@ class OwnerCore(LabCore):
             stack.push_async_callback(broker.stop)
             await broker.start()
         await self._connect(stack, self.nats_url, self.nats_token, "overwatch-lab")
+        if not cfg.embedded:  # someone else's server: never rewrite what the lab did not make
+            await self._refuse_foreign()
         log.info("provisioned: %s", await provision(self.js, cfg))
         log.info("provisioned commands: %s", await provision_commands(self.js, cfg))
         kept, _ = await retire_partitions(self.js, cfg)
@@ -116,6 +119,19 @@ class OwnerCore(LabCore):
         await self._open_state()
         orgs = {o["org_id"]: o["name"] for o in await store.organizations()}
         self.registry.load(orgs, await store.entity_ids())
+
+    async def _refuse_foreign(self) -> None:
+        """Raise ProvisionError naming every object of the server that provisioning would change
+        but the lab did not create (an Overwatch deployment's own streams and consumers)."""
+        conflicts = await foreign_conflicts(self.js, self.config)
+        if conflicts:
+            raise ProvisionError(
+                f"the NATS server at {redact_url(self.nats_url)} already has streams, consumers or buckets "
+                f"that overwatch-lab did not create and would have to change ({'; '.join(conflicts)}). "
+                "The lab never updates or takes over another system's objects: to watch this deployment "
+                "use Lab.observe(url, ...) or `overwatch-lab dashboard --nats-url URL`; to run a lab, give "
+                "it a server (or JetStream account) of its own"
+            )
 
     def _new_broker(self) -> NatsServer:
         """Build the embedded nats-server (the supervisor calls it for every start and restart).

@@ -1,5 +1,8 @@
 """Event worker: ISR detections merged into the entity document; device events recorded.
 
+v1 first; Pulsar's detections and the vision service's events (``protocol/edge_events.py``)
+become the same detections and device events.
+
 Detections go into ``detections.tracked_objects`` (one compare-and-set write per entity per
 batch); a detection not newer than its track's ``last_seen`` (late, reordered, resent) leaves
 the track as it is and is counted ``ignored``. Every detection, whatever its order, is also kept
@@ -29,9 +32,10 @@ from nats.aio.msg import Msg
 from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
+from overwatch_lab.protocol.edge_events import decode_any_event
 from overwatch_lab.protocol.envelopes import now_timestamp, parse_timestamp
-from overwatch_lab.protocol.events import Detection, DeviceEvent, decode_detection, decode_device_event
-from overwatch_lab.protocol.subjects import CONSUMER_EVENT, STREAM_EVENTS, parse_event_subject
+from overwatch_lab.protocol.events import Detection, DeviceEvent
+from overwatch_lab.protocol.subjects import CONSUMER_EVENT, STREAM_EVENTS
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ACK, Result, Worker, hold, poison, retry
@@ -107,24 +111,19 @@ class EventWorker(Worker):
         row_index: list[int] = []
         ingested_at = time.time()
         for i, msg in enumerate(msgs):
-            try:
-                subj = parse_event_subject(msg.subject)
-                item: Detection | DeviceEvent
-                if subj.track_id is not None:
-                    item = decode_detection(msg.data, subj)
-                else:
-                    item = decode_device_event(msg.data, subj)
+            try:  # v1, or an edge agent's format (Pulsar detections, vision2constellation events)
+                item = decode_any_event(msg.data, msg.subject)
             except ProtocolError as exc:
                 results[i] = poison(str(exc))
                 continue
-            org = self.registry.org_of(subj.entity_id)
+            org = self.registry.org_of(item.entity_id)
             if org is None:
-                results[i] = await miss.unknown_entity(subj.entity_id, msg)
+                results[i] = await miss.unknown_entity(item.entity_id, msg)
                 continue
-            if org != subj.org_id:
-                results[i] = poison(f"entity {subj.entity_id!r} belongs to org {org!r}, not {subj.org_id!r}")
+            if org != item.org_id:
+                results[i] = poison(f"entity {item.entity_id!r} belongs to org {org!r}, not {item.org_id!r}")
                 continue
-            group = per_entity.setdefault(subj.entity_id, _EntityEvents())
+            group = per_entity.setdefault(item.entity_id, _EntityEvents())
             group.indices.append(i)
             group.items.append(item)
             if isinstance(item, Detection):

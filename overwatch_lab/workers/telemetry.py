@@ -1,5 +1,8 @@
 """Telemetry worker: v1 envelopes → one history row per distinct message + projected state in KV.
 
+The edge agents' envelopes (Pulsar, the aero-arc relay: ``protocol/edge_telemetry.py``) are
+decoded into the same envelope, their organisation taken from the registry.
+
 Per batch: decode and validate every message, then :func:`plan_batch` sorts each one by its
 (entity, message_type) cursor: a message newer than the live state is applied to KV; one that
 is not (late, reordered, resent: docs/wire.md "live state and history differ on order") is history
@@ -22,6 +25,7 @@ duplicate), ``late`` = late rows stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -34,13 +38,10 @@ from nats.aio.msg import Msg
 from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, ProtocolError
 from overwatch_lab.kvstate import Doc, EntityKV
 from overwatch_lab.protocol import state
-from overwatch_lab.protocol.envelopes import Telemetry, decode_telemetry, now_timestamp
+from overwatch_lab.protocol.edge_telemetry import ORG_FROM_REGISTRY, decode_any_telemetry
+from overwatch_lab.protocol.envelopes import Telemetry, now_timestamp
 from overwatch_lab.protocol.mavlink import Projection, history_row_values, project
-from overwatch_lab.protocol.subjects import (
-    CONSUMER_TELEMETRY,
-    STREAM_TELEMETRY,
-    parse_telemetry_subject,
-)
+from overwatch_lab.protocol.subjects import CONSUMER_TELEMETRY, STREAM_TELEMETRY
 from overwatch_lab.registry import Registry
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ACK, Outcome, Result, Worker, hold, poison, retry
@@ -60,9 +61,9 @@ _PREPARED_MAX = 50_000  # early decodings kept at most (more: messages released 
 
 
 def _decode(msg: Msg) -> DecodeResult:
-    """Decode and project one message; pure (no registry, no state)."""
+    """Decode and project one message (v1, or an edge agent's envelope); pure (no registry, no state)."""
     try:
-        t = decode_telemetry(msg.data, parse_telemetry_subject(msg.subject))
+        t = decode_any_telemetry(msg.data, msg.subject)
     except ProtocolError as exc:
         return None, None, exc
     try:
@@ -230,7 +231,9 @@ class TelemetryWorker(Worker):
                 if missed.outcome is Outcome.HOLD:  # handled again with the next batch: decoded already
                     prepared[id(msg)] = (msg, d)
                 continue
-            if org != t.org_id:
+            if t.org_id == ORG_FROM_REGISTRY:  # an edge agent's envelope names no organisation
+                t = dataclasses.replace(t, org_id=org)
+            elif org != t.org_id:
                 results[i] = poison(f"entity {t.entity_id!r} belongs to org {org!r}, not {t.org_id!r}")
                 continue
             if proj is None:
