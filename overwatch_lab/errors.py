@@ -22,6 +22,8 @@ Hierarchy::
     │   └── DatabaseUnavailable  an infrastructure fault (full, read-only, locked, unreachable)
     ├── SyncError              a synchronizer pass could not complete (a KV step failed)
     ├── WorkerProcessError     a telemetry worker process would not start or kept dying
+    ├── FrameError             a frame query that names nothing known or makes no sense (frames/)
+    ├── DataDirError           overwatch_lab.open(): no lab data there, or written by newer code
     ├── LabStateError          lab used in the wrong lifecycle state
     │   └── DataDirInUse       another live lab owns the data directory (lab.lock)
     ├── CommandError           command API (issue 4)
@@ -151,6 +153,25 @@ class WorkerProcessError(OverwatchError):
     ``ready_timeout_s``, or exited unexpectedly more than ``worker_restart_attempts`` times within
     ``broker_restart_window_s``; the message names the process, its exit code and its last
     stderr line."""
+
+
+class FrameError(OverwatchError, ValueError):
+    """Raised by ``lab.frames`` / ``overwatch_lab.open(...)`` for a query that cannot be answered as asked.
+
+    An unknown entity, organisation, entity type, message type or column (the message names it
+    and what is known), a time window whose start is after its end, a value that is not a
+    time, a bad resampling interval or aggregation. A query that is well formed but matches
+    nothing (an empty window, a known entity that sent nothing) is not an error: it returns an
+    empty frame with the usual columns and dtypes.
+    """
+
+
+class DataDirError(OverwatchError):
+    """Raised by ``overwatch_lab.open(data_dir)`` when there is no lab data to read there.
+
+    The folder does not exist, holds no lab database (``overwatch.db``) or an empty one, or the
+    database was written by a newer overwatch-lab (a schema version this code does not know).
+    """
 
 
 class LabStateError(OverwatchError, RuntimeError):

@@ -74,7 +74,7 @@ class Lab:
         self.config = core.config
         runner = self._runner = CoreRunner(core)
         self._commands = Commands(runner, runner.require)
-        self._frames = Frames(core.db_url, LiveReads(runner))
+        self._frames = Frames(core.db_url, LiveReads(runner), stale_after_s=core.config.stale_after_s)
         self._fleet = Fleet(runner, runner.require)
         runner.on_stopping(self._fleet.close)
 

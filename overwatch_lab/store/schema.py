@@ -35,6 +35,12 @@ Version 3 (issue 12, "lose nothing"):
   applied to KV), else 0. Rows written before version 3 were all applied, so they get 0.
   No CHECK (see the history-table rule below): the worker only writes 0 or 1.
 
+Version 4 (issue 8, analysts' frames):
+
+- ``idx_telemetry_entity_type_ts`` on ``telemetry(entity_id, message_type, ts)``: the newest
+  message of each type of each entity at or before an instant in a few index seeks (the
+  as-of picture, ``Frames.as_of``), without scanning the history before it.
+
 The CHECK constraints are literal SQL: a migration must not change when a Python constant does.
 ``tests/unit/store/test_schema.py`` checks they agree with :mod:`overwatch_lab.protocol.entities`.
 """
@@ -326,7 +332,13 @@ _V3 = Migration(
     ("ALTER TABLE telemetry ADD COLUMN late INTEGER NOT NULL DEFAULT 0",),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+_V4 = Migration(
+    4,
+    "telemetry index on (entity_id, message_type, ts): as-of pictures by index seeks",
+    ("CREATE INDEX idx_telemetry_entity_type_ts ON telemetry(entity_id, message_type, ts)",),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 """Every migration, in version order (1, 2, ...)."""
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

@@ -135,7 +135,7 @@ def test_version_3_adds_late_to_existing_history_as_not_late(conn):
         f"INSERT INTO telemetry ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})",
         ("u-old", "org-a", "e1", "HEARTBEAT", NOW, 1.0, 2.0, 1, 1, *([None] * 19), "{}"),
     )
-    assert schema.migrate(conn) == 3
+    assert schema.migrate(conn, tuple(m for m in schema.MIGRATIONS if m.version <= 3)) == 3
     assert conn.execute("SELECT message_uid, late FROM telemetry").fetchall() == [("u-old", 0)]
     late = next(r for r in conn.execute("PRAGMA table_info(telemetry)") if r[1] == "late")
     assert late[3] == 1 and late[4] == "0"  # NOT NULL DEFAULT 0
@@ -232,3 +232,12 @@ def test_history_tables_have_no_check_constraints(conn):
     for table in ("telemetry", "device_events"):
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
         assert "CHECK" not in sql.upper()
+
+
+def test_version_4_indexes_telemetry_by_entity_type_and_time(conn):
+    assert schema.migrate(conn) >= 4
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM telemetry WHERE entity_id = 'e' AND message_type = 'M' "
+        "AND ts <= 1 ORDER BY ts DESC LIMIT 1"
+    ).fetchall()
+    assert any("idx_telemetry_entity_type_ts" in str(row[-1]) for row in plan), plan
