@@ -153,7 +153,8 @@ def as_of_series(
     step = v.interval_s(every, "every")
     names = state_columns(columns)
     check_known(reader, filters)
-    instants = np.arange(filters.since, filters.until + step * 1e-9, step)
+    count = int(np.floor((filters.until - filters.since) / step + 1e-9)) + 1
+    instants = filters.since + step * np.arange(count)
     base = _last_rows(reader, filters, filters.since, names)
     where, params = filters.where(time=False)
     keep = where.replace(" WHERE ", " AND ", 1) if where else ""
@@ -161,27 +162,26 @@ def as_of_series(
     spec: Spec = spec_of(wanted)
     sql = f"SELECT {select_list(wanted)} FROM telemetry WHERE ts > ? AND ts <= ?{keep} ORDER BY ts, id"
     window = to_frame(reader.table(sql, [filters.since, filters.until, *params], spec), spec, index=None)
-    rows = pd.concat([base, window], ignore_index=True).drop(columns="message_type")
-    rows["entity_id"] = rows["entity_id"].astype(str)
-    rows = rows.sort_values(["entity_id", "time"], kind="stable")
-    rows[list(names)] = rows.groupby("entity_id", sort=False)[list(names)].ffill()
+    rows = pd.concat([base, window], ignore_index=True)
+    for key in ("entity_id", "message_type"):
+        rows[key] = rows[key].astype(str)
     rows = rows.sort_values("time", kind="stable")
+    pairs = rows[["entity_id", "message_type"]].drop_duplicates()
     grid = pd.DataFrame(
-        {"as_of": np.repeat(epoch_to_time(instants), rows["entity_id"].nunique()),
-         "entity_id": np.tile(np.sort(rows["entity_id"].unique()), len(instants))}
+        {"as_of": np.repeat(epoch_to_time(instants), len(pairs)),
+         "entity_id": np.tile(pairs["entity_id"].to_numpy(), len(instants)),
+         "message_type": np.tile(pairs["message_type"].to_numpy(), len(instants))}
     )  # fmt: skip
+    # Each instant takes each (entity, type)'s newest message at or before it, as :func:`as_of`.
     merged = pd.merge_asof(
-        grid.sort_values("as_of", kind="stable"),
-        rows,
-        left_on="as_of",
-        right_on="time",
-        by="entity_id",
-        direction="backward",
+        grid, rows, left_on="as_of", right_on="time", by=["entity_id", "message_type"], direction="backward"
     ).dropna(subset=["time"])
-    merged["entity_id"] = merged["entity_id"].astype("category")
     merged["org_id"] = merged["org_id"].astype("category")
+    picture = _merge(merged, names, ["as_of", "entity_id"])
     if "mode" in names:
-        merged["mode"] = merged["mode"].astype("category")
-    picture = merged.set_index(["as_of", "entity_id"]).sort_index()
+        picture["mode"] = picture["mode"].astype("category")
+    picture = picture.set_index(
+        picture.index.set_levels(picture.index.levels[1].astype("category"), level="entity_id")
+    ).sort_index()
     at = picture.index.get_level_values("as_of").to_numpy(dtype="datetime64[us]").astype("int64") / 1e6
     return _finish(reader, picture, at, stale_after_s, names)

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from overwatch_lab.errors import FrameError
 from overwatch_lab.frames import validation as v
 from overwatch_lab.frames.reader import Reader
@@ -106,8 +108,11 @@ class Filters:
         return self.since is not None and self.until is not None and self.since >= self.until
 
 
-def check_known(reader: Reader, filters: Filters) -> None:
+def check_known(reader: Reader, filters: Filters, seen: pd.DataFrame | None = None) -> None:
     """Raise if an entity or organisation named in ``filters`` is unknown to the database.
+
+    ``seen``: a result already read; ids that appear in its ``entity_id`` / ``org_id`` columns
+    are known without asking (a query that found rows costs no lookup).
 
     An entity is known when it is registered (``entities``) or has history (history outlives a
     deleted entity); an organisation when it is registered or one of its entities is. Both are

@@ -73,12 +73,14 @@ def history(
     """
     names = wanted_columns(columns)
     n = v.limit(limit)
-    check_known(reader, filters)
     spec = spec_of(names)
     if filters.empty_window or n == 0:
+        check_known(reader, filters)
         return empty_frame(spec)
     sql, params = history_sql(filters, names, n)
-    return to_frame(reader.table(sql, params, spec), spec)
+    frame = to_frame(reader.table(sql, params, spec), spec)
+    check_known(reader, filters, frame)
+    return frame
 
 
 def raw_rows(reader: Reader, filters: Filters, limit: int | None = None) -> pd.DataFrame:

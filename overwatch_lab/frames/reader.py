@@ -202,11 +202,14 @@ def to_frame(table: pa.Table, spec: Spec, index: str | None = "time") -> pd.Data
         if arrays
         else pd.DataFrame(index=range(table.num_rows))
     )
-    for name, value in times.items():
-        frame[name] = value
-    frame = frame[[n for n in table.column_names]]
-    if index is not None and index in frame.columns:
-        frame = frame.set_index(index)
+    if index is not None and index in times:
+        frame.index = times.pop(index).rename(index)
+    if times:
+        order = [n for n in table.column_names if n != index]
+        for name, value in times.items():
+            frame.insert(
+                order.index(name), name, value if isinstance(frame.index, pd.RangeIndex) else value.to_numpy()
+            )
     return frame
 
 

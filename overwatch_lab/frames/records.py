@@ -123,8 +123,8 @@ def quarantine(records: list[dict[str, Any]], filters: Filters) -> pd.DataFrame:
     org, entity = (
         zip(*(_ids_of(s) for s in frame["original_subject"]), strict=True) if len(frame) else ((), ())
     )
-    frame.insert(0, "org_id", pd.Series(org, dtype="object", index=frame.index))
-    frame.insert(1, "entity_id", pd.Series(entity, dtype="object", index=frame.index))
+    frame["org_id"] = pd.Series(org, dtype="object", index=frame.index)
+    frame["entity_id"] = pd.Series(entity, dtype="object", index=frame.index)
     stamp = pd.to_datetime(frame["quarantined_at"], utc=True, format="ISO8601", errors="coerce")
     epoch = pd.Series(stamp.to_numpy(dtype="datetime64[us]").astype("int64") / 1e6, index=frame.index)
     epoch[stamp.isna().to_numpy()] = np.nan
