@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -138,7 +138,7 @@ def _duckdb(db_path: Path) -> Any | None:
         con = duckdb.connect()
         found = glob.glob(
             str(
-                Path(importlib.import_module("duckdb_extension_sqlite_scanner").__file__).parent
+                Path(str(importlib.import_module("duckdb_extension_sqlite_scanner").__file__)).parent
                 / "extensions"
                 / "*"
                 / "*.duckdb_extension"
@@ -186,7 +186,7 @@ def run(
         one = Filters.of(entity="e0001", since=T0 + 600, until=T0 + 4200)
         sql_one, p_one = h.history_sql(one, names)
         case("one entity, one hour", lambda: frames.history(entity="e0001", since=T0 + 600, until=T0 + 4200),
-             lambda: pd.read_sql(sql_one, conn, params=p_one), None, repeat)  # fmt: skip
+             lambda: pd.read_sql(sql_one, conn, params=cast(Any, p_one)), None, repeat)  # fmt: skip
         sql_all, _ = h.history_sql(Filters(), names)
         case("whole table", lambda: frames.history(), lambda: pd.read_sql(sql_all, conn),
              (lambda: duck.execute(sql_all.replace("FROM telemetry", "FROM s.telemetry")).df()) if duck else None,
@@ -201,7 +201,7 @@ def run(
                     f"FROM s.telemetry WHERE entity_id IN ({marks}) AND ts >= {T0 + 600} AND ts < {T0 + 4200} GROUP BY 1, 2")  # fmt: skip
 
         def read_sql_resample() -> pd.DataFrame:
-            raw = pd.read_sql(raw_sql, conn, params=params)
+            raw = pd.read_sql(raw_sql, conn, params=cast(Any, params))
             raw.index = pd.to_datetime(raw.pop("ts"), unit="s", utc=True)
             return raw.groupby("entity_id").resample("1s").mean()
 

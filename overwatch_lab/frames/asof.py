@@ -18,6 +18,7 @@ entities reads a few thousand rows whatever the history's size.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def _last_rows(reader: Reader, filters: Filters, at: float, names: tuple[str, ..
 
 
 def _entity_types(reader: Reader) -> dict[str, str]:
-    return dict(reader.rows("SELECT entity_id, entity_type FROM entities"))  # type: ignore[arg-type]
+    return dict(reader.rows("SELECT entity_id, entity_type FROM entities"))
 
 
 def _merge(rows: pd.DataFrame, names: tuple[str, ...], by: list[str]) -> pd.DataFrame:
@@ -180,8 +181,11 @@ def as_of_series(
     picture = _merge(merged, names, ["as_of", "entity_id"])
     if "mode" in names:
         picture["mode"] = picture["mode"].astype("category")
-    picture = picture.set_index(
-        picture.index.set_levels(picture.index.levels[1].astype("category"), level="entity_id")
-    ).sort_index()
+    index = cast(pd.MultiIndex, picture.index)
+    picture.index = pd.MultiIndex.from_arrays(
+        [index.get_level_values("as_of"), index.get_level_values("entity_id").astype("category")],
+        names=["as_of", "entity_id"],
+    )
+    picture = picture.sort_index()
     at = picture.index.get_level_values("as_of").to_numpy(dtype="datetime64[us]").astype("int64") / 1e6
     return _finish(reader, picture, at, stale_after_s, names)

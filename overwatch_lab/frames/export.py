@@ -95,6 +95,22 @@ def _write_dictionary(frame: pd.DataFrame, path: Path, source: str) -> Path:
     return out
 
 
+def _arrow_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give every categorical text categories (an all-missing one has none, typed as null in Arrow)."""
+    out = frame
+    for name in frame.columns:
+        dtype = frame[name].dtype
+        if (
+            isinstance(dtype, pd.CategoricalDtype)
+            and len(dtype.categories) == 0
+            and dtype.categories.dtype != "str"
+        ):
+            if out is frame:
+                out = frame.copy()
+            out[name] = out[name].cat.set_categories(pd.Index([], dtype="str"))
+    return out
+
+
 def write_frame(
     frame: pd.DataFrame, out_dir: str | Path, name: str, fmt: str = "parquet", *, source: str = "derived"
 ) -> Written:
@@ -168,7 +184,7 @@ def export_history(
             if frame.empty:
                 continue
             if f == "parquet":
-                table = pa.Table.from_pandas(frame, preserve_index=True)
+                table = pa.Table.from_pandas(_arrow_ready(frame), preserve_index=True)
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema)
                 writer.write_table(table.cast(writer.schema))
@@ -186,7 +202,7 @@ def export_history(
         )
         if done == 0:
             if f == "parquet":
-                empty.to_parquet(path, engine="pyarrow", index=True)
+                _arrow_ready(empty).to_parquet(path, engine="pyarrow", index=True)
             else:
                 empty.to_csv(path)
     finally:

@@ -26,8 +26,10 @@ from typing import Any
 import pandas as pd
 
 from overwatch_lab.errors import LabStateError
-from overwatch_lab.frames import asof, export, history, records, tracks
+from overwatch_lab.frames import asof, history, records, tracks
+from overwatch_lab.frames import export as exporting
 from overwatch_lab.frames import validation as v
+from overwatch_lab.frames.export import Progress, Written
 from overwatch_lab.frames.filters import Filters
 from overwatch_lab.frames.live import LiveFrame, LiveSource, StateRows, rows_frame
 from overwatch_lab.frames.reader import Reader
@@ -314,9 +316,9 @@ class Frames:
         entity_type: Ids = None,
         since: v.TimeLike | None = None,
         until: v.TimeLike | None = None,
-        progress: export.Progress | None = None,
+        progress: Progress | None = None,
         chunk_rows: int = 200_000,
-    ) -> list[export.Written]:
+    ) -> list[Written]:
         """Write the run (telemetry history, device events, commands, entities, organisations)
         to ``out_dir`` as Parquet or CSV, each with ``<table>.dictionary.csv`` beside it.
 
@@ -325,22 +327,24 @@ class Frames:
         """
         f = Filters.of(org=org, entity=entity, entity_type=entity_type, since=since, until=until)
         written = [
-            export.export_history(self._reader, f, out_dir, format, chunk_rows=chunk_rows, progress=progress)
+            exporting.export_history(
+                self._reader, f, out_dir, format, chunk_rows=chunk_rows, progress=progress
+            )
         ]
         tables: list[tuple[str, pd.DataFrame]] = [
             ("device_events", records.device_events(self._reader, f)),
             ("commands", records.commands(self._reader, f)),
-            ("entities", export.raw_entities(self._reader, f)),
+            ("entities", exporting.raw_entities(self._reader, f)),
             ("organizations", self._reader.records("SELECT * FROM organizations ORDER BY org_id")),
         ]
         for name, frame in tables:
-            written.append(export.write_frame(frame, out_dir, name, format, source=name))
+            written.append(exporting.write_frame(frame, out_dir, name, format, source=name))
             if progress is not None:
                 progress(name, len(frame), len(frame))
         return written
 
     def write(
         self, frame: pd.DataFrame, out_dir: str | Path, name: str, *, format: str = "parquet"
-    ) -> export.Written:
+    ) -> Written:
         """Write any frame to ``out_dir/<name>.<format>`` with ``<name>.dictionary.csv`` beside it."""
-        return export.write_frame(frame, out_dir, name, format)
+        return exporting.write_frame(frame, out_dir, name, format)

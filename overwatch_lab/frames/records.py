@@ -105,8 +105,8 @@ def commands(reader: Reader, filters: Filters, **equals: Any) -> pd.DataFrame:
     frame["total_ms"] = (frame["done_ts"] - frame["queued_ts"]) * 1000.0
     frame["broadcast"] = frame["broadcast"].astype(bool)
     queued = frame["queued_ts"].copy()
-    for column in _STAGES:
-        frame[column] = epoch_to_time(frame[column].to_numpy()).to_numpy()
+    for column in _STAGES:  # ns, as before (bench/commands.py reads them as int64 ns)
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
     frame = frame.rename(columns=lambda c: c[:-3] + "_at" if c.endswith("_ts") else c)
     _categorical_ids(frame, "entity_id", "org_id")
     return _indexed(frame, queued)
@@ -158,7 +158,7 @@ def entities(reader: Reader, filters: Filters | None = None) -> pd.DataFrame:
     ``is_live`` bool, ``last_seen`` as written by the synchronizer. This is the state of a
     data directory without a running lab (position, heading, velocity, is_live, last_seen).
     """
-    where, params = "", []
+    where, params = "", list[Any]()
     if filters is not None:
         check_known(reader, filters)
         where, params = Filters(filters.org, filters.entities, filters.entity_types).where(

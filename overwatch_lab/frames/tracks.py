@@ -21,6 +21,7 @@ silence and the time stale (silence beyond ``stale_after_s``, as the synchronize
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -138,7 +139,9 @@ def _regular(raw: pd.DataFrame, names: tuple[str, ...], iv: float) -> pd.DataFra
     position = offsets[run_of_row] + (bucket - lo[run_of_row])
     grid_bucket = np.repeat(lo - offsets, sizes) + np.arange(total)
     out: dict[str, object] = {
-        "entity_id": pd.Categorical.from_codes(np.repeat(codes[starts], sizes), dtype=entity.dtype)
+        "entity_id": pd.Categorical.from_codes(
+            np.repeat(codes[starts], sizes), dtype=cast(pd.CategoricalDtype, entity.dtype)
+        )
     }
     for n in names:
         values = np.full(total, np.nan)
