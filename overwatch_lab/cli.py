@@ -533,7 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--data-dir", default=None, help="the lab's data directory (default: the lab default)")
     ex.add_argument("--out", required=True, help="folder for the files")
     ex.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="(default: %(default)s)")
-    ex.add_argument("--since", default=None, help="keep messages at or after this time (ISO 8601, UTC if naive; or epoch s)")
+    ex.add_argument(
+        "--since",
+        default=None,
+        help="keep messages at or after this time (ISO 8601, UTC if naive; or epoch s)",
+    )
     ex.add_argument("--until", default=None, help="keep messages before this time")
     ex.add_argument("--entity", action="append", default=[], help="keep this entity (repeat for several)")
     ex.add_argument("--org", action="append", default=[], help="keep this organisation (repeat for several)")

@@ -185,8 +185,14 @@ def export_history(
                 continue
             if f == "parquet":
                 table = pa.Table.from_pandas(_arrow_ready(frame), preserve_index=True)
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema)
+                if writer is None:  # dictionary indices widened: a later chunk may have more categories
+                    wide = [
+                        f.with_type(pa.dictionary(pa.int32(), f.type.value_type))
+                        if pa.types.is_dictionary(f.type)
+                        else f
+                        for f in table.schema
+                    ]
+                    writer = pq.ParquetWriter(path, pa.schema(wide, metadata=table.schema.metadata))
                 writer.write_table(table.cast(writer.schema))
             else:
                 frame.to_csv(

@@ -26,6 +26,7 @@ from overwatch_lab.store.connection import (
 
 __all__ = ["read_frame"]
 
+
 def read_frame(location: str, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pd.DataFrame:
     """Run one query on a fresh read-only connection and return the rows as a DataFrame.
 

@@ -526,9 +526,7 @@ async def test_telemetry_frame_filters_and_types(store):
     assert len(Frames(loc).telemetry(message_type="GLOBAL_POSITION_INT", org_id="org-a")) == 10
     window = Frames(loc).telemetry(entity_id="e1", since=T0 + 2, until=format_timestamp(T0 + 5))
     assert window["ts"].tolist() == [T0 + 2, T0 + 3, T0 + 4]
-    as_timestamp = Frames(loc).telemetry(
-        entity_id="e1", since=pd.Timestamp(T0 + 8, unit="s", tz="UTC")
-    )
+    as_timestamp = Frames(loc).telemetry(entity_id="e1", since=pd.Timestamp(T0 + 8, unit="s", tz="UTC"))
     assert as_timestamp["ts"].tolist() == [T0 + 8, T0 + 9]
     newest = Frames(loc).telemetry(entity_id="e1", limit=3)
     assert newest["ts"].tolist() == [T0 + 7, T0 + 8, T0 + 9]
