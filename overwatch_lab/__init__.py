@@ -18,8 +18,10 @@ from overwatch_lab.errors import (
     ConfigError,
     DatabaseError,
     DatabaseUnavailable,
+    DataDirError,
     DataDirInUse,
     EnvelopeError,
+    FrameError,
     LabStateError,
     OverwatchError,
     ProtocolError,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from overwatch_lab.commands.client import Commands
     from overwatch_lab.fleet import Fleet
     from overwatch_lab.frames import Frames
+    from overwatch_lab.frames import open as open  # noqa: A004 - overwatch_lab.open(data_dir)
     from overwatch_lab.lab import Lab, LabState
     from overwatch_lab.simulation import Simulation
 
@@ -49,6 +52,7 @@ _LAZY = {
     "Lab": "overwatch_lab.lab",
     "LabState": "overwatch_lab.lab",
     "Simulation": "overwatch_lab.simulation",
+    "open": "overwatch_lab.frames",
 }
 
 
@@ -78,11 +82,13 @@ __all__ = [
     "CommandTimeout",
     "Commands",
     "ConfigError",
+    "DataDirError",
     "DataDirInUse",
     "DatabaseError",
     "DatabaseUnavailable",
     "EnvelopeError",
     "Fleet",
+    "FrameError",
     "Frames",
     "Lab",
     "LabConfig",
@@ -96,4 +102,5 @@ __all__ = [
     "SubjectError",
     "SyncError",
     "__version__",
+    "open",
 ]

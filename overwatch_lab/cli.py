@@ -1,4 +1,4 @@
-"""``overwatch-lab`` command line: up | status | command | replay | cot | bench | sim | loadtest.
+"""``overwatch-lab`` command line: up | status | command | replay | cot | export | bench | sim | loadtest.
 
 Only this entry point installs signal handlers (``stop_signals.py``); a Lab never does.
 """
@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -362,6 +363,41 @@ def cmd_bench_durability(a: argparse.Namespace) -> int:
     return 0 if result["lost"] == 0 else 1
 
 
+def cmd_bench_frames(a: argparse.Namespace) -> int:
+    """Run the frames benchmark and print its figures."""
+    from overwatch_lab.bench import frames
+
+    result = frames.run(rows=a.rows, entities=a.entities, out_dir=Path(a.out), repeat=a.repeat)
+    print(frames.report(result))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    """Export a data directory's run to Parquet or CSV, with a data dictionary, showing progress."""
+    from overwatch_lab.frames import open_data_dir
+
+    frames = open_data_dir(_data_dir(a))
+    shown = {"at": 0.0}
+
+    def progress(table: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - shown["at"] < 0.5:
+            return
+        shown["at"] = now
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        print(f"  {table}: {done:,} / {total:,} rows{pct}", file=sys.stderr, flush=True)
+
+    out = Path(a.out)
+    print(f"exporting {_data_dir(a)} to {out} as {a.format} ...", file=sys.stderr, flush=True)
+    written = frames.export(
+        out, format=a.format, entity=a.entity or None, org=a.org or None, since=a.since, until=a.until,
+        progress=None if a.quiet else progress,
+    )  # fmt: skip
+    for w in written:
+        print(f"{w.path}  ({w.rows:,} rows; dictionary {w.dictionary.name})")
+    return 0
+
+
 class _DescribeAction(argparse.Action):
     """``command --help-action ACTION``: print the action's parameters and exit (like ``--help``)."""
 
@@ -547,6 +583,31 @@ def build_parser() -> argparse.ArgumentParser:
     du.add_argument("--entities", type=int, default=100, help="entities publishing (default: %(default)s)")
     du.add_argument("--out", default="bench-results", help=out_help)
     du.set_defaults(func=cmd_bench_durability)
+    bf = bench_sub.add_parser(
+        "frames", help="history, tracks, as-of and export frames vs sqlite3 + pandas.read_sql (and DuckDB)"
+    )
+    bf.add_argument("--rows", type=int, default=1_000_000, help="history rows built (default: %(default)s)")
+    bf.add_argument("--entities", type=int, default=1000, help="entities (default: %(default)s)")
+    bf.add_argument("--repeat", type=int, default=5, help="runs per case, median kept (default: %(default)s)")
+    bf.add_argument("--out", default="bench-results", help=out_help)
+    bf.set_defaults(func=cmd_bench_frames)
+
+    ex = sub.add_parser(
+        "export", help="write a data directory's run to Parquet or CSV, with a data dictionary (read-only)"
+    )
+    ex.add_argument("--data-dir", default=None, help="the lab's data directory (default: the lab default)")
+    ex.add_argument("--out", required=True, help="folder for the files")
+    ex.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="(default: %(default)s)")
+    ex.add_argument(
+        "--since",
+        default=None,
+        help="keep messages at or after this time (ISO 8601, UTC if naive; or epoch s)",
+    )
+    ex.add_argument("--until", default=None, help="keep messages before this time")
+    ex.add_argument("--entity", action="append", default=[], help="keep this entity (repeat for several)")
+    ex.add_argument("--org", action="append", default=[], help="keep this organisation (repeat for several)")
+    ex.add_argument("--quiet", action="store_true", help="no progress lines")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

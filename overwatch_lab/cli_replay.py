@@ -126,7 +126,7 @@ def run(a: argparse.Namespace) -> int:
         if a.into_data_dir is not None:
             into = Lab.attach(Path(a.into_data_dir))
         if a.dry_run:
-            frame = lab.frames.replay_frame(since, until, org_id=a.org, entity_id=a.entity, progress=progress)
+            frame = lab.frames.replay_frame(since, until, org=a.org, entity=a.entity, progress=progress)
             print(_summary(frame), flush=True)
             return 0
         _same_needs_fresh(a, into is None)

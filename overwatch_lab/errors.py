@@ -22,7 +22,8 @@ Hierarchy::
     │   └── DatabaseUnavailable  an infrastructure fault (full, read-only, locked, unreachable)
     ├── SyncError              a synchronizer pass could not complete (a KV step failed)
     ├── WorkerProcessError     a telemetry worker process would not start or kept dying
-    ├── FrameError             a frame or replay asked for what it cannot answer (start after end, ...)
+    ├── FrameError             a frame query or replay that names nothing known or makes no sense
+    ├── DataDirError           overwatch_lab.open(): no lab data there, or written by newer code
     ├── LabStateError          lab used in the wrong lifecycle state
     │   └── DataDirInUse       another live lab owns the data directory (lab.lock)
     ├── CommandError           command API (issue 4)
@@ -155,10 +156,24 @@ class WorkerProcessError(OverwatchError):
 
 
 class FrameError(OverwatchError, ValueError):
-    """Raised when a frame or a replay is asked for something it cannot answer: a time window
-    that ends before it starts or a value that is not a time, an entity or organisation the lab
-    has never heard of, a replay speed that is not a positive number, or a re-publish that the
-    target would drop as duplicates (same lab, unchanged ``message_uid``)."""
+    """Raised by ``lab.frames`` / ``overwatch_lab.open(...)`` / replay for a query that cannot be answered as asked.
+
+    An unknown entity, organisation, entity type, message type or column (the message names it
+    and what is known), a time window whose start is after its end, a value that is not a
+    time, a bad resampling interval or aggregation, a replay speed that is not a positive
+    number, or a re-publish that the target would drop as duplicates (same lab, unchanged
+    ``message_uid``). A query that is well formed but matches nothing (an empty window, a known
+    entity that sent nothing) is not an error: it returns an empty frame with the usual columns
+    and dtypes.
+    """
+
+
+class DataDirError(OverwatchError):
+    """Raised by ``overwatch_lab.open(data_dir)`` when there is no lab data to read there.
+
+    The folder does not exist, holds no lab database (``overwatch.db``) or an empty one, or the
+    database was written by a newer overwatch-lab (a schema version this code does not know).
+    """
 
 
 class LabStateError(OverwatchError, RuntimeError):

@@ -83,7 +83,7 @@ class Lab:
         self.config = core.config
         runner = self._runner = CoreRunner(core)
         self._commands = Commands(runner, runner.require)
-        self._frames = Frames(core.db_url, LiveReads(runner))
+        self._frames = Frames(core.db_url, LiveReads(runner), stale_after_s=core.config.stale_after_s)
         self._fleet = Fleet(runner, runner.require)
         runner.on_stopping(self._fleet.close)
 
@@ -500,7 +500,7 @@ class Lab:
                 "re-publishing into the lab the window came from needs fresh_uids=True: unchanged "
                 "message_uids are dropped by the stream's dedup and stored once by history"
             )
-        frame = self.frames.replay_frame(since, until, org_id=org_id, entity_id=entity_id, progress=progress)
+        frame = self.frames.replay_frame(since, until, org=org_id, entity=entity_id, progress=progress)
         if not same and not frame.empty:
             self._register_in(target, sorted(frame["entity_id"].unique()))
         send = republish(
@@ -516,7 +516,7 @@ class Lab:
         if not wanted:
             return
         entities = self.frames.entities().set_index("entity_id")
-        orgs = queries.organizations_frame(self.db_url).set_index("org_id")
+        orgs = self.frames.organizations().set_index("org_id")
         records = []
         for eid in wanted:
             if eid not in entities.index:

@@ -126,7 +126,10 @@ class FakeSource:
     def _quarantine(self) -> pd.DataFrame:
         """Every quarantine record, oldest first."""
         self._read("quarantine")
-        return pd.DataFrame(self.quarantined, columns=list(QUARANTINE_COLUMNS))
+        from overwatch_lab.frames.filters import Filters
+        from overwatch_lab.frames.records import quarantine
+
+        return quarantine(self.quarantined, Filters())
 
     # ------------------------------------------------------------------ building the data
     def register_org(self, org_id: str, name: str | None = None) -> None:

@@ -271,34 +271,6 @@ def _times(frame: pd.DataFrame, columns: list[str]) -> None:
             frame[c] = pd.to_datetime(frame[c], unit="s", utc=True)
 
 
-def commands_frame(location: str, **filters: Any) -> pd.DataFrame:
-    """One row per command and entity, with each stage's time and per-stage latencies (ms).
-
-    Filters (equality): ``command_id``, ``entity_id``, ``org_id``, ``status``, ``action``.
-    Latency columns: ``queued_to_sent_ms`` … ``executing_to_done_ms`` and ``total_ms``
-    (queued → done); NaN where a stage was skipped or not reached.
-    """
-    allowed = ("command_id", "entity_id", "org_id", "status", "action")
-    unknown = set(filters) - set(allowed)
-    if unknown:
-        raise CommandError(f"unknown commands_frame filter(s) {sorted(unknown)}; use {allowed}")
-    where = " AND ".join(f"{k} = ?" for k in filters)
-    sql = (
-        "SELECT command_id, entity_id, org_id, broadcast, action, command_type, status, reason, attempts, "
-        "source, issued_at, ttl_s, queued_ts, sent_ts, received_ts, accepted_ts, executing_ts, done_ts, "
-        "expires_ts FROM commands" + (f" WHERE {where}" if where else "") + " ORDER BY queued_ts, entity_id"
-    )
-    frame = read_frame(location, sql, tuple(filters.values()))
-    for a, b in STAGE_PAIRS:
-        frame[f"{a}_to_{b}_ms"] = (frame[f"{b}_ts"] - frame[f"{a}_ts"]) * 1000.0
-    frame["total_ms"] = (frame["done_ts"] - frame["queued_ts"]) * 1000.0
-    frame["broadcast"] = frame["broadcast"].astype(bool)
-    _times(
-        frame, ["queued_ts", "sent_ts", "received_ts", "accepted_ts", "executing_ts", "done_ts", "expires_ts"]
-    )
-    return frame.rename(columns=lambda c: c[:-3] + "_at" if c.endswith("_ts") else c)
-
-
 def command_history_frame(location: str, command_id: str) -> pd.DataFrame:
     """Every event of one command (all its entities), oldest first; ``at`` is when it happened."""
     frame = read_frame(

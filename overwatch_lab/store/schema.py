@@ -43,6 +43,12 @@ Version 4 (issue 8, analysts' frames):
   coordinates, ``ts`` (epoch s of ``timestamp``) and ``ingested_at`` (when the lab stored it).
   No foreign key, like the other history tables.
 
+Version 5 (issue 8, analysts' frames):
+
+- ``idx_telemetry_entity_type_ts`` on ``telemetry(entity_id, message_type, ts)``: the newest
+  message of each type of each entity at or before an instant in a few index seeks (the
+  as-of picture, ``Frames.as_of``), without scanning the history before it.
+
 The CHECK constraints are literal SQL: a migration must not change when a Python constant does.
 ``tests/unit/store/test_schema.py`` checks they agree with :mod:`overwatch_lab.protocol.entities`.
 """
@@ -378,7 +384,13 @@ _V4 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+_V5 = Migration(
+    5,
+    "telemetry index on (entity_id, message_type, ts): as-of pictures by index seeks",
+    ("CREATE INDEX idx_telemetry_entity_type_ts ON telemetry(entity_id, message_type, ts)",),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 """Every migration, in version order (1, 2, ...)."""
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

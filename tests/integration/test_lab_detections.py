@@ -59,15 +59,15 @@ def test_every_detection_gets_one_row_late_ones_and_other_entities_included(lab)
     track = lab.state_of(EID)["detections"]["tracked_objects"]["trk-1"]
     assert track["frame_count"] == 2  # the late one and the resend changed only history
 
-    both = lab.frames.detections(entity_id=[EID, OTHER], since=t0, until=t0 + 2)
+    both = lab.frames.detections(entity=[EID, OTHER], since=t0, until=t0 + 2)
     assert list(both["event_uid"]) == ["d-1", "d-2"]  # until is exclusive
-    assert list(lab.frames.detections(entity_id=OTHER)["event_uid"]) == ["d-3"]
-    assert list(lab.frames.detections(org_id=ORG, limit=1)["event_uid"]) == ["d-3"]
-    none = lab.frames.detections(entity_id=EID, since=t0 + 10)
+    assert list(lab.frames.detections(entity=OTHER)["event_uid"]) == ["d-3"]
+    assert list(lab.frames.detections(org=ORG, limit=1)["event_uid"]) == ["d-3"]
+    none = lab.frames.detections(entity=EID, since=t0 + 10)
     assert none.empty and list(none.columns) == list(frame.columns)
     assert (none.dtypes.astype(str) == frame.dtypes.astype(str)).all()
     with pytest.raises(FrameError, match="unknown entity 'nobody'"):
-        lab.frames.detections(entity_id=["nobody", EID], since=t0 + 10)
+        lab.frames.detections(entity=["nobody", EID], since=t0 + 10)
     with pytest.raises(FrameError, match="starts after it ends"):
         lab.frames.detections(since=t0 + 1, until=t0)
 

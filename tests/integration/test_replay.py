@@ -88,11 +88,11 @@ def test_a_replay_frame_is_what_the_stream_stored_in_the_window(fleet):
     assert list(lab.frames.replay_frame(None, t1)["message_uid"]) == uids(before)
     assert list(lab.frames.replay_frame(t2)["message_uid"]) == uids(after)
     # Filters: one entity, several, an organisation.
-    one = lab.frames.replay_frame(t1, t2, entity_id="uav-2")
+    one = lab.frames.replay_frame(t1, t2, entity="uav-2")
     assert set(one["entity_id"]) == {"uav-2"} and len(one) == 20
-    assert len(lab.frames.replay_frame(t1, t2, entity_id=["uav-1", "uav-3"])) == 40
-    assert len(lab.frames.replay_frame(t1, t2, org_id=ORG)) == 60
-    assert lab.frames.replay_frame(t1, t2, org_id="org-other").empty
+    assert len(lab.frames.replay_frame(t1, t2, entity=["uav-1", "uav-3"])) == 40
+    assert len(lab.frames.replay_frame(t1, t2, org=ORG)) == 60
+    assert lab.frames.replay_frame(t1, t2, org="org-other").empty
 
 
 def test_an_empty_window_is_an_empty_frame_and_start_after_end_an_error(fleet):

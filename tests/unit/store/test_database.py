@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from overwatch_lab.errors import DatabaseError, DatabaseUnavailable
+from overwatch_lab.errors import DatabaseError, DatabaseUnavailable, FrameError
+from overwatch_lab.frames import Frames
 from overwatch_lab.protocol.envelopes import format_timestamp
 from overwatch_lab.store import queries
 from overwatch_lab.store.connection import connect, is_remote, normalise_location, redact
@@ -468,10 +469,10 @@ async def test_frames_read_while_the_writer_writes(store):
     def reader() -> list[int]:
         sizes = []
         while not done.is_set():
-            frame = queries.telemetry_frame(store.location)
+            frame = Frames(store.location).telemetry()
             assert frame["ts"].is_monotonic_increasing
             sizes.append(len(frame))
-        sizes.append(len(queries.telemetry_frame(store.location)))
+        sizes.append(len(Frames(store.location).telemetry()))
         return sizes
 
     read = asyncio.create_task(asyncio.to_thread(reader))
@@ -493,7 +494,7 @@ async def test_frames_do_not_wait_for_an_open_write_transaction(store):
         other.execute("BEGIN IMMEDIATE")
         other.execute("DELETE FROM telemetry")
         started = time.perf_counter()
-        frame = queries.telemetry_frame(store.location)
+        frame = Frames(store.location).telemetry()
         assert time.perf_counter() - started < 1.0  # busy_timeout is 5 s: a blocked read would wait it out
         assert len(frame) == 1  # the uncommitted delete is invisible
     finally:
@@ -508,34 +509,32 @@ async def test_telemetry_frame_filters_and_types(store):
     await store.insert_telemetry(rows)
     loc = store.location
 
-    everything = queries.telemetry_frame(loc)
+    everything = Frames(loc).telemetry()
     assert len(everything) == 15
     assert everything.columns[0] == "time"
     assert str(everything["time"].dtype).startswith("datetime64") and str(everything["time"].dt.tz) == "UTC"
     assert everything["time"].iloc[0] == pd.Timestamp(T0, unit="s", tz="UTC")
     assert everything["ts"].is_monotonic_increasing
 
-    hb = queries.telemetry_frame(loc, entity_id="e2")
+    hb = Frames(loc).telemetry(entity_id="e2")
     assert len(hb) == 5 and set(hb["message_type"]) == {"HEARTBEAT"}
     assert str(hb["armed"].dtype) == "boolean" and hb["armed"].tolist() == [False, True, False, True, False]
     assert str(hb["latitude"].dtype) == "float64" and hb["latitude"].isna().all()
     assert str(hb["system_id"].dtype) == "Int64"
     assert hb["late"].dtype == bool and hb["late"].tolist() == [False, False, False, False, True]
 
-    assert len(queries.telemetry_frame(loc, message_type="GLOBAL_POSITION_INT", org_id="org-a")) == 10
-    window = queries.telemetry_frame(loc, entity_id="e1", since=T0 + 2, until=format_timestamp(T0 + 5))
+    assert len(Frames(loc).telemetry(message_type="GLOBAL_POSITION_INT", org_id="org-a")) == 10
+    window = Frames(loc).telemetry(entity_id="e1", since=T0 + 2, until=format_timestamp(T0 + 5))
     assert window["ts"].tolist() == [T0 + 2, T0 + 3, T0 + 4]
-    as_timestamp = queries.telemetry_frame(
-        loc, entity_id="e1", since=pd.Timestamp(T0 + 8, unit="s", tz="UTC")
-    )
+    as_timestamp = Frames(loc).telemetry(entity_id="e1", since=pd.Timestamp(T0 + 8, unit="s", tz="UTC"))
     assert as_timestamp["ts"].tolist() == [T0 + 8, T0 + 9]
-    newest = queries.telemetry_frame(loc, entity_id="e1", limit=3)
+    newest = Frames(loc).telemetry(entity_id="e1", limit=3)
     assert newest["ts"].tolist() == [T0 + 7, T0 + 8, T0 + 9]
-    assert queries.telemetry_frame(loc, entity_id="nobody").empty
-    with pytest.raises(DatabaseError, match="since='yesterday-ish' is not a time"):
-        queries.telemetry_frame(loc, since="yesterday-ish")
-    with pytest.raises(DatabaseError, match="limit"):
-        queries.telemetry_frame(loc, limit=-1)
+    assert Frames(loc).telemetry(entity_id="nobody").empty
+    with pytest.raises(FrameError, match="since='yesterday-ish' is not a time"):
+        Frames(loc).telemetry(since="yesterday-ish")
+    with pytest.raises(FrameError, match="limit"):
+        Frames(loc).telemetry(limit=-1)
 
 
 async def test_entity_org_and_event_frames(store):
@@ -547,16 +546,16 @@ async def test_entity_org_and_event_frames(store):
             ("b", "org-a", "e1", "shutdown", format_timestamp(T0 + 9), T0 + 9, "{}"),
         ]
     )
-    entities = queries.entities_frame(store.location)
+    entities = Frames(store.location).entities()
     assert entities["entity_id"].tolist() == ["e1"]
-    assert entities.loc[0, "tags"] == ["isr", "night"] and entities.loc[0, "org_name"] == "Org A"
+    assert entities.loc["e1", "tags"] == ["isr", "night"] and entities.loc["e1", "org_name"] == "Org A"
     assert entities["is_live"].tolist() == [True]
-    orgs = queries.organizations_frame(store.location)
+    orgs = Frames(store.location).organizations()
     assert orgs.loc[0, "metadata"] == {"region": "north"}
-    events = queries.device_events_frame(store.location, event_type="shutdown")
+    events = Frames(store.location).device_events(event_type="shutdown")
     assert events["event_uid"].tolist() == ["b"]
-    assert events.loc[0, "time"] == pd.Timestamp(T0 + 9, unit="s", tz="UTC")
-    assert len(queries.device_events_frame(store.location, entity_id="e1", limit=5)) == 2
+    assert events.index[0] == pd.Timestamp(T0 + 9, unit="s", tz="UTC")
+    assert len(Frames(store.location).device_events(entity="e1")) == 2
 
 
 def test_read_frame_on_a_missing_file_does_not_create_it(tmp_path):

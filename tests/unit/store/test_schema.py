@@ -153,7 +153,7 @@ def test_version_4_adds_detections_to_a_version_3_database_and_keeps_its_history
         ("u-old", "org-a", "e1", "HEARTBEAT", NOW, 1.0, 2.0, 1, 1, *([None] * 19), "{}", 1),
     )
     assert "detections" not in _tables(conn)
-    assert schema.migrate(conn) == 4
+    assert schema.migrate(conn) == schema.SCHEMA_VERSION
     assert conn.execute("SELECT message_uid, late FROM telemetry").fetchall() == [("u-old", 1)]
     columns = [r[1] for r in conn.execute("PRAGMA table_info(detections)")]
     assert columns == ["id", *schema.DETECTION_INSERT_COLUMNS]
@@ -257,3 +257,12 @@ def test_history_tables_have_no_check_constraints(conn):
     for table in ("telemetry", "device_events", "detections"):
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
         assert "CHECK" not in sql.upper()
+
+
+def test_version_5_indexes_telemetry_by_entity_type_and_time(conn):
+    assert schema.migrate(conn) >= 4
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM telemetry WHERE entity_id = 'e' AND message_type = 'M' "
+        "AND ts <= 1 ORDER BY ts DESC LIMIT 1"
+    ).fetchall()
+    assert any("idx_telemetry_entity_type_ts" in str(row[-1]) for row in plan), plan
