@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from overwatch_lab.fleet import Fleet
     from overwatch_lab.frames import Frames
     from overwatch_lab.lab import Lab, LabState
+    from overwatch_lab.notebook.entity import EntityState
     from overwatch_lab.simulation import Simulation
 
 # The Lab and its parts pull in pandas, numpy and nats-py (~0.7 s): imported on first use, so
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "CommandHandle": "overwatch_lab.commands.api",
     "Commands": "overwatch_lab.commands.client",
+    "EntityState": "overwatch_lab.notebook.entity",
     "Fleet": "overwatch_lab.fleet",
     "Frames": "overwatch_lab.frames",
     "Lab": "overwatch_lab.lab",
@@ -81,6 +83,7 @@ __all__ = [
     "DataDirInUse",
     "DatabaseError",
     "DatabaseUnavailable",
+    "EntityState",
     "EnvelopeError",
     "Fleet",
     "Frames",
