@@ -132,3 +132,20 @@ def test_the_command_panel_sends_a_command_that_reaches_succeeded(nb_lab):
     wait_until(lambda: "SUCCEEDED" in panel.ladder.value, timeout=20, what="the ladder at SUCCEEDED")
     assert handle.status is CommandStatus.SUCCEEDED
     assert ">EXECUTING<" in panel.ladder.value and " ms<" in panel.ladder.value
+
+
+def test_an_attached_labs_card_says_so_and_reads_the_owners_counts(nb_lab):
+    from overwatch_lab import Lab
+
+    nb_lab.register_org("org-1")
+    nb_lab.register_entity("org-1", "uav-1", "aircraft_multirotor")
+    attached = Lab.attach(nb_lab.config.data_dir)
+    try:
+        html = attached.wait_for(
+            lambda: "1 in KV" in (h := attached._repr_html_()) and "entity-worker" in h and h,
+            what="the owner's counts in the attached card",
+        )
+        assert "attached" in html and nb_lab.nats_url in html and nb_lab.nats_token not in html
+        assert repr(attached).startswith("<Lab running attached nats://")
+    finally:
+        attached.down()
