@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from overwatch_lab.frames import Frames
     from overwatch_lab.frames import open as open  # noqa: A004 - overwatch_lab.open(data_dir)
     from overwatch_lab.lab import Lab, LabState
+    from overwatch_lab.notebook.entity import EntityState
     from overwatch_lab.simulation import Simulation
 
 # The Lab and its parts pull in pandas, numpy and nats-py (~0.7 s): imported on first use, so
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "CommandHandle": "overwatch_lab.commands.api",
     "Commands": "overwatch_lab.commands.client",
+    "EntityState": "overwatch_lab.notebook.entity",
     "Fleet": "overwatch_lab.fleet",
     "Frames": "overwatch_lab.frames",
     "Lab": "overwatch_lab.lab",
@@ -86,6 +88,7 @@ __all__ = [
     "DataDirInUse",
     "DatabaseError",
     "DatabaseUnavailable",
+    "EntityState",
     "EnvelopeError",
     "Fleet",
     "FrameError",

@@ -12,6 +12,12 @@
   (:mod:`overwatch_lab.replay`; read a window without re-publishing it with
   ``lab.frames.replay_frame``).
 
+In a notebook a Lab shows itself as a card (state, broker, data dir, counts, workers, the
+dashboard link when ``dashboard_url`` is set); ``lab.entity(entity_id)`` is an entity's live
+state as a card, ``lab.commands.widget()`` sends a command and shows its ladder, and a
+simulation's ``sim.controls()`` plays, pauses, sets the speed and injects faults (see
+``overwatch_lab/notebook/``). A repr never raises and waits at most ``REPR_BUDGET_S``.
+
 If the broker cannot be kept running the lab stops itself and ends FAILED with ``lab.failure``
 a :class:`~overwatch_lab.errors.BrokerExited`; every later call raises it, and
 :meth:`Lab.ended` completes.
@@ -51,6 +57,9 @@ from overwatch_lab.fleet import Fleet
 from overwatch_lab.frames import Frames
 from overwatch_lab.kvcache import Changes
 from overwatch_lab.kvstate import Doc
+from overwatch_lab.notebook.cards import lab_card
+from overwatch_lab.notebook.entity import EntityState
+from overwatch_lab.notebook.html import guarded, redact_url, safe_text
 from overwatch_lab.protocol import envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.protocol.state import cursor_of
@@ -61,6 +70,8 @@ from overwatch_lab.store.window import TimeLike
 __all__ = ["LAB_JSON", "Lab", "LabState"]
 
 T = TypeVar("T")
+REPR_BUDGET_S = 1.0
+"""Seconds a repr may wait for the lab's counters before it shows what it has."""
 
 
 class Lab:
@@ -86,9 +97,59 @@ class Lab:
         self._frames = Frames(core.db_url, LiveReads(runner), stale_after_s=core.config.stale_after_s)
         self._fleet = Fleet(runner, runner.require)
         runner.on_stopping(self._fleet.close)
+        self.dashboard_url: str | None = None
+        """Where a dashboard of this lab is served (set by whatever serves it; the repr links it)."""
 
     def __repr__(self) -> str:
-        return f"<Lab {self.state.value} data_dir={str(self.config.data_dir)!r}>"
+        return safe_text(self._plain)
+
+    def _plain(self) -> str:
+        where = f" {redact_url(self._booted().nats_url)}" if self.state is LabState.RUNNING else ""
+        role = "" if self.owner else " attached"
+        return f"<Lab {self.state.value}{role}{where} data_dir={str(self.config.data_dir)!r}>"
+
+    def _repr_html_(self) -> str:
+        return guarded(lambda: lab_card(self._overview()), self._plain)
+
+    def _overview(self) -> dict[str, Any]:
+        """What the notebook card shows, each part read on its own and bounded (see ``lab_card``)."""
+        failure = self.failure
+        info: dict[str, Any] = {
+            "state": self.state.value,
+            "owner": self.owner,
+            "data_dir": str(self.config.data_dir),
+            "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
+            "dashboard_url": self.dashboard_url,
+            "simulations": len(self._fleet.running),
+        }
+        unavailable: list[str] = []
+        info["unavailable"] = unavailable
+        if self.state is not LabState.RUNNING:
+            return info
+        core = self._require()
+        info.update(nats_url=core.nats_url, monitor_url=core.monitor_url, db_url=core.db_url)
+
+        async def counters() -> tuple[Stats, int, int]:
+            async with asyncio.timeout(REPR_BUDGET_S):
+                stats = await core.stats()
+                docs = await core.entity_docs()
+            return stats, len(docs), sum(1 for d in docs.values() if d.get("is_live") is True)
+
+        try:
+            stats, info["entities"], info["live"] = self.call(counters(), timeout=REPR_BUDGET_S + 1.0)
+        except Exception as exc:  # a repr shows what it has, and says what it has not
+            unavailable.append(f"counters ({type(exc).__name__}: {exc})")
+        else:
+            info["workers"] = [
+                (name, v) for name, v in stats.items() if isinstance(v, dict) and "handled" in v and "." not in name
+            ]
+            info.update({k: stats.get(k) for k in ("synchronizer", "broker", "commands")})
+        try:
+            orgs = queries.read_frame(self.db_url, "SELECT count(*) AS n FROM organizations")
+            info["orgs"] = int(orgs.iloc[0]["n"])
+        except Exception as exc:  # idem
+            unavailable.append(f"organisations ({type(exc).__name__}: {exc})")
+        return info
 
     @property
     def state(self) -> LabState:
@@ -437,6 +498,12 @@ class Lab:
         """Return the entity's live KV document, or None."""
         s.check_token(entity_id, "entity_id")
         return self.call(self._require().entity_doc(entity_id))
+
+    def entity(self, entity_id: str) -> EntityState | None:
+        """The entity's live state as a read-only snapshot that shows itself as a card in a
+        notebook (:class:`~overwatch_lab.notebook.entity.EntityState`), or None if unknown."""
+        doc = self.state_of(entity_id)
+        return None if doc is None else EntityState(doc)
 
     def wait_for(
         self,

@@ -7,6 +7,9 @@ before it stops its workers, so a fleet never outlives its lab.
 
 The simulators package is imported only when a fleet starts (``import overwatch_lab`` stays
 free of it).
+
+In a notebook a Simulation shows itself as a card (scenario, state, speed, counts, faults), and
+``sim.controls()`` returns ipywidgets to play, pause, set the speed and inject a fault.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pandas as pd
 
 from overwatch_lab.broker.connect import connect
+from overwatch_lab.notebook.cards import simulation_card
+from overwatch_lab.notebook.html import guarded, safe_text
 from overwatch_lab.runtime import Runner
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
 
+    from overwatch_lab.notebook.sim_controls import SimulationControls
     from simulators import ProcessRunHandle, RunHandle, Scenario
     from simulators.command_link import CommandLink
 
@@ -48,7 +54,59 @@ class Simulation:
         self.links = links or []
 
     def __repr__(self) -> str:
-        return f"<Simulation {self.handle!r}>"
+        return safe_text(lambda: f"<Simulation {self.handle!r}>")
+
+    def _repr_html_(self) -> str:
+        return guarded(lambda: simulation_card(self.stats(), self.faults()), self.__repr__)
+
+    @property
+    def state(self) -> str:
+        """new, running, paused, finished, stopped or failed."""
+        return str(self.handle.state)
+
+    @property
+    def speed(self) -> float:
+        """Simulated seconds per wall second now."""
+        return float(self.handle.speed)
+
+    @property
+    def entity_ids(self) -> list[str]:
+        """The simulated devices' entity ids, in scenario order."""
+        return [eid for eid, _fleet, _org, _kind in self.scenario.devices()]
+
+    @property
+    def fault_kinds(self) -> list[str]:
+        """The kinds of fault :meth:`inject` takes (``link_loss``, ``gps_dropout``, …)."""
+        from simulators.faults import FaultKind
+
+        return [str(k) for k in FaultKind]
+
+    def faults(self) -> list[dict[str, Any]]:
+        """Every fault applied so far (scenario and live), one dict each: ``fault_id``, ``kind``,
+        ``targets``, ``start_s``, ``end_s`` (simulated seconds) and ``source``; cheaper than
+        :meth:`fault_timeline`, which has a row per fault and device."""
+        applied = self.handle.faults if hasattr(self.handle, "faults") else self.handle.model.faults
+        return [
+            {
+                "fault_id": f.fault_id,
+                "kind": str(f.kind),
+                "targets": list(f.targets),
+                "start_s": f.start_s,
+                "end_s": f.end_s,
+                "source": f.source,
+            }
+            for f in list(applied)
+        ]
+
+    def controls(self) -> SimulationControls:
+        """Notebook controls: play/pause, a speed slider, and a fault to inject on a chosen target
+        (ipywidgets; displaying the returned object shows them, ``.widget`` is the box).
+
+        Each control calls this object's methods; what they did (or the error) shows under them.
+        """
+        from overwatch_lab.notebook.sim_controls import SimulationControls
+
+        return SimulationControls(self)
 
     @property
     def scenario(self) -> Scenario:

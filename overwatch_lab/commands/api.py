@@ -10,6 +10,11 @@ process) and the history from libSQL::
     await h.wait_async("ACCEPTED")       # the awaitable form (also ``await h``)
     h.status, h.history                  # CommandStatus, DataFrame of every transition
     h.cancel()                           # True if it was cancelled before reaching its device
+    h.watch(print)                       # follow without blocking (a concurrent future)
+
+In a notebook a handle shows its ladder: per delivery, the time of each stage after QUEUED. That
+repr reads the status once, bounded by ``REPR_BUDGET_S``, and otherwise shows the last status the
+handle saw (it never raises).
 
 A broadcast is one delivery per entity of the organisation; its ``status`` is the least advanced
 one (see :func:`~overwatch_lab.protocol.commands.aggregate_status`), ``statuses`` has them all.
@@ -27,6 +32,8 @@ import pandas as pd
 from nats.js.kv import KeyValue
 
 from overwatch_lab.errors import CommandError, CommandRejected, CommandTimeout
+from overwatch_lab.notebook.cards import ladder_card
+from overwatch_lab.notebook.html import guarded, safe_text
 from overwatch_lab.protocol.commands import (
     TERMINAL,
     CommandStatus,
@@ -40,6 +47,8 @@ S = CommandStatus
 Docs = dict[str, dict[str, Any]]
 _T = TypeVar("_T")
 Transition = Callable[[str, str, str, "str | None"], None]
+REPR_BUDGET_S = 1.0
+"""Seconds a repr may wait to read the command's status before it shows the last one seen."""
 STAGE_PAIRS: tuple[tuple[str, str], ...] = (
     ("queued", "sent"),
     ("sent", "received"),
@@ -81,10 +90,37 @@ class CommandHandle:
         self.command_id = command_id
         self.org_id = org_id
         self.entity_id = entity_id  # None for a broadcast
+        self._seen: Docs | None = None  # the documents last read (what a repr falls back on)
 
     def __repr__(self) -> str:
-        target = self.entity_id or f"{self.org_id} (broadcast)"
-        return f"<CommandHandle {self.command_id} → {target}: {self.status}>"
+        return safe_text(lambda: self._plain(self._fresh()[0]))
+
+    def _plain(self, docs: Docs | None) -> str:
+        status = None if docs is None else aggregate_status(S(d["status"]) for d in docs.values())
+        return f"<CommandHandle {self.command_id} → {self._target()}: {status}>"
+
+    def _repr_html_(self) -> str:
+        def render() -> str:
+            docs, stale = self._fresh()
+            action = next((d.get("action") for d in (docs or {}).values() if d.get("action")), None)
+            return ladder_card(self.command_id, self._target(), docs or {}, action=action, stale=stale)
+
+        return guarded(render, lambda: self._plain(self._seen))
+
+    def _target(self) -> str:
+        return self.entity_id or f"{self.org_id} (broadcast)"
+
+    def _fresh(self) -> tuple[Docs | None, str | None]:
+        """The documents now (one bounded read), or the last ones seen and why they are not fresh."""
+
+        async def read() -> Docs:
+            async with asyncio.timeout(REPR_BUDGET_S):
+                return await self._docs()
+
+        try:
+            return self._channel.call(read(), timeout=REPR_BUDGET_S + 1.0), None
+        except Exception as exc:  # a repr shows the last status it saw, and says why
+            return self._seen, f"status as last seen: reading it failed ({type(exc).__name__}: {exc})"
 
     @property
     def broadcast(self) -> bool:
@@ -143,6 +179,16 @@ class CommandHandle:
         (from the start), until every delivery is final or ``timeout``; return the final status."""
         return self._channel.call(self._follow(on_transition, timeout), timeout=timeout + 10.0)
 
+    def watch(
+        self, on_transition: Transition, timeout: float = 60.0
+    ) -> concurrent.futures.Future[CommandStatus | None]:
+        """:meth:`follow` without blocking: a future of the final status (None after ``timeout``).
+
+        ``on_transition`` runs on the lab's loop thread: keep it short, and never make a
+        blocking lab call from it. Cancel the future to stop watching.
+        """
+        return self._channel.submit(self._follow(on_transition, timeout))
+
     def cancel(self, timeout: float = 10.0) -> bool:
         """Cancel the command; True if every delivery ended CANCELLED.
 
@@ -174,6 +220,7 @@ class CommandHandle:
                 _take(docs, entry)
         finally:
             await watcher.stop()
+        self._seen = docs
         return docs
 
     async def _watch(self, step: Callable[[Docs], _T | None], timeout: float) -> _T:  # noqa: ASYNC109
@@ -195,6 +242,7 @@ class CommandHandle:
                 f"command {self.command_id} not done within {timeout:.1f} s; statuses: {seen}"
             ) from None
         finally:
+            self._seen = docs
             await watcher.stop()
         raise CommandError(f"the status watch of {self.command_id} ended unexpectedly")
 

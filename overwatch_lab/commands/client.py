@@ -6,6 +6,7 @@ Blocking calls, safe from any thread but the lab's own::
     h.wait("SUCCEEDED", timeout=10)
     lab.commands.broadcast("org-1", "rtl")
     lab.commands.get(h.command_id).status, lab.commands.history(h.command_id)
+    lab.commands.widget()                # a notebook panel: entity, action, params, Send, ladder
 
 The same part serves an owner lab and an attached one: it reads the live status from the
 CONSTELLATION_COMMAND_STATE bucket and the history from libSQL, and asks its core (see
@@ -17,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import nats.errors
 import pandas as pd
@@ -30,6 +31,9 @@ from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.runtime import Runner
 from overwatch_lab.store import queries
+
+if TYPE_CHECKING:
+    from overwatch_lab.notebook.command_panel import CommandPanel
 
 T = TypeVar("T")
 
@@ -52,6 +56,10 @@ class CommandCore(Protocol):
 
     async def command_kv(self) -> KeyValue:
         """The command status bucket."""
+        ...
+
+    async def entity_docs(self) -> dict[str, dict[str, Any]]:
+        """Every live entity document, by entity_id (shared: read only)."""
         ...
 
 
@@ -137,6 +145,26 @@ class Commands:
         )
         self._publish(s.command_subject(org_id, entity_id), env, env["command_id"])
         return CommandHandle(self, env["command_id"], org_id, entity_id)
+
+    def widget(self, entity_ids: list[str] | None = None, *, follow_s: float = 120.0) -> CommandPanel:
+        """A notebook panel (ipywidgets) to send a command and watch its ladder live.
+
+        Args:
+            entity_ids: the entities to offer (default: every entity the lab has now, by name).
+            follow_s: how long the ladder of each command sent is redrawn.
+
+        Parameters are checked with the wire contract's rules before anything is sent; the
+        panel shows what was sent, or why not. Displaying the returned object shows it.
+        """
+        from overwatch_lab.notebook.command_panel import CommandPanel
+
+        if entity_ids is None:
+            docs = self._runner.call(self._core().entity_docs())
+            named = sorted((str(d.get("name") or e), e) for e, d in docs.items())
+            choices = [(e if name == e else f"{name} ({e})", e) for name, e in named]
+        else:
+            choices = [(e, e) for e in entity_ids]
+        return CommandPanel(self.send, choices, follow_s=follow_s)
 
     # ------------------------------------------------------------------ looking up
     def get(self, command_id: str) -> CommandHandle:

@@ -17,7 +17,9 @@ def test_public_classes_are_exported():
 
 def test_the_labs_parts_are_exported_as_the_types_it_returns():
     """``lab.commands``, ``lab.frames``, ``lab.fleet`` and what they hand out are public types."""
-    assert {"CommandHandle", "Commands", "Fleet", "Frames", "Simulation"} <= set(overwatch_lab.__all__)
+    assert {"CommandHandle", "Commands", "EntityState", "Fleet", "Frames", "Simulation"} <= set(
+        overwatch_lab.__all__
+    )
     lab = overwatch_lab.Lab(data_dir="never-started")  # building a Lab starts nothing
     assert isinstance(lab.commands, overwatch_lab.Commands)
     assert isinstance(lab.frames, overwatch_lab.Frames)
