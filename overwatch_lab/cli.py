@@ -1,4 +1,4 @@
-"""``overwatch-lab`` command line: up | status | command | bench | sim | loadtest.
+"""``overwatch-lab`` command line: up | status | command | bench | sim | loadtest | mavlink.
 
 Only this entry point installs signal handlers (``stop_signals.py``); a Lab never does.
 """
@@ -438,6 +438,18 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest_command.add_arguments(lt)
     lt.set_defaults(func=loadtest_command.run)
 
+    mv = sub.add_parser(
+        "mavlink",
+        help="bridge MAVLink autopilots, SITL or a GCS forward (UDP) or a .tlog into a running lab",
+        description="Take MAVLink 2 on UDP (or a .tlog with --replay), register each system id as "
+        "an entity, publish the 14 projected types as telemetry v1, carry lab commands out as "
+        "COMMAND_LONG/COMMAND_INT/SET_MODE/MISSION_ITEM_INT. See docs/mavlink.md.",
+    )
+    from overwatch_lab.mavlink import command as mavlink_command
+
+    mavlink_command.add_arguments(mv)
+    mv.set_defaults(func=mavlink_command.run)
+
     bench = sub.add_parser(
         "bench", help="benchmarks (each boots a throwaway lab in a temporary folder, not --data-dir)"
     )
@@ -485,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FOREGROUND = ("up", "dashboard")  # commands that stop on SIGINT/SIGTERM through StopSignals
+_FOREGROUND = ("up", "dashboard", "mavlink")  # commands that stop on SIGINT/SIGTERM through StopSignals
 
 
 def main(argv: list[str] | None = None) -> int:
