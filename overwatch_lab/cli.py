@@ -320,6 +320,15 @@ def cmd_bench_commands(a: argparse.Namespace) -> int:
     return 0 if result["not_succeeded"] == 0 else 1
 
 
+def cmd_bench_mavlink(a: argparse.Namespace) -> int:
+    """Run the MAVLink bridge benchmark and print its figures."""
+    from overwatch_lab.bench import mavlink
+
+    result = mavlink.run(drones=a.drones, packets=a.packets, out_dir=Path(a.out), workers=a.workers)
+    print(mavlink.report(result))
+    return 0 if result["lost"] == 0 else 1
+
+
 def cmd_bench_durability(a: argparse.Namespace) -> int:
     """Run the durability trial and print its figures."""
     from overwatch_lab.bench import durability
@@ -494,6 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
     du.add_argument("--entities", type=int, default=100, help="entities publishing (default: %(default)s)")
     du.add_argument("--out", default="bench-results", help=out_help)
     du.set_defaults(func=cmd_bench_durability)
+    bm = bench_sub.add_parser(
+        "mavlink", help="MAVLink packets/s the bridge carries into the lab vs pymavlink's raw parse rate"
+    )
+    bm.add_argument("--drones", type=int, default=1000, help="drones in the capture (default: %(default)s)")
+    bm.add_argument(
+        "--packets", type=int, default=100_000, help="packets in the capture (default: %(default)s)"
+    )
+    bm.add_argument("--out", default="bench-results", help=out_help)
+    bm.add_argument(
+        "--workers", type=int, default=None,
+        help="telemetry worker processes (default: the lab's default for this machine; 0 = in the lab)",
+    )  # fmt: skip
+    bm.set_defaults(func=cmd_bench_mavlink)
     return p
 
 

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from nats.aio.client import Client as NATS
 
 from overwatch_lab.broker.connect import connect
@@ -56,7 +57,7 @@ from overwatch_lab.mavlink.tlog import TlogStats, read_records
 from overwatch_lab.mavlink.vehicle import REPLY_TYPES, Address, CommandRelay, Vehicle
 from overwatch_lab.protocol import lifecycle
 from overwatch_lab.protocol import subjects as s
-from overwatch_lab.protocol.envelopes import encode, format_timestamp, make_telemetry
+from overwatch_lab.protocol.envelopes import SCHEMA_VERSION, encode, format_timestamp
 from overwatch_lab.protocol.events import make_device_event
 from simulators.command_link import CommandLink
 
@@ -273,10 +274,8 @@ class Bridge:
         """
         if self._main is not None:
             raise OverwatchError("a Bridge starts once; build a new one")
-        from pymavlink.dialects.v20 import ardupilotmega  # heavy (~0.3 s): only when a bridge starts
-
-        self._dialect = ardupilotmega
-        self._mav = ardupilotmega.MAVLink(None, srcSystem=GCS_SYSTEM_ID, srcComponent=GCS_COMPONENT_ID)
+        dialect = self._dialect
+        self._mav = dialect.MAVLink(None, srcSystem=GCS_SYSTEM_ID, srcComponent=GCS_COMPONENT_ID)
         if self._nc is None:
             self._nc = await connect(self._url, token=self._token, name=f"overwatch-lab-mavlink:{self.org}")
         try:
@@ -387,6 +386,13 @@ class Bridge:
         ]  # fmt: skip
         return out
 
+    @property
+    def _dialect(self) -> Any:
+        """pymavlink's MAVLink 2 ardupilotmega dialect (a superset of common), imported on first use (~0.3 s)."""
+        from pymavlink.dialects.v20 import ardupilotmega
+
+        return ardupilotmega
+
     # ------------------------------------------------------------------ input
     def datagram(self, data: bytes, addr: Address) -> None:
         """Take one UDP datagram (the socket's callback; also usable to inject bytes)."""
@@ -402,7 +408,11 @@ class Bridge:
                 self._drop_log("publish queue full: dropping telemetry (the lab is not keeping up)")
 
     def feed(self, data: bytes, addr: Address, ts_us: int) -> list[Outgoing]:
-        """Parse bytes from one peer; return what to publish (never raises for bad input)."""
+        """Parse bytes from one peer; return what to publish (never raises for bad input).
+
+        Needs no connection: ``overwatch-lab bench mavlink`` times it alone (parse, map, encode).
+        ``REPLAY_PEER`` as ``addr`` marks log input (no address to answer to).
+        """
         parser = self._parsers.get(addr)
         if parser is None:
             parser = self._dialect.MAVLink(None)
@@ -417,6 +427,10 @@ class Bridge:
             self._bad_log("corrupt MAVLink from %s:%s skipped: %r", addr[0], addr[1], exc)
             self._parsers.pop(addr, None)  # a fresh parser for the next datagram
             return []
+        if parser.buf_len():  # a datagram (a log record) holds whole packets: a tail is a cut one
+            self.counters.bad_packets += 1
+            self._bad_log("truncated MAVLink packet from %s:%s skipped", addr[0], addr[1])
+            self._parsers.pop(addr, None)  # so that it does not swallow the next datagram's start
         if not msgs:
             return []
         out: list[Outgoing] = []
@@ -480,7 +494,7 @@ class Bridge:
     ) -> Vehicle:
         eid = self.entity_id_of(sysid)
         etype = inbound.entity_type_of(hb.type)
-        v = Vehicle(sysid, compid, eid, etype, addr, time.monotonic())
+        v = Vehicle(sysid, compid, eid, etype, s.telemetry_subject(self.org, eid), addr, time.monotonic())
         self._vehicles[sysid] = v
         self.counters.registered += 1
         record = {
@@ -513,17 +527,28 @@ class Bridge:
         return v
 
     def _envelope(self, v: Vehicle, msg: Any, mtype: str, ts_us: int) -> Outgoing:
+        """One telemetry v1 envelope: what :func:`~overwatch_lab.protocol.envelopes.make_telemetry`
+        builds (tests/unit/mavlink checks they are equal), built here without re-checking the
+        tokens validated at registration, and encoded with orjson (the hot path, as in the workers)."""
         us = ts_us if ts_us > v.last_us else v.last_us + 1
         v.last_us = us
         hdr = msg.get_header()
         uid = f"{v.entity_id}-{hdr.msgId}-{us}"
-        env = make_telemetry(
-            self.org, v.entity_id, mtype, inbound.telemetry_data(msg), message_uid=uid,
-            timestamp=format_timestamp(us / 1e6), system_id=hdr.srcSystem, component_id=hdr.srcComponent,
-            source=SOURCE, message_id=hdr.msgId,
-        )  # fmt: skip
+        env = {
+            "schema_version": SCHEMA_VERSION,
+            "message_uid": uid,
+            "org_id": self.org,
+            "entity_id": v.entity_id,
+            "message_id": hdr.msgId,
+            "message_type": mtype,
+            "system_id": hdr.srcSystem,
+            "component_id": hdr.srcComponent,
+            "data": inbound.telemetry_data(msg),
+            "timestamp": format_timestamp(us / 1e6),
+            "source": SOURCE,
+        }
         self.counters.published += 1
-        return (s.telemetry_subject(self.org, v.entity_id), encode(env), uid)
+        return (v.subject, orjson.dumps(env), uid)
 
     # ------------------------------------------------------------------ replay
     async def replay(self, path: str | Path, *, wait: bool = True) -> int:

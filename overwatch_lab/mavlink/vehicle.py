@@ -61,6 +61,7 @@ class Vehicle:
         component_id: its autopilot's component id (commands go there).
         entity_id: the lab entity.
         entity_type: from its HEARTBEAT ``type``.
+        subject: its telemetry subject.
         addr: where its packets last came from (None for a replayed log).
         last_heard: ``time.monotonic()`` of its last packet.
         last_us: the last envelope timestamp given to its telemetry (µs; strictly increasing).
@@ -71,6 +72,7 @@ class Vehicle:
     component_id: int
     entity_id: str
     entity_type: str
+    subject: str
     addr: Address | None = None
     last_heard: float = 0.0
     last_us: int = 0
