@@ -574,7 +574,7 @@ class Bridge:
                 n += 1
                 for item in self.feed(packet, REPLAY_PEER, ts_us):
                     await publisher.put(item)
-                if n % 2048 == 0:
+                if n % 256 == 0:
                     await asyncio.sleep(0)  # let the publisher and the links run between chunks
         if wait:
             await publisher.drained()
