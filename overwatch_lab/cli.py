@@ -1,4 +1,4 @@
-"""``overwatch-lab`` command line: up | status | command | replay | cot | export | bench | sim | loadtest.
+"""``overwatch-lab`` command line: up | status | command | replay | cot | mavlink | export | bench | sim | loadtest.
 
 Only this entry point installs signal handlers (``stop_signals.py``); a Lab never does.
 """
@@ -354,6 +354,15 @@ def cmd_bench_commands(a: argparse.Namespace) -> int:
     return 0 if result["not_succeeded"] == 0 else 1
 
 
+def cmd_bench_mavlink(a: argparse.Namespace) -> int:
+    """Run the MAVLink bridge benchmark and print its figures."""
+    from overwatch_lab.bench import mavlink
+
+    result = mavlink.run(drones=a.drones, packets=a.packets, out_dir=Path(a.out), workers=a.workers)
+    print(mavlink.report(result))
+    return 0 if result["lost"] == 0 else 1
+
+
 def cmd_bench_durability(a: argparse.Namespace) -> int:
     """Run the durability trial and print its figures."""
     from overwatch_lab.bench import durability
@@ -539,6 +548,18 @@ def build_parser() -> argparse.ArgumentParser:
     cli_replay.add_arguments(rp)
     rp.set_defaults(func=cli_replay.run)
 
+    mv = sub.add_parser(
+        "mavlink",
+        help="bridge MAVLink autopilots, SITL or a GCS forward (UDP) or a .tlog into a running lab",
+        description="Take MAVLink 2 on UDP (or a .tlog with --replay), register each system id as "
+        "an entity, publish the 14 projected types as telemetry v1, carry lab commands out as "
+        "COMMAND_LONG/COMMAND_INT/SET_MODE/MISSION_ITEM_INT. See docs/mavlink.md.",
+    )
+    from overwatch_lab.mavlink import command as mavlink_command
+
+    mavlink_command.add_arguments(mv)
+    mv.set_defaults(func=mavlink_command.run)
+
     bench = sub.add_parser(
         "bench", help="benchmarks (each boots a throwaway lab in a temporary folder, not --data-dir)"
     )
@@ -592,6 +613,20 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--out", default="bench-results", help=out_help)
     bf.set_defaults(func=cmd_bench_frames)
 
+    bm = bench_sub.add_parser(
+        "mavlink", help="MAVLink packets/s the bridge carries into the lab vs pymavlink's raw parse rate"
+    )
+    bm.add_argument("--drones", type=int, default=1000, help="drones in the capture (default: %(default)s)")
+    bm.add_argument(
+        "--packets", type=int, default=100_000, help="packets in the capture (default: %(default)s)"
+    )
+    bm.add_argument("--out", default="bench-results", help=out_help)
+    bm.add_argument(
+        "--workers", type=int, default=None,
+        help="telemetry worker processes (default: the lab's default for this machine; 0 = in the lab)",
+    )  # fmt: skip
+    bm.set_defaults(func=cmd_bench_mavlink)
+
     ex = sub.add_parser(
         "export", help="write a data directory's run to Parquet or CSV, with a data dictionary (read-only)"
     )
@@ -611,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FOREGROUND = ("up", "dashboard", "cot")  # commands that stop on SIGINT/SIGTERM through StopSignals
+_FOREGROUND = ("up", "dashboard", "cot", "mavlink")  # commands that stop on SIGINT/SIGTERM through StopSignals
 
 
 def main(argv: list[str] | None = None) -> int:
