@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pandas as pd
 
 from overwatch_lab.broker.connect import connect
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.runtime import Runner
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class Simulation:
 async def start_simulation(
     runner: Runner,
     nats_url: str,
-    nats_token: str | None,
+    nats_auth: NatsAuth,
     scenario: ScenarioLike,
     *,
     speed: float = 1.0,
@@ -119,10 +120,10 @@ async def start_simulation(
         sc = sc.replace(seed=seed)
     if processes > 0:
         handle = await run_scenario_processes(
-            sc, nats_url, token=nats_token, processes=processes, speed=speed, duration_s=duration_s
+            sc, nats_url, auth=nats_auth, processes=processes, speed=speed, duration_s=duration_s
         )
         return Simulation(runner, handle, None)
-    nc = await connect(nats_url, token=nats_token, name=f"overwatch-lab-sim:{sc.name}")
+    nc = await connect(nats_url, auth=nats_auth, name=f"overwatch-lab-sim:{sc.name}")
     links: list[CommandLink] = []
     try:
         run = await run_scenario(sc, nc, speed=speed, duration_s=duration_s)

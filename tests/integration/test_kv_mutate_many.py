@@ -60,7 +60,7 @@ async def test_a_failing_mutation_fails_its_write_only(nc, js, tmp_path):
 
 
 async def test_a_closed_connection_is_a_kv_error_per_key(nats_server, tmp_path):
-    client = await connect(nats_server.url, token=nats_server.token, name="pytest-kv-many")
+    client = await connect(nats_server.url, auth=nats_server.auth, name="pytest-kv-many")
     js = client.jetstream()
     await provision(js, LabConfig(data_dir=tmp_path / "lab"))
     ekv = EntityKV(await open_kv(js))
