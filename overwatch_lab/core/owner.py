@@ -111,6 +111,8 @@ class OwnerCore(LabCore):
         await store.open()
         stack.push_async_callback(store.close)
         if cfg.embedded:
+            for role in ("observer", "operator"):  # for attached notebooks, dashboards, the CLI;
+                self.credentials.issue(role, role)  # issued before the broker reads its users
             broker = self.broker = BrokerSupervisor(self._new_broker, cfg)
             stack.push_async_callback(broker.stop)
             await broker.start()
@@ -118,8 +120,6 @@ class OwnerCore(LabCore):
         if self.broker is not None:
             self._system = await connect(self.nats_url, auth=self.broker.server.system_auth, name="overwatch-lab-sys")
             stack.push_async_callback(self._system.close)
-            for role in ("observer", "operator"):  # for attached notebooks, dashboards, the CLI
-                self.credentials.issue(role, role, nats_url=self.nats_url)
         log.info("provisioned: %s", await provision(self.js, cfg))
         log.info("provisioned commands: %s", await provision_commands(self.js, cfg))
         kept, _ = await retire_partitions(self.js, cfg)

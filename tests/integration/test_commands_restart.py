@@ -127,7 +127,7 @@ def test_killed_lab_mid_delivery(tmp_path, broker):
     try:
         assert child.stdout is not None and child.stdout.readline().startswith("overwatch-lab: starting")
         assert child.stdout.readline().startswith("overwatch-lab is up")
-        attached = Lab.attach(tmp_path / "lab")
+        attached = Lab.attach(tmp_path / "lab", identity="operator")
         try:
             sent = {
                 e: [attached.commands.send(e, "rtl", ttl_s=120).command_id for _ in range(10)]

@@ -181,7 +181,7 @@ def test_cli_up_sigterm_exits_zero_and_restart_keeps_data(tmp_path):
         info = json.loads((data_dir / "lab.json").read_text())
         assert info["pid"] == proc.pid
         assert len(nats_server_pids(str(data_dir))) == 1
-        attached = Lab.attach(data_dir)
+        attached = Lab.attach(data_dir, identity="internal")  # it registers
         attached.register_org(ORG)
         attached.register_entity(ORG, "c1", "aircraft_vtol")
         attached.down()

@@ -46,7 +46,7 @@ async def test_a_second_owner_is_refused_with_the_owners_pid(lab):
     assert len(nats_server_pids(str(data_dir))) == 1
     assert (data_dir / "lab.json").read_text() == before
     assert lab.state is LabState.RUNNING
-    attached = Lab.attach(data_dir)  # attaching stays possible
+    attached = Lab.attach(data_dir, identity="internal")  # attaching stays possible
     try:
         attached.register_org(ORG)
         attached.register_entity(ORG, "o1", "sensor_platform")
