@@ -18,7 +18,7 @@ import pytest
 
 from overwatch_lab import Lab
 from overwatch_lab.broker.connect import connect
-from overwatch_lab.errors import BrokerError
+from overwatch_lab.errors import BrokerError, LabStateError
 from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import lifecycle
 from overwatch_lab.protocol.commands import ack_subject, delivery_subject
@@ -210,8 +210,8 @@ def test_an_observer_reads_but_cannot_publish_or_delete(lab: Lab):
     # Lab.attach is an observer unless told otherwise
     attached = Lab.attach(lab.config.data_dir)
     try:
-        assert attached.state_of(VICTIM)["org_id"] == VICTIM_ORG
-        with pytest.raises(Exception, match="observer"):
+        assert (attached.state_of(VICTIM) or {}).get("org_id") == VICTIM_ORG
+        with pytest.raises(LabStateError, match="observer"):
             attached.publish_telemetry(VICTIM_ORG, VICTIM, "VFR_HUD", {"groundspeed": 1.0})
     finally:
         attached.down()
@@ -259,3 +259,31 @@ def test_file_modes_and_a_restarted_lab_accepts_the_same_credentials(lab_factory
         second.wait_for(lambda: second.state_of(VICTIM)["vfr"]["groundspeed"] == 2.0, what="KV")
     finally:
         device.close()
+
+
+def test_another_process_issues_a_device_through_the_cli(lab: Lab):
+    """`overwatch-lab device add` next to a running lab: registered, reloaded, usable at once."""
+    import subprocess
+    import sys
+
+    data_dir = str(lab.config.data_dir)
+    out = subprocess.run(
+        [sys.executable, "-m", "overwatch_lab.cli", "device", "add", VICTIM_ORG, VICTIM, "--data-dir", data_dir,
+         "--type", "ground_vehicle_wheeled"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert lab.state_of(VICTIM)["entity_type"] == "ground_vehicle_wheeled"
+    cred = lab.devices.get(VICTIM)
+    assert cred is not None and str(cred.file) in out.stdout
+    device = Client(lab.nats_url, NatsAuth.load(cred.file))
+    try:
+        env = make_telemetry(VICTIM_ORG, VICTIM, "VFR_HUD", {"groundspeed": 1.5, "heading": 5})
+        assert device.call(device.js.publish(f"constellation.telemetry.{VICTIM_ORG}.{VICTIM}", encode(env))).seq
+    finally:
+        device.close()
+    listed = subprocess.run(
+        [sys.executable, "-m", "overwatch_lab.cli", "device", "list", "--json", "--data-dir", data_dir],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert {r["name"] for r in json.loads(listed.stdout)} == {VICTIM, "observer", "operator"}
