@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from overwatch_lab import logs
+from overwatch_lab.cli_devices import add_device_parser
 from overwatch_lab.cli_flags import (
     DATA_DIR_FLAG,
     UP_CONFIG_FLAGS,
@@ -161,10 +162,11 @@ def _show_and_serve(lab: Lab, a: argparse.Namespace, fleet: Scenario | None) -> 
     """
     cfg = lab.config
     info = lab.connection_info()
-    lines = [f"  {key:<12} {info[key]}" for key in ("data_dir", "nats_url", "monitor_url", "db_url", "pid")]
+    lines = [f"  {key:<12} {info[key]}" for key in ("data_dir", "nats_url", "db_url", "pid")]
     lines.append(
-        f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (token in {cfg.data_dir / 'lab.json'})"
+        f"  {'attach':<12} Lab.attach({str(cfg.data_dir)!r})  (an observer; credentials in {cfg.data_dir / 'lab.json'})"
     )
+    lines.append(f"  {'devices':<12} overwatch-lab device add ORG ENTITY --data-dir {str(cfg.data_dir)!r}")
     if fleet is not None:
         sim = lab.fleet.simulate(fleet, speed=a.speed)
         sc = sim.scenario
@@ -205,7 +207,7 @@ async def _dashboard(a: argparse.Namespace) -> int:
             source = _Observed(observed)
             print(f"observing {observed.connection_info()['nats_url']} read-only", flush=True)
         else:
-            source = AttachedLab(_data_dir(a))
+            source = AttachedLab(_data_dir(a), identity=a.identity)
             if (note := no_lab_note(source.data_dir)) is not None:
                 print(note, file=sys.stderr, flush=True)
         try:
@@ -300,7 +302,7 @@ def cmd_command(a: argparse.Namespace) -> int:
     from overwatch_lab.protocol.commands import CommandStatus
 
     params = dict(a.params)
-    lab = Lab.attach(_data_dir(a))
+    lab = Lab.attach(_data_dir(a), identity="operator")
     try:
         if a.broadcast:
             handle = lab.commands.broadcast(a.entity, a.action, ttl_s=a.ttl, source="cli", **params)
@@ -471,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _dashboard_arguments(dash)
     dash.add_argument("--show", action="store_true", help="open a browser")
+    dash.add_argument(
+        "--identity", choices=("observer", "operator"), default="observer",
+        help="who the dashboard connects as: observer (default: reads only) or operator (may send commands)",
+    )  # fmt: skip
     dash.set_defaults(func=cmd_dashboard)
 
     sim = sub.add_parser(
@@ -481,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulators_cli.add_arguments(sim)
     sim.set_defaults(func=simulators_cli.run)
+
+    add_device_parser(sub)
 
     st = sub.add_parser("status", help="attach to a running lab and print its state and counters")
     add_config_flags(st, [DATA_DIR_FLAG])

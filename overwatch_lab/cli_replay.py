@@ -120,11 +120,11 @@ def run(a: argparse.Namespace) -> int:
         raise ConfigError("--into-url goes with --url; with --data-dir use --into-data-dir")
     from overwatch_lab.lab import Lab
 
-    lab = Lab.attach(Path(a.data_dir) if a.data_dir is not None else default_data_dir())
+    lab = Lab.attach(Path(a.data_dir) if a.data_dir is not None else default_data_dir(), identity="internal")
     into = None
     try:
         if a.into_data_dir is not None:
-            into = Lab.attach(Path(a.into_data_dir))
+            into = Lab.attach(Path(a.into_data_dir), identity="internal")
         if a.dry_run:
             frame = lab.frames.replay_frame(since, until, org=a.org, entity=a.entity, progress=progress)
             print(_summary(frame), flush=True)

@@ -9,6 +9,8 @@ _WORKER_KEYS = ("handled", "acked", "quarantined", "retried", "holding", "held",
 _STREAM_KEYS = ("messages", "discarded", "dropped", "lost", "lag", "lag_rate_per_s")
 
 
+_SECRETS = frozenset({"nats_token", "nats_auth", "system_auth"})  # lab.json fields never printed
+
 def lab_status(info: dict[str, Any], stats: dict[str, Any], states: Any) -> dict[str, Any]:
     """What ``status`` reports (pure): the lab's lab.json (token hidden), state and counters.
 
@@ -35,7 +37,7 @@ def lab_status(info: dict[str, Any], stats: dict[str, Any], states: Any) -> dict
     else:
         state = "running"
     return {
-        "lab": {k: v for k, v in info.items() if k != "nats_token"} | {"state": state},
+        "lab": {k: v for k, v in info.items() if k not in _SECRETS} | {"state": state},
         "entities": {"total": int(len(states)), "live": live},
         "workers": workers,
         "streams": streams,

@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from overwatch_lab.errors import ConfigError
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.protocol.commands import COMMAND_ACKS_ALL
 
@@ -369,6 +370,16 @@ class LabConfig:
             raise ConfigError(f"streams is missing {sorted(missing)}")
         if not isinstance(self.streams, MappingProxyType):
             object.__setattr__(self, "streams", MappingProxyType(dict(self.streams)))
+
+    @property
+    def nats_auth(self) -> NatsAuth:
+        """``nats_token`` / ``nats_user`` / ``nats_password`` / ``nats_creds`` as one value (external broker)."""
+        return NatsAuth(
+            token=self.nats_token,
+            user=self.nats_user,
+            password=self.nats_password,
+            creds=None if self.nats_creds is None else str(self.nats_creds),
+        )
 
     @property
     def embedded(self) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from overwatch_lab.errors import BrokerError
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.runtime import Runner
 from overwatch_lab.simulation import Simulation, start_simulation
 
@@ -32,8 +33,8 @@ class FleetCore(Protocol):
         ...
 
     @property
-    def nats_token(self) -> str | None:
-        """Token to connect to the broker."""
+    def nats_auth(self) -> NatsAuth:
+        """How the lab connects to the broker."""
         ...
 
 
@@ -80,7 +81,7 @@ class Fleet:
             sim = await start_simulation(
                 self._runner,
                 core.nats_url,
-                core.nats_token,
+                core.nats_auth,
                 scenario,
                 speed=speed,
                 duration_s=duration_s,

@@ -4,7 +4,8 @@
   (lock, store, supervised broker, provisioning, workers, sync, ``lab.json``);
   :class:`~overwatch_lab.core.attached.AttachedCore` connects to a lab another process owns.
 - the parts, reached as properties: ``lab.commands`` (:class:`~overwatch_lab.commands.client.Commands`),
-  ``lab.frames`` (:class:`~overwatch_lab.frames.Frames`), ``lab.fleet`` (:class:`~overwatch_lab.fleet.Fleet`).
+  ``lab.frames`` (:class:`~overwatch_lab.frames.Frames`), ``lab.fleet`` (:class:`~overwatch_lab.fleet.Fleet`),
+  ``lab.devices`` (:class:`~overwatch_lab.devices.Devices`: the broker's device credentials).
 - the Lab itself: lifecycle, connection info, counters, and the device-side verbs notebooks use
   most (register, publish, read state).
 - ``lab.replay(since, until, speed=...)``: re-publish a window of this lab's telemetry (re-read
@@ -52,11 +53,13 @@ from overwatch_lab.core.observer import ObserverCore
 from overwatch_lab.core.owner import OwnerCore
 from overwatch_lab.core.runner import CoreRunner, LabState, LiveReads
 from overwatch_lab.core.stats import Stats
+from overwatch_lab.devices import Devices
 from overwatch_lab.errors import FrameError
 from overwatch_lab.fleet import Fleet
 from overwatch_lab.frames import Frames
 from overwatch_lab.kvcache import Changes
 from overwatch_lab.kvstate import Doc
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.notebook.cards import lab_card
 from overwatch_lab.notebook.entity import EntityState
 from overwatch_lab.notebook.html import guarded, redact_url, safe_text
@@ -96,6 +99,7 @@ class Lab:
         self._commands = Commands(runner, runner.require)
         self._frames = Frames(core.db_url, LiveReads(runner), stale_after_s=core.config.stale_after_s)
         self._fleet = Fleet(runner, runner.require)
+        self._devices = Devices(runner, runner.require)
         runner.on_stopping(self._fleet.close)
         self.dashboard_url: str | None = None
         """Where a dashboard of this lab is served (set by whatever serves it; the repr links it)."""
@@ -177,6 +181,11 @@ class Lab:
         """Simulated fleets flying against this lab (:class:`~overwatch_lab.fleet.Fleet`)."""
         return self._fleet
 
+    @property
+    def devices(self) -> Devices:
+        """Device, relay, observer and operator credentials of the embedded broker (:class:`~overwatch_lab.devices.Devices`)."""
+        return self._devices
+
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def up(cls, config: LabConfig | None = None, **overrides: Any) -> Lab:
@@ -239,17 +248,27 @@ class Lab:
         self.down()
 
     @classmethod
-    def attach(cls, data_dir: str | os.PathLike[str], *, timeout: float = 10.0) -> Lab:
+    def attach(
+        cls, data_dir: str | os.PathLike[str], *, identity: str = "observer", timeout: float = 10.0
+    ) -> Lab:
         """Attach to a lab running in another process, from its ``<data_dir>/lab.json``.
 
-        The attached Lab publishes, reads state and builds frames like the owner, but owns no
-        broker, worker or synchronizer: ``down()`` only closes its connection.
+        The attached Lab reads state and builds frames like the owner, but owns no broker,
+        worker or synchronizer: ``down()`` only closes its connection.
+
+        Args:
+            data_dir: the running lab's data directory.
+            identity: ``"observer"`` (default: reads only, publishes nothing), ``"operator"``
+                (an observer that may send commands) or ``"internal"`` (the owner's own
+                identity: full rights, e.g. to register devices).
+            timeout: how long attaching may take.
 
         Raises:
-            ConfigError: no lab runs there (no ``lab.json``, or its process is gone).
+            ConfigError: no lab runs there (no ``lab.json``, or its process is gone), or an
+                unknown identity.
         """
         lab = cls.__new__(cls)
-        lab._setup(AttachedCore.from_data_dir(data_dir))
+        lab._setup(AttachedCore.from_data_dir(data_dir, identity))
         lab._runner.started(lab._runner.begin(), timeout)
         return lab
 
@@ -318,14 +337,31 @@ class Lab:
         return self._booted().nats_url
 
     @property
+    def nats_auth(self) -> NatsAuth:
+        """How this lab connects to the broker: the owner's internal identity (never hand it to a
+        device: issue one with ``lab.devices.add``), or the identity an attached lab chose."""
+        return self._booted().nats_auth
+
+    @property
     def nats_token(self) -> str | None:
-        """Token to connect to the broker (the embedded one is kept in ``broker/identity.json``)."""
+        """The token of :attr:`nats_auth` (None for the embedded broker, which has users)."""
         return self._booted().nats_token
 
     @property
     def monitor_url(self) -> str | None:
-        """nats-server monitoring URL (embedded broker only)."""
+        """None: the embedded broker opens no HTTP monitoring port; use :meth:`broker_monitor`."""
         return self._booted().monitor_url
+
+    def broker_monitor(self, endpoint: str = "varz", **options: Any) -> dict[str, Any]:
+        """One monitoring endpoint of the embedded broker (``varz``, ``connz``, ``jsz``,
+        ``healthz``, ...), asked as its system account; e.g. ``broker_monitor("connz", subscriptions=True)``.
+
+        Raises:
+            LabStateError: this lab holds no system-account credentials (an observer, or an
+                external broker).
+            BrokerError: unknown endpoint, or no answer.
+        """
+        return self.call(self._require().broker_monitor(endpoint, options))
 
     @property
     def db_url(self) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pandas as pd
 
 from overwatch_lab.broker.connect import connect
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.notebook.cards import simulation_card
 from overwatch_lab.notebook.html import guarded, safe_text
 from overwatch_lab.runtime import Runner
@@ -160,7 +161,7 @@ class Simulation:
 async def start_simulation(
     runner: Runner,
     nats_url: str,
-    nats_token: str | None,
+    nats_auth: NatsAuth,
     scenario: ScenarioLike,
     *,
     speed: float = 1.0,
@@ -177,10 +178,10 @@ async def start_simulation(
         sc = sc.replace(seed=seed)
     if processes > 0:
         handle = await run_scenario_processes(
-            sc, nats_url, token=nats_token, processes=processes, speed=speed, duration_s=duration_s
+            sc, nats_url, auth=nats_auth, processes=processes, speed=speed, duration_s=duration_s
         )
         return Simulation(runner, handle, None)
-    nc = await connect(nats_url, token=nats_token, name=f"overwatch-lab-sim:{sc.name}")
+    nc = await connect(nats_url, auth=nats_auth, name=f"overwatch-lab-sim:{sc.name}")
     links: list[CommandLink] = []
     try:
         run = await run_scenario(sc, nc, speed=speed, duration_s=duration_s)

@@ -33,13 +33,14 @@ Layout::
 
 The seam to the lab
 -------------------
-A run needs only a NATS URL and token; a running lab writes both to ``<data_dir>/lab.json``
-(``nats_url``, ``nats_token``). Nothing here imports ``overwatch_lab.lab``.
+A run needs only a NATS URL and credentials: a device or relay identity issued by the lab
+(``lab.devices``, ``overwatch-lab device add``), or a running lab's own from ``<data_dir>/lab.json``
+(``nats_url``, ``nats_auth``). Nothing here imports ``overwatch_lab.lab``.
 
 In-process (one connection, on the caller's event loop)::
 
     from simulators import load_scenario, run_scenario
-    nc = await overwatch_lab.broker.connect.connect(url, token=token)
+    nc = await overwatch_lab.broker.connect.connect(url, auth=auth)
     handle = await run_scenario(load_scenario("small-isr-patrol"), nc, speed=1.0)
     handle.pause(); handle.play(); handle.set_speed(10)
     handle.inject("link_loss", 20, "drone-001")            # live fault, 20 simulated seconds
@@ -48,7 +49,7 @@ In-process (one connection, on the caller's event loop)::
     await handle.stop()
 
 ``lab.fleet.simulate(scenario)`` can wrap this on the lab's loop thread: build the client with the
-lab's URL/token (a dedicated connection, so the fleet behaves like outside devices and its
+lab's URL and credentials (a dedicated connection, so the fleet behaves like outside devices and its
 outgoing buffer does not compete with the workers), ``lab.call(run_scenario(...))``, and hand
 the ``RunHandle`` back: its plain methods (play, pause, set_speed, inject, command) are safe to
 call from the notebook's thread; ``stop``/``wait``/``advance`` are coroutines for the lab's loop.
@@ -57,9 +58,9 @@ before telemetry starts, re-sending ``created`` events for devices the lab has n
 
 In worker processes (large fleets; same handle surface, ``command`` is async)::
 
-    handle = await run_scenario_processes(scenario, url, token=token, processes=2)
+    handle = await run_scenario_processes(scenario, url, auth=auth, processes=2)
 
-From the shell: ``overwatch-lab sim SCENARIO [--data-dir DIR | --nats-url URL] [--token T]
+From the shell: ``overwatch-lab sim SCENARIO [--data-dir DIR | --nats-url URL] [--token T | --credentials FILE]
 [--speed X] [--seed N] [--duration S] [--processes N]`` (``--list`` names the scenarios); the lab's CLI hooks
 :func:`simulators.cli.add_arguments` and :func:`simulators.cli.run` into its ``sim`` subcommand.
 """

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from overwatch_lab.config import LabConfig
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.subjects import STREAM_TELEMETRY
 from simulators.fleets.load_1000 import MESSAGES_PER_DEVICE_S, scaled
 from simulators.model import FleetModel
@@ -74,14 +75,14 @@ def measure_dry(devices: int = DRY_DEVICES, seconds: float = DRY_SECONDS) -> dic
 
 
 async def _trial(
-    url: str, token: str, devices: int, processes: int, seconds: float, js: Any
+    url: str, auth: NatsAuth, devices: int, processes: int, seconds: float, js: Any
 ) -> dict[str, Any]:
     from simulators.multiproc import run_scenario_processes
 
     before = (await js.stream_info(STREAM_TELEMETRY)).state.last_seq
     sc = scaled(devices)
     handle = await run_scenario_processes(
-        sc, url, token=token, processes=processes, speed=1.0, duration_s=seconds
+        sc, url, auth=auth, processes=processes, speed=1.0, duration_s=seconds
     )
     t0 = time.monotonic()
     async with asyncio.timeout(seconds * 4 + 60):
@@ -135,13 +136,13 @@ async def measure_live(args: argparse.Namespace) -> dict[str, Any]:
         server = NatsServer(Path(tmp) / "nats")
         await server.start()
         try:
-            nc = await connect(server.url, token=server.token, name="sim-bench")
+            nc = await connect(server.url, auth=server.auth, name="sim-bench")
             js = nc.jetstream()
             await provision(js, LabConfig(data_dir=Path(tmp)))
             capacity = 0
             misses = 0
             for n in args.sizes:
-                r = await _trial(server.url, server.token, n, 1, args.seconds, js)
+                r = await _trial(server.url, server.auth, n, 1, args.seconds, js)
                 results["single"].append(r)
                 _out(
                     f"single process {n:5d} devices: {r['msgs_per_s']:6d} msg/s, final lag {r['final_lag_s']:.2f} s, "
@@ -157,7 +158,7 @@ async def measure_live(args: argparse.Namespace) -> dict[str, Any]:
                     if misses == 2:  # two sizes in a row behind: larger ones will be too
                         break
             results["capacity_one_process"] = capacity
-            r = await _trial(server.url, server.token, args.devices, args.processes, args.seconds, js)
+            r = await _trial(server.url, server.auth, args.devices, args.processes, args.seconds, js)
             results["multi"] = r
             _out(
                 f"{args.processes} processes {args.devices} devices: {r['msgs_per_s']} msg/s, final lag "

@@ -4,6 +4,7 @@
 
     overwatch-lab sim small-isr-patrol --data-dir ./overwatch-data --speed 2 --duration 300
     overwatch-lab sim my-fleet.yaml --nats-url nats://127.0.0.1:4222 --token s3cret
+    overwatch-lab sim small-isr-patrol --credentials overwatch-data/credentials/relay-1.json
     overwatch-lab sim load-1000 --processes 2                        # the lab in $OVERWATCH_LAB_DATA_DIR
     overwatch-lab sim small-isr-patrol --dry-run --duration 60      # no NATS: counts and hash
     overwatch-lab sim --list                                        # the named scenarios
@@ -33,6 +34,7 @@ from typing import Any, TextIO
 
 from overwatch_lab.config import LabConfig, default_data_dir
 from overwatch_lab.errors import BrokerError, ConfigError, OverwatchError, ScenarioError
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.envelopes import format_timestamp, parse_timestamp
 from simulators.catalog import list_scenarios, load_scenario
 from simulators.dry_run import telemetry_hash
@@ -71,6 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--token", metavar="T", help="NATS token (default: from lab.json or $OVERWATCH_LAB_NATS_TOKEN)"
     )
     p.add_argument(
+        "--credentials", metavar="FILE", type=Path,
+        help="a connection file from `overwatch-lab device add` or a relay (default: the lab's own identity from lab.json)",
+    )  # fmt: skip
+    p.add_argument(
         "--speed",
         metavar="X",
         type=float,
@@ -102,15 +108,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
-def resolve_nats(args: argparse.Namespace) -> tuple[str, str | None]:
-    """Return (url, token) from ``--nats-url``/``--token`` or a lab's ``lab.json``.
+def resolve_nats(args: argparse.Namespace) -> tuple[str, NatsAuth]:
+    """Return (url, credentials) from ``--nats-url``/``--token``/``--credentials`` or a lab's ``lab.json``.
 
     Raises:
-        ConfigError: no URL given and no readable ``lab.json``.
+        ConfigError: no URL given and no readable ``lab.json``, or an unreadable credentials file.
     """
     token = args.token or os.environ.get("OVERWATCH_LAB_NATS_TOKEN")
+    creds_file = getattr(args, "credentials", None)
+    chosen = NatsAuth.load(creds_file) if creds_file is not None else NatsAuth(token=token) if token else None
     if args.nats_url:
-        return args.nats_url, token
+        return args.nats_url, chosen or NatsAuth()
     data_dir = getattr(args, "data_dir", None) or default_data_dir()
     path = Path(data_dir).expanduser() / LAB_JSON
     try:
@@ -124,7 +132,11 @@ def resolve_nats(args: argparse.Namespace) -> tuple[str, str | None]:
     url = info.get("nats_url")
     if not isinstance(url, str) or not url:
         raise ConfigError(f"{path} has no nats_url")
-    return url, token or info.get("nats_token")
+    if chosen is not None:
+        return url, chosen
+    if info.get("nats_auth"):
+        return url, NatsAuth.from_dict(info["nats_auth"], f"{path} nats_auth")
+    return url, NatsAuth(token=info.get("nats_token"))
 
 
 def _start(value: str | None) -> float | None:
@@ -204,7 +216,7 @@ def _dry_run(sc: Scenario, duration: float, start: float | None, out: TextIO) ->
 
 
 async def _live(sc: Scenario, args: argparse.Namespace, start: float | None) -> int:
-    url, token = resolve_nats(args)
+    url, auth = resolve_nats(args)
     progress = ProgressLine(sys.stderr, args.quiet)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -217,7 +229,7 @@ async def _live(sc: Scenario, args: argparse.Namespace, start: float | None) -> 
         handle: Any = await run_scenario_processes(
             sc,
             url,
-            token=token,
+            auth=auth,
             processes=args.processes,
             speed=args.speed,
             duration_s=args.duration,
@@ -230,7 +242,7 @@ async def _live(sc: Scenario, args: argparse.Namespace, start: float | None) -> 
         from overwatch_lab.broker.connect import connect
         from simulators.runner import run_scenario
 
-        nc = await connect(url, token=token, name=f"overwatch-lab-sim:{sc.name}")
+        nc = await connect(url, auth=auth, name=f"overwatch-lab-sim:{sc.name}")
         handle = await run_scenario(
             sc,
             nc,

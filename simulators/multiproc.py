@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from overwatch_lab.errors import BrokerError, LabStateError, ScenarioError
+from overwatch_lab.nats_auth import NatsAuth
 from simulators.devices.command_handler import CommandResult
 from simulators.faults import Fault, timeline_frame
 from simulators.process_worker import worker_main
@@ -315,7 +316,7 @@ async def run_scenario_processes(
     scenario: Scenario,
     url: str,
     *,
-    token: str | None = None,
+    auth: NatsAuth | None = None,
     processes: int = 2,
     speed: float = 1.0,
     duration_s: float | None = None,
@@ -328,7 +329,7 @@ async def run_scenario_processes(
     Args:
         scenario: the scenario.
         url: NATS URL the workers connect to (e.g. a lab's ``lab.json`` ``nats_url``).
-        token: NATS token (a lab's ``nats_token``).
+        auth: NATS credentials (a device relay's, or a lab's ``nats_auth``).
         processes: number of worker processes (1..device count).
         speed: simulated seconds per wall second (> 0).
         duration_s: run length in simulated seconds (default the scenario's; None = until stopped).
@@ -363,7 +364,7 @@ async def run_scenario_processes(
                     data,
                     members,
                     url,
-                    token,
+                    auth,
                     speed,
                     duration,
                     i,

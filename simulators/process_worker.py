@@ -23,6 +23,7 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
+from overwatch_lab.nats_auth import NatsAuth
 from simulators.faults import Fault
 from simulators.scenario import Scenario
 
@@ -45,7 +46,7 @@ def worker_main(
     scenario_data: dict[str, Any],
     members: list[int],
     url: str,
-    token: str | None,
+    auth: NatsAuth | None,
     speed: float,
     duration_s: float | None,
     index: int,
@@ -60,7 +61,7 @@ def worker_main(
     )
     try:
         asyncio.run(
-            _worker(conn, scenario_data, members, url, token, speed, duration_s, index, register_timeout_s)
+            _worker(conn, scenario_data, members, url, auth, speed, duration_s, index, register_timeout_s)
         )
     except BaseException as exc:  # report anything (even KeyboardInterrupt) to the parent, then exit
         with contextlib.suppress(OSError, ValueError):
@@ -73,7 +74,7 @@ async def _worker(
     scenario_data: dict[str, Any],
     members: list[int],
     url: str,
-    token: str | None,
+    auth: NatsAuth | None,
     speed: float,
     duration_s: float | None,
     index: int,
@@ -83,7 +84,7 @@ async def _worker(
     from simulators.runner import run_scenario
 
     scenario = Scenario.from_dict(scenario_data)
-    nc = await connect(url, token=token, name=f"overwatch-lab-sim-{index}")
+    nc = await connect(url, auth=auth, name=f"overwatch-lab-sim-{index}")
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=10_000)
 

@@ -7,7 +7,7 @@ header (:mod:`simulators.registration`: publishing and registration). It returns
 play/pause/set_speed/stop, live counts, live fault injection, commands and the fault timeline.
 
 The runner talks to the lab only over NATS, exactly as real devices would: all it needs is a
-connected client (a lab's ``lab.json`` holds ``nats_url`` and ``nats_token``).
+connected client (a lab's ``lab.json`` holds ``nats_url`` and ``nats_auth``).
 
 Messages go out in tick order. The pacing never changes *what* is sent, only *when*: the
 stream of messages is the same at any speed (:func:`simulators.dry_run.telemetry_hash`).

@@ -35,6 +35,7 @@ import nats
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import provision
 from overwatch_lab.config import LabConfig, MiB
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.envelopes import decode_telemetry
 from overwatch_lab.protocol.mavlink import project
 from overwatch_lab.protocol.subjects import STREAM_TELEMETRY, parse_telemetry_subject
@@ -58,9 +59,9 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-async def raw_consume(url: str, token: str | None, n: int, batch: int) -> float:
+async def raw_consume(url: str, auth: NatsAuth, n: int, batch: int) -> float:
     """Pull-consume n messages from the telemetry stream with fetch + ack only; return seconds."""
-    nc = await nats.connect(url, token=token, pending_size=256 * MiB)
+    nc = await nats.connect(url, **auth.kwargs(), pending_size=256 * MiB)
     js = nc.jetstream()
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -88,13 +89,13 @@ async def raw_consume(url: str, token: str | None, n: int, batch: int) -> float:
 
 
 async def pipelined_consume(
-    url: str, token: str | None, n: int, *, durable: str, decode: bool = False, timeout_s: float = 300
+    url: str, auth: NatsAuth, n: int, *, durable: str, decode: bool = False, timeout_s: float = 300
 ) -> float:
     """Consume+ack n telemetry messages with a callback subscription on pipelined raw pull
     requests (public nats-py API only); return the wall time (epoch s) of the last ack."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    nc = await nats.connect(url, token=token, pending_size=256 * MiB)
+    nc = await nats.connect(url, **auth.kwargs(), pending_size=256 * MiB)
     js = nc.jetstream()
     await js.add_consumer(
         STREAM_TELEMETRY,
@@ -167,18 +168,18 @@ def ceiling(
             )
             await server.start()
             try:
-                nc = await nats.connect(server.url, token=server.token)
+                nc = await nats.connect(server.url, **server.auth.kwargs())
                 await provision(nc.jetstream(), cfg)  # the lab's streams, with the same limits
                 await nc.close()
                 pub = await asyncio.create_subprocess_exec(
-                    *publisher_argv(server.url, server.token, entities, messages),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    *publisher_argv(server.url, entities, messages),
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=server.auth.env(),
                 )  # fmt: skip
                 try:
                     assert pub.stdin is not None and pub.stdout is not None
                     json.loads(await pub.stdout.readline())  # ready
                     consume = asyncio.ensure_future(
-                        pipelined_consume(server.url, server.token, messages, durable="bench-ceiling",
+                        pipelined_consume(server.url, server.auth, messages, durable="bench-ceiling",
                                            timeout_s=timeout_s)
                     )  # fmt: skip
                     pub.stdin.write(b"go\n")
@@ -194,11 +195,11 @@ def ceiling(
                 say("  ceiling: backlog (the publisher done first), then again with json.loads of each body")
                 t_backlog = time.time()
                 backlog_last = await pipelined_consume(
-                    server.url, server.token, messages, durable="bench-ceiling-backlog", timeout_s=timeout_s
+                    server.url, server.auth, messages, durable="bench-ceiling-backlog", timeout_s=timeout_s
                 )
                 t_json = time.time()
                 json_last = await pipelined_consume(
-                    server.url, server.token, messages, durable="bench-ceiling-json", decode=True,
+                    server.url, server.auth, messages, durable="bench-ceiling-json", decode=True,
                     timeout_s=timeout_s,
                 )  # fmt: skip
             finally:
@@ -215,9 +216,13 @@ def ceiling(
     return asyncio.run(go())
 
 
-def publisher_argv(url: str, token: str | None, entities: int, messages: int, run: int = 0) -> list[str]:
-    """The publisher process's command line (``run`` makes its message_uids distinct per run)."""
-    return [sys.executable, "-m", "overwatch_lab.bench.publisher", "--url", url, "--token", token or "",
+def publisher_argv(url: str, entities: int, messages: int, run: int = 0) -> list[str]:
+    """The publisher process's command line (``run`` makes its message_uids distinct per run).
+
+    Its credentials go in its environment (``NatsAuth.env()``): a raw benchmark publisher uses
+    the lab's internal identity, since it measures the broker and the lab, not a device's rights.
+    """
+    return [sys.executable, "-m", "overwatch_lab.bench.publisher", "--url", url,
             "--org", ORG, "--entities", str(entities), "--messages", str(messages), "--run", str(run)]  # fmt: skip
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 from overwatch_lab.bench.plot import stage_latency_figure, write_html
 from overwatch_lab.config import LabConfig
 from overwatch_lab.lab import Lab
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.commands import make_command
 from overwatch_lab.protocol.envelopes import encode
 from overwatch_lab.protocol.subjects import command_subject
@@ -63,14 +64,14 @@ def _pct(values: pd.Series | np.ndarray | list[float]) -> dict[str, float]:
 # ------------------------------------------------------------------------------ device process
 
 
-async def _devices_main(url: str, token: str, org: str, entities: list[str]) -> None:
+async def _devices_main(url: str, auth: NatsAuth, org: str, entities: list[str]) -> None:
     """Run one CommandLink per entity plus a raw request/reply responder each, until stdin closes."""
     import nats
 
     from simulators import CommandResult
     from simulators.command_link import CommandLink
 
-    nc = await nats.connect(url, token=token or None, pending_size=64 * 1024 * 1024)
+    nc = await nats.connect(url, **auth.kwargs(), pending_size=64 * 1024 * 1024)
     links = [
         CommandLink(
             nc, org, eid, lambda cmd: CommandResult(cmd["command_id"], True, behaviour=cmd["command_type"])
@@ -102,11 +103,11 @@ async def _devices_main(url: str, token: str, org: str, entities: list[str]) -> 
 
 
 async def _ceiling(
-    url: str, token: str | None, entities: list[str], n: int, sequential: int
+    url: str, auth: NatsAuth, entities: list[str], n: int, sequential: int
 ) -> dict[str, Any]:
     import nats
 
-    nc = await nats.connect(url, token=token, pending_size=64 * 1024 * 1024)
+    nc = await nats.connect(url, **auth.kwargs(), pending_size=64 * 1024 * 1024)
     payload = encode(make_command(ORG, entities[0], "goto", {"lat": 1.0, "lon": 2.0}))
     for eid in entities:  # warm up every route
         await nc.request(f"bench.rr.{eid}", payload, timeout=5)
@@ -154,8 +155,8 @@ def run(
             )
             proc = subprocess.Popen(
                 [sys.executable, "-m", "overwatch_lab.bench.commands", "devices", "--url", lab.nats_url,
-                 "--token", lab.nats_token or "", "--org", ORG, *entities],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                 "--org", ORG, *entities],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=lab.nats_auth.env(),
             )  # fmt: skip
             try:
                 assert proc.stdin is not None and proc.stdout is not None
@@ -165,7 +166,7 @@ def run(
                 _log(f"sequential: {sequential} commands one at a time through the Python API")
                 seq = _sequential(lab, entities, sequential)
                 _log("measuring the raw nats-py request/reply ceiling against the same device process")
-                ceiling = asyncio.run(_ceiling(lab.nats_url, lab.nats_token, entities, commands, sequential))
+                ceiling = asyncio.run(_ceiling(lab.nats_url, lab.nats_auth, entities, commands, sequential))
                 stats = lab.stats()
                 proc.stdin.close()
                 device_stats = json.loads(proc.stdout.readline())
@@ -284,11 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="role", required=True)
     d = sub.add_parser("devices")
     d.add_argument("--url", required=True)
-    d.add_argument("--token", default="")
     d.add_argument("--org", required=True)
     d.add_argument("entities", nargs="+")
     a = p.parse_args(argv)
-    asyncio.run(_devices_main(a.url, a.token, a.org, a.entities))
+    asyncio.run(_devices_main(a.url, NatsAuth.from_env(), a.org, a.entities))
     return 0
 
 

@@ -11,8 +11,8 @@ of the run the lab is hit with one fault:
 Afterwards, once the lab has consumed everything: sent, PubAck'd, stored (distinct history rows),
 quarantined, lost (acknowledged, yet neither stored nor quarantined), duplicated (history rows
 beyond one per message), whether every entity's KV state is its newest message, and whether the
-broker kept its URL and token (devices reconnect with what they were given). Prints a table and
-writes JSON. The publisher connects with the URL and token it first read from ``lab.json``; only
+broker kept its URL and credentials (devices reconnect with what they were given). Prints a table and
+writes JSON. The publisher connects with the URL and credentials it first read from ``lab.json``; only
 if that fails for ``--reread-after`` seconds does it read ``lab.json`` again (and says so).
 """
 
@@ -35,6 +35,7 @@ import nats
 import nats.errors
 
 from overwatch_lab.bench.publisher import build
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.subjects import CONSUMER_TELEMETRY, STREAM_QUARANTINE, STREAM_TELEMETRY
 
 ORG = "durability-org"
@@ -108,7 +109,7 @@ class _Publisher:
         self, items: list[tuple[str, bytes, str]], info: dict[str, Any], reread: float, data_dir: Path
     ):
         self.items = items
-        self.url, self.token = info["nats_url"], info.get("nats_token")
+        self.url, self.token = info["nats_url"], info.get("nats_auth")
         self.first_url, self.first_token = self.url, self.token
         self.reread_after_s = reread
         self.data_dir = data_dir
@@ -124,7 +125,7 @@ class _Publisher:
         while True:
             try:
                 self.nc = await nats.connect(
-                    self.url, token=self.token, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                    self.url, **NatsAuth.from_dict(self.token or {}).kwargs(), max_reconnect_attempts=-1, reconnect_time_wait=0.2,
                     connect_timeout=2, pending_size=64 * 1024 * 1024,
                     allow_reconnect=True,
                 )  # fmt: skip
@@ -177,24 +178,24 @@ class _Publisher:
         with contextlib.suppress(OSError, ValueError):
             info = json.loads((self.data_dir / "lab.json").read_text())
             self.rereads += 1
-            if (info["nats_url"], info.get("nats_token")) != (self.url, self.token):
+            if (info["nats_url"], info.get("nats_auth")) != (self.url, self.token):
                 _log(f"  publisher: nothing acknowledged for {self.reread_after_s:g} s; "
                      f"lab.json now says {info['nats_url']}: reconnecting there")  # fmt: skip
                 self.reconnected_elsewhere += 1
-                self.url, self.token = info["nats_url"], info.get("nats_token")
+                self.url, self.token = info["nats_url"], info.get("nats_auth")
                 with contextlib.suppress(Exception):
                     await self.nc.close()
                 await self._connect()
 
 
-async def _caught_up(url: str, token: str | None, wait_s: float) -> dict[str, Any]:
+async def _caught_up(url: str, token: dict[str, str] | None, wait_s: float) -> dict[str, Any]:
     """Wait until every durable of the telemetry stream has nothing pending or unacknowledged.
 
     Every durable: with worker processes the stream is read by one durable per partition besides
     ``telemetry-processor`` (the unpartitioned subjects), and the messages of a stopped lab may sit
     on any of them until they are redelivered.
     """
-    nc = await nats.connect(url, token=token)
+    nc = await nats.connect(url, **NatsAuth.from_dict(token or {}).kwargs())
     js = nc.jetstream()
     deadline = time.monotonic() + wait_s
     pending: dict[str, tuple[int, int]] = {}
@@ -306,7 +307,7 @@ def run(*, fault: str, messages: int, entities: int, out_dir: Path, data_dir: Pa
         kv_ok = kv_n = 0
         if not pub.gave_up:
             _log("  all acknowledged; waiting for the lab to consume everything")
-            caught = asyncio.run(_caught_up(info_now["nats_url"], info_now.get("nats_token"), 120))
+            caught = asyncio.run(_caught_up(info_now["nats_url"], info_now.get("nats_auth"), 120))
             kv_ok, kv_n = _kv_newest(data_dir, items, pub.acked)
         current.close()
         uids = [msg_id for _, _, msg_id in items]
@@ -328,7 +329,7 @@ def run(*, fault: str, messages: int, entities: int, out_dir: Path, data_dir: Pa
             "stored_late": late,
             "kv_newest_ok": kv_ok,
             "kv_entities": kv_n,
-            "url_and_token_kept": (info_now["nats_url"], info_now.get("nats_token"))
+            "url_and_token_kept": (info_now["nats_url"], info_now.get("nats_auth"))
             == (pub.first_url, pub.first_token),
             "publisher_moved_to_new_url": pub.reconnected_elsewhere,
             "publisher_gave_up": pub.gave_up,

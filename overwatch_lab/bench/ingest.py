@@ -44,7 +44,7 @@ def _pause_telemetry(lab: Lab, *, paused: bool) -> list[str]:
     """Pause (or resume) every telemetry consumer of the lab (the partition durables too)."""
 
     async def go() -> list[str]:
-        nc = await nats.connect(lab.nats_url, token=lab.nats_token)
+        nc = await nats.connect(lab.nats_url, **lab.nats_auth.kwargs())
         try:
             js = nc.jetstream()
             names = [
@@ -69,8 +69,8 @@ def _phase(
 ) -> dict[str, Any]:
     """Publish ``messages`` from a separate process and wait until the lab has settled them all."""
     pub = subprocess.Popen(
-        ceilings.publisher_argv(lab.nats_url, lab.nats_token, entities, messages, run),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        ceilings.publisher_argv(lab.nats_url, entities, messages, run),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=lab.nats_auth.env(),
     )  # fmt: skip
     try:
         assert pub.stdin is not None and pub.stdout is not None
@@ -167,7 +167,7 @@ def run(
             rows = int(lab.frames.telemetry(org_id=ORG).shape[0])
             states = lab.frames.states()
             say("measuring the raw nats-py fetch() ceiling on the same messages")
-            raw_s = asyncio.run(ceilings.raw_consume(lab.nats_url, lab.nats_token, messages, 2000))
+            raw_s = asyncio.run(ceilings.raw_consume(lab.nats_url, lab.nats_auth, messages, 2000))
         say(
             f"measuring the ceiling: a fresh nats-server, the same publisher, and a pipelined pull "
             f"consumer ({ceilings.CEILING_IN_FLIGHT} x {ceilings.CEILING_BATCH} in flight)"

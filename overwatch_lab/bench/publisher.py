@@ -14,6 +14,7 @@ import time
 
 import nats
 
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.envelopes import encode, make_telemetry
 from overwatch_lab.protocol.subjects import telemetry_subject
 
@@ -47,9 +48,9 @@ def build(org_id: str, entities: list[str], n: int, run: int = 0) -> list[tuple[
     return out
 
 
-async def publish(url: str, token: str | None, items: list[tuple[str, bytes, str]]) -> dict[str, float]:
+async def publish(url: str, auth: NatsAuth, items: list[tuple[str, bytes, str]]) -> dict[str, float]:
     """Publish with pipelined JetStream acks; returns start/end wall times."""
-    nc = await nats.connect(url, token=token, pending_size=256 * 1024 * 1024)
+    nc = await nats.connect(url, **auth.kwargs(), pending_size=256 * 1024 * 1024)
     js = nc.jetstream(publish_async_max_pending=4000)
     started = time.time()
     last_report = started
@@ -68,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m overwatch_lab.bench.publisher --url ... --org ... --entities ... --messages ...``."""
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
-    p.add_argument("--token")
     p.add_argument("--org", required=True)
     p.add_argument("--entity-prefix", default="bench")
     p.add_argument("--entities", type=int, required=True)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     items = build(a.org, entities, a.messages, a.run)
     print(json.dumps({"ready": len(items)}), flush=True)
     sys.stdin.readline()  # wait for "go" so the timer starts with the parent watching
-    times = asyncio.run(publish(a.url, a.token, items))
+    times = asyncio.run(publish(a.url, NatsAuth.from_env(), items))
     print(json.dumps({"published": len(items), **times}), flush=True)
     return 0
 

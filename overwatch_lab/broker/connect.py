@@ -19,6 +19,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from overwatch_lab.errors import BrokerError
+from overwatch_lab.nats_auth import NatsAuth
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def redact_url(url: str) -> str:
 async def connect(
     url: str,
     *,
+    auth: NatsAuth | None = None,
     token: str | None = None,
     user: str | None = None,
     password: str | None = None,
@@ -68,6 +70,9 @@ async def connect(
 
     Args:
         url: Server URL, or comma-separated URLs of a cluster.
+        auth: Authentication (token, user and password, NKey seed file or ``.creds`` file, and
+            the inbox prefix a scoped identity must use); merged with the four below, which
+            take precedence when set.
         token / user / password / creds: Authentication (a ``.creds`` file for creds).
         nkey_seed / nkey_seed_file: NKey authentication: the user seed (``SU…``) itself, or a
             file holding it.
@@ -84,6 +89,15 @@ async def connect(
             message names the URL (credentials masked) and the reason, never the token.
     """
     shown = redact_url(url)
+    auth = NatsAuth(
+        token=token or (auth.token if auth else None),
+        user=user or (auth.user if auth else None),
+        password=password or (auth.password if auth else None),
+        nkey_seed_file=auth.nkey_seed_file if auth else None,
+        nkey_seed=auth.nkey_seed if auth else None,
+        creds=str(creds) if creds is not None else (auth.creds if auth else None),
+        inbox_prefix=auth.inbox_prefix if auth else None,
+    )
     servers = [u.strip() for u in url.split(",") if u.strip()]
     if not servers:
         raise BrokerError("no NATS URL given")
@@ -130,13 +144,9 @@ async def connect(
             ping_interval=PING_INTERVAL_S,
             max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             pending_size=PENDING_SIZE,
-            token=token,
-            user=user,
-            password=password,
-            # read by nats-py; a missing file fails the connect
-            user_credentials=str(creds) if creds is not None else None,
-            nkeys_seed=str(nkey_seed_file) if nkey_seed_file is not None else None,
-            nkeys_seed_str=nkey_seed,
+            # token, user, password, nkeys_seed, user_credentials (files read by nats-py: a
+            # missing file fails the connect), inbox_prefix
+            **auth.kwargs(),
         )
     )
     watcher = asyncio.ensure_future(give_up.wait())
@@ -162,9 +172,8 @@ async def connect(
     if attempt in done and not attempt.cancelled() and (exc := attempt.exception()) is not None:
         failures.append(exc)
     last = failures[-1] if failures else None
-    anonymous = (token, user, password, creds, nkey_seed, nkey_seed_file) == (None,) * 6
     raise _connect_error(
-        shown, failures, connect_timeout_s, timed_out=not done, anonymous=anonymous
+        shown, failures, connect_timeout_s, timed_out=not done, anonymous=auth.anonymous
     ) from last
 
 

@@ -1,11 +1,13 @@
-"""What the embedded broker keeps across restarts: its ports, its token and the pid of its process.
+"""What the embedded broker keeps across restarts: its port, the lab's own secrets and the pid of its process.
 
-Devices and attached processes are handed ``nats://127.0.0.1:PORT`` and a token once (``lab.json``,
-``connection_info()``); they reconnect by themselves after a broker restart only if the restarted
-broker listens on the same port and accepts the same token. So the first boot lets nats-server
-pick free ports (no free-port race) and records them with the token in
-``<store_dir>/identity.json`` (mode 0600: it holds the token); every later boot asks for exactly
-those ports.
+Devices and attached processes are handed ``nats://127.0.0.1:PORT`` and credentials once
+(``lab.json``, ``lab.devices``); they reconnect by themselves after a broker restart only if the
+restarted broker listens on the same port and accepts the same credentials. So the first boot lets
+nats-server pick a free port (no free-port race) and records it with the password of the lab's
+internal user and of its system-account user in ``<store_dir>/identity.json`` (mode 0600: it
+holds secrets); every later boot asks for exactly that port. The scoped identities handed to
+devices are kept apart (``credentials.py``). A file written before the system account existed
+gets a system password at the next boot; its recorded monitoring port is no longer opened.
 
 The recorded pid lets a boot find a broker left behind by a lab that was SIGKILLed (its
 nats-server gets SIGTERM from PDEATHSIG and needs a moment to shut down): two servers must never
@@ -20,6 +22,7 @@ import errno
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -36,18 +39,19 @@ _POLL_S = 0.05
 
 @dataclass(frozen=True, slots=True)
 class BrokerIdentity:
-    """The ports and token a broker keeps across restarts, and the pid of its last process.
+    """The port and secrets a broker keeps across restarts, and the pid of its last process.
 
     Attributes:
         client_port: Client port on 127.0.0.1.
-        monitor_port: HTTP monitoring port on 127.0.0.1.
-        token: Client token.
+        token: Password of the lab's internal user (``overwatch-lab``; the key is still called
+            ``token``, what it was before the broker had users).
+        system_password: Password of the lab's system-account user (monitoring requests).
         pid: The nats-server process running on this store, None once it stopped cleanly.
     """
 
     client_port: int
-    monitor_port: int
     token: str
+    system_password: str
     pid: int | None = None
 
     def with_pid(self, pid: int | None) -> BrokerIdentity:
@@ -65,25 +69,24 @@ def load_identity(path: Path) -> BrokerIdentity | None:
         raw = json.loads(path.read_text())
         ident = BrokerIdentity(
             client_port=int(raw["client_port"]),
-            monitor_port=int(raw["monitor_port"]),
             token=str(raw["token"]),
+            system_password=str(raw.get("system_password") or secrets.token_hex(32)),
             pid=None if raw.get("pid") is None else int(raw["pid"]),
         )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BrokerStartError(
-            f"cannot read the broker identity {path}: {exc!r}; delete it to let the broker pick new "
-            "ports and a new token (devices then need the new URL and token from lab.json)"
+            f"cannot read the broker identity {path}: {exc!r}; delete it to let the broker pick a new "
+            "port and new secrets (devices then need the new URL from lab.json)"
         ) from exc
-    for port in (ident.client_port, ident.monitor_port):
-        if not 0 < port < 65536:
-            raise BrokerStartError(f"the broker identity {path} records an invalid port {port}")
+    if not 0 < ident.client_port < 65536:
+        raise BrokerStartError(f"the broker identity {path} records an invalid port {ident.client_port}")
     return ident
 
 
 def save_identity(path: Path, ident: BrokerIdentity) -> None:
-    """Write the identity atomically, owner-only (it holds the token)."""
+    """Write the identity atomically, owner-only (it holds secrets)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -113,7 +116,7 @@ async def wait_ports_free(ports: dict[str, int], deadline: float, where: Path) -
     """Wait until every port is free, until ``deadline`` (``time.monotonic()``).
 
     Args:
-        ports: ``{"client": port, "monitor": port}``.
+        ports: ``{"client": port}``.
         deadline: when to give up.
         where: the identity file (named in the error).
 
@@ -129,7 +132,7 @@ async def wait_ports_free(ports: dict[str, int], deadline: float, where: Path) -
             name, port = busy[0]
             raise BrokerStartError(
                 f"port {port} (the broker's {name} port, recorded in {where}) is in use by another process; "
-                f"stop it, or delete {where.name} to let the broker pick new ports"
+                f"stop it, or delete {where.name} to let the broker pick a new port"
             )
         if not logged:
             log.warning("broker port(s) %s still in use; waiting for them to be released", busy)
@@ -137,7 +140,7 @@ async def wait_ports_free(ports: dict[str, int], deadline: float, where: Path) -
         await asyncio.sleep(_POLL_S)
 
 
-def _is_our_server(pid: int, config_path: Path) -> bool:
+def is_our_server(pid: int, config_path: Path) -> bool:
     """True if ``pid`` is a live nats-server started with ``config_path`` (not a reused pid)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -159,7 +162,7 @@ async def retire_orphan(pid: int, config_path: Path, timeout_s: float) -> bool:
     Returns:
         True if such a process was found (and is now gone).
     """
-    if pid == os.getpid() or not _is_our_server(pid, config_path):
+    if pid == os.getpid() or not is_our_server(pid, config_path):
         return False
     log.warning(
         "an earlier nats-server (pid %s) still runs on %s; waiting up to %.1f s for it to exit",
@@ -171,7 +174,7 @@ async def retire_orphan(pid: int, config_path: Path, timeout_s: float) -> bool:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     killed = False
-    while _is_our_server(pid, config_path):
+    while is_our_server(pid, config_path):
         if time.monotonic() >= deadline:
             if killed:
                 raise BrokerStartError(

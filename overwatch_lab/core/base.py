@@ -26,16 +26,24 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from overwatch_lab.broker.connect import connect
+from overwatch_lab.broker.credentials import CredentialStore
+from overwatch_lab.broker.monitor import server_monitor
 from overwatch_lab.broker.provision import open_command_kv, open_kv
+from overwatch_lab.broker.reload import apply_credentials
 from overwatch_lab.config import LabConfig
 from overwatch_lab.core.stats import Stats
 from overwatch_lab.errors import LabStateError, OverwatchError
 from overwatch_lab.kvcache import Changes, KVCache
 from overwatch_lab.kvstate import Doc, EntityKV
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import subjects as s
 
 LAB_JSON = "lab.json"
 """The connection file an owner lab writes into its data directory (see ``Lab.attach``)."""
+BROKER_DIR = "broker"
+"""The embedded broker's store dir under the data directory."""
+CREDENTIALS_DIR = "credentials"
+"""The scoped identities under the data directory (``broker/credentials.py``)."""
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +108,8 @@ class LabCore(ABC):
     def abort(self) -> None:
         """Kill what this core owns now, from any thread, without draining (a forced exit)."""
 
-    async def _connect(
-        self, stack: contextlib.AsyncExitStack, url: str, token: str | None, name: str
-    ) -> None:
-        cfg = self.config
-        nc = await connect(
-            url, token=token, user=cfg.nats_user, password=cfg.nats_password, creds=cfg.nats_creds, name=name
-        )
+    async def _connect(self, stack: contextlib.AsyncExitStack, url: str, auth: NatsAuth, name: str) -> None:
+        nc = await connect(url, auth=auth, name=name)
         stack.push_async_callback(_close, nc)
         self._nc, self._js = nc, nc.jetstream()
 
@@ -168,13 +171,44 @@ class LabCore(ABC):
 
     @property
     @abstractmethod
-    def nats_token(self) -> str | None:
-        """Token to connect to the broker."""
+    def nats_auth(self) -> NatsAuth:
+        """How this lab connects to the broker (the owner: its internal identity)."""
 
     @property
-    @abstractmethod
+    def nats_token(self) -> str | None:
+        """The token of :attr:`nats_auth` (None for the embedded broker, which has users)."""
+        return self.nats_auth.token
+
+    @property
     def monitor_url(self) -> str | None:
-        """nats-server monitoring URL (an embedded broker only)."""
+        """None: the embedded broker has no HTTP monitoring port (see :meth:`broker_monitor`)."""
+        return None
+
+    @property
+    def credentials(self) -> CredentialStore:
+        """The embedded broker's scoped identities (``<data_dir>/credentials``)."""
+        return CredentialStore(self.config.data_dir / CREDENTIALS_DIR)
+
+    @abstractmethod
+    async def system_nc(self) -> NATS:
+        """A connection of the broker's system account (monitoring, reloads).
+
+        Raises:
+            LabStateError: this lab does not hold the system account's credentials.
+        """
+
+    async def broker_monitor(self, endpoint: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One of the embedded broker's monitoring endpoints (``varz``, ``connz``, ``jsz``, ...)."""
+        return await server_monitor(await self.system_nc(), endpoint, options)
+
+    async def apply_credentials(self) -> bool:
+        """Rewrite the broker's users from :attr:`credentials` and reload it (see ``broker/reload.py``)."""
+        if not self.connection_info().get("embedded"):
+            raise LabStateError("credentials are issued by the embedded broker only; this lab uses an external one")
+        return await apply_credentials(
+            self.config.data_dir / BROKER_DIR, self.credentials, await self.system_nc(),
+            timeout_s=self.config.ready_timeout_s,
+        )  # fmt: skip
 
     @property
     def db_url(self) -> str:

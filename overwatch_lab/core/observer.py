@@ -32,6 +32,7 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NATS
 
 from overwatch_lab.broker.connect import connect, redact_url
 from overwatch_lab.config import LabConfig
@@ -39,6 +40,7 @@ from overwatch_lab.core.base import LabCore, Outgoing, Run, _close
 from overwatch_lab.core.recorder import HistoryRecorder
 from overwatch_lab.core.stats import Stats
 from overwatch_lab.errors import LabStateError
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.store.database import Store
 
@@ -100,16 +102,7 @@ class ObserverCore(LabCore):
         store = self._store = Store(cfg.db_path)
         await store.open()
         stack.push_async_callback(store.close)
-        nc = await connect(
-            self.nats_url,
-            token=cfg.nats_token,
-            user=cfg.nats_user,
-            password=cfg.nats_password,
-            creds=cfg.nats_creds,
-            nkey_seed=self._nkey_seed,
-            nkey_seed_file=self._nkey_seed_file,
-            name="overwatch-lab-observer",
-        )
+        nc = await connect(self.nats_url, auth=self.nats_auth, name="overwatch-lab-observer")
         stack.push_async_callback(_close, nc)
         self._nc, self._js = nc, nc.jetstream()
         await self._open_state()
@@ -146,9 +139,21 @@ class ObserverCore(LabCore):
         return str(self.config.nats_url)
 
     @property
-    def nats_token(self) -> str | None:
-        """The token given to connect, if any."""
-        return self.config.nats_token
+    def nats_auth(self) -> NatsAuth:
+        """The credentials given to connect (the deployment's, as the caller has them)."""
+        cfg = self.config
+        return NatsAuth(
+            token=cfg.nats_token,
+            user=cfg.nats_user,
+            password=cfg.nats_password,
+            creds=str(cfg.nats_creds) if cfg.nats_creds is not None else None,
+            nkey_seed=self._nkey_seed,
+            nkey_seed_file=str(self._nkey_seed_file) if self._nkey_seed_file is not None else None,
+        )
+
+    async def system_nc(self) -> NATS:
+        """Never: a deployment's system account is its operators' business, not an observer's."""
+        raise LabStateError("an observed deployment's system account is not the lab's to use")
 
     @property
     def monitor_url(self) -> str | None:

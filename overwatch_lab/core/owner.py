@@ -21,9 +21,12 @@ import os
 import signal
 from collections.abc import Coroutine
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from overwatch_lab.broker.connect import redact_url
+from nats.aio.client import Client as NATS
+
+from overwatch_lab.broker.connect import connect, redact_url
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import foreign_conflicts, provision, provision_commands, retire_partitions
 from overwatch_lab.broker.repair import Reprovisioner
@@ -36,6 +39,7 @@ from overwatch_lab.core.base import LAB_JSON, LabCore, Run
 from overwatch_lab.core.stats import Stats, publish_stats
 from overwatch_lab.datadir_lock import DataDirLock
 from overwatch_lab.errors import BrokerError, LabStateError, ProvisionError, WorkerProcessError
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.registry import Registry
@@ -79,6 +83,7 @@ class OwnerCore(LabCore):
         ] = []  # partition durables (LabConfig.telemetry_partitions + undrained)
         self.procs: WorkerProcesses | None = None  # the telemetry worker processes (LabConfig.workers)
         self.checkpointer: Checkpointer | None = None  # the WAL's (LabConfig.checkpoint_period_s)
+        self._system: NATS | None = None  # the embedded broker's system account (monitoring, reloads)
 
     @property
     def store(self) -> Store:
@@ -96,21 +101,29 @@ class OwnerCore(LabCore):
     async def boot(self, stack: contextlib.AsyncExitStack) -> None:
         """Lock, store, broker, connection, provisioning, registry (see the module docstring)."""
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(cfg.data_dir, 0o700)  # it holds the lab's secrets and every device's credentials
         # First, before anything touches the directory; released last (after the broker).
         lock = self._lock = DataDirLock(cfg.data_dir)
         await lock.acquire(wait_s=cfg.stop_timeout_s)
         stack.callback(lock.release)
         store = self._store = Store(cfg.db_path, autocheckpoint=cfg.checkpoint_period_s == 0)
+        if not store.is_remote:
+            _private_file(Path(cfg.db_path))  # SQLite gives its -wal and -shm files the same mode
         await store.open()
         stack.push_async_callback(store.close)
         if cfg.embedded:
+            for role in ("observer", "operator"):  # for attached notebooks, dashboards, the CLI;
+                self.credentials.issue(role, role)  # issued before the broker reads its users
             broker = self.broker = BrokerSupervisor(self._new_broker, cfg)
             stack.push_async_callback(broker.stop)
             await broker.start()
-        await self._connect(stack, self.nats_url, self.nats_token, "overwatch-lab")
+        await self._connect(stack, self.nats_url, self.nats_auth, "overwatch-lab")
         if not cfg.embedded:  # someone else's server: never rewrite what the lab did not make
             await self._refuse_foreign()
+        if self.broker is not None:
+            self._system = await connect(self.nats_url, auth=self.broker.server.system_auth, name="overwatch-lab-sys")
+            stack.push_async_callback(self._system.close)
         log.info("provisioned: %s", await provision(self.js, cfg))
         log.info("provisioned commands: %s", await provision_commands(self.js, cfg))
         kept, _ = await retire_partitions(self.js, cfg)
@@ -148,6 +161,7 @@ class OwnerCore(LabCore):
             stop_timeout_s=cfg.stop_timeout_s,
             binary=cfg.nats_server_path,
             pass_fds=(self._lock.fd,),
+            credentials=self.credentials,
         )
         return self._server
 
@@ -231,7 +245,7 @@ class OwnerCore(LabCore):
             procs = self.procs = WorkerProcesses(
                 cfg,
                 hands,
-                lambda: (self.nats_url, self.nats_token),
+                lambda: (self.nats_url, self.nats_auth),
                 on_fetched=lambda durable, flat: watch.fetched(s.STREAM_TELEMETRY, durable, flat),
             )
             await procs.start()
@@ -299,20 +313,29 @@ class OwnerCore(LabCore):
         return self.broker.url if self.broker is not None else str(self.config.nats_url)
 
     @property
-    def nats_token(self) -> str | None:
-        """The embedded broker's token (in ``broker/identity.json``), else the configured one."""
-        return self.broker.token if self.broker is not None else self.config.nats_token
+    def nats_auth(self) -> NatsAuth:
+        """The embedded broker's internal user (password in ``broker/identity.json``), else the configured credentials."""
+        return self.broker.server.auth if self.broker is not None else self.config.nats_auth
 
-    @property
-    def monitor_url(self) -> str | None:
-        """The embedded broker's monitoring URL; None for an external broker."""
-        return self.broker.monitor_url if self.broker is not None else None
+    async def system_nc(self) -> NATS:
+        """The lab's connection of the embedded broker's system account."""
+        if self._system is None:
+            raise LabStateError("only a lab with an embedded broker has its system account")
+        return self._system
 
     def connection_info(self) -> dict[str, Any]:
-        """This lab's connection, pid and start time (what ``lab.json`` holds)."""
+        """This lab's connection, pid and start time (what ``lab.json`` holds, mode 0600).
+
+        ``nats_auth`` is the lab's internal identity and ``system_auth`` its system account's
+        (the owner's secrets: the file is the owner's); ``identities`` names the connection
+        files of the lab-wide observer and operator that attached labs use by default.
+        """
+        identities = {c.grant.name: str(c.file) for c in self.credentials.credentials() if c.grant.name in ("observer", "operator")}
         return {
             "nats_url": self.nats_url,
-            "nats_token": self.nats_token,
+            "nats_auth": self.nats_auth.to_dict(),
+            "system_auth": self.broker.server.system_auth.to_dict() if self.broker is not None else None,
+            "identities": identities,
             "db_url": self.db_url,
             "monitor_url": self.monitor_url,
             "pid": os.getpid(),
@@ -386,3 +409,12 @@ class OwnerCore(LabCore):
     async def org_of(self, entity_id: str) -> str | None:
         """From the registry the workers keep."""
         return self.registry.org_of(entity_id)
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` owner-only (0600) if absent, and make an existing one owner-only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for one in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(one, 0o600)

@@ -33,8 +33,11 @@ class AttachedLab:
     Thread-safe: one instance serves every session of a ``panel serve`` process.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, identity: str = "observer", timeout: float = 5.0
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self.identity = identity  # observer: reads only; operator: may also send commands
         self.timeout = timeout
         self._lock = threading.Lock()
         self._lab: Lab | None = None
@@ -61,7 +64,7 @@ class AttachedLab:
                 raise ConfigError(
                     f"no running lab in {self.data_dir} ({LAB_JSON} not found); start one with `overwatch-lab up`"
                 )
-            self._lab = Lab.attach(self.data_dir, timeout=self.timeout)
+            self._lab = Lab.attach(self.data_dir, identity=self.identity, timeout=self.timeout)
             self._stamp = stamp
             log.info("dashboard attached to the lab in %s", self.data_dir)
             return self._lab

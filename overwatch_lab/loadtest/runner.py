@@ -116,7 +116,7 @@ class LoadTest:
     async def run(self, before_check: Callable[[], Awaitable[None] | None] | None = None) -> dict[str, Any]:
         """Run every step, then the final check; return the result (plain data)."""
         lab = self.lab
-        self.nc = await connect(lab.nats_url, token=lab.nats_token, name="overwatch-lab-loadtest")
+        self.nc = await connect(lab.nats_url, auth=lab.nats_auth, name="overwatch-lab-loadtest")
         try:
             self.start_seq = await self._last_seq()
             plan_steps = self.plan.steps()
@@ -173,7 +173,7 @@ class LoadTest:
         handle = await start(
             sc,
             self.lab.nats_url,
-            token=self.lab.nats_token,
+            auth=self.lab.nats_auth,
             processes=step.processes,
             speed=1.0,
             duration_s=plan.step_s,

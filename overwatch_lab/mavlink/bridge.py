@@ -9,7 +9,7 @@
     async with Bridge(lab, org="org-a", listen=None) as bridge:
         await bridge.replay("flight.tlog")  # a telemetry log instead of a live link
 
-``lab`` is a :class:`~overwatch_lab.lab.Lab` (anything with ``nats_url`` and ``nats_token``) or
+``lab`` is a :class:`~overwatch_lab.lab.Lab` (anything with ``nats_url`` and ``nats_auth``) or
 a NATS URL. The bridge talks to the lab only over NATS, as a device does:
 
 - a system id's first autopilot HEARTBEAT registers an entity (organisation ``created`` once at
@@ -55,6 +55,7 @@ from overwatch_lab.mavlink import inbound, outbound
 from overwatch_lab.mavlink.publisher import Outgoing, Publisher
 from overwatch_lab.mavlink.tlog import TlogStats, read_records
 from overwatch_lab.mavlink.vehicle import REPLY_TYPES, Address, CommandRelay, Vehicle
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import lifecycle
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.protocol.envelopes import SCHEMA_VERSION, encode, format_timestamp
@@ -84,8 +85,8 @@ class NatsSource(Protocol):
         ...
 
     @property
-    def nats_token(self) -> str | None:
-        """Token to connect to the broker."""
+    def nats_auth(self) -> NatsAuth:
+        """How to connect to the broker."""
         ...
 
 
@@ -148,11 +149,11 @@ class Bridge:
     """A MAVLink ⇄ lab bridge (see the module docstring).
 
     Args:
-        lab: a Lab (its ``nats_url``/``nats_token``) or a NATS URL.
+        lab: a Lab (its ``nats_url``/``nats_auth``) or a NATS URL.
         org: the organisation the vehicles belong to.
         listen: ``udp:HOST:PORT`` to receive on (port 0: any free port, see :attr:`address`);
             None: no socket (replay only).
-        token: NATS token when ``lab`` is a URL.
+        auth: credentials when ``lab`` is a URL (a relay or the lab's own; see ``overwatch-lab device``).
         nc: use this connection instead of opening one (not closed by the bridge).
         entity_id: template of entity ids, with ``{org}`` and ``{sysid}``.
         names: system id → entity id, overriding the template.
@@ -174,7 +175,7 @@ class Bridge:
         *,
         org: str,
         listen: str | None = DEFAULT_LISTEN,
-        token: str | None = None,
+        auth: NatsAuth | None = None,
         nc: NATS | None = None,
         entity_id: str = DEFAULT_ENTITY_ID,
         names: Mapping[int, str] | None = None,
@@ -190,9 +191,9 @@ class Bridge:
         drain_timeout_s: float = 10.0,
     ) -> None:
         if isinstance(lab, str):
-            self._url, self._token = lab, token
+            self._url, self._auth = lab, auth
         else:
-            self._url, self._token = lab.nats_url, token if token is not None else lab.nats_token
+            self._url, self._auth = lab.nats_url, auth if auth is not None else lab.nats_auth
         self.org = s.check_token(org, "org")
         self._listen = parse_listen(listen) if listen is not None else None
         self._template = entity_id
@@ -277,7 +278,7 @@ class Bridge:
         dialect = self._dialect
         self._mav = dialect.MAVLink(None, srcSystem=GCS_SYSTEM_ID, srcComponent=GCS_COMPONENT_ID)
         if self._nc is None:
-            self._nc = await connect(self._url, token=self._token, name=f"overwatch-lab-mavlink:{self.org}")
+            self._nc = await connect(self._url, auth=self._auth, name=f"overwatch-lab-mavlink:{self.org}")
         try:
             js = self._nc.jetstream(publish_async_max_pending=self._max_inflight + 16)
             self._publisher = Publisher(js, queue_size=self._queue_size, max_inflight=self._max_inflight)

@@ -80,10 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _bridge(a: argparse.Namespace) -> Bridge:
     from simulators.cli import resolve_nats  # the same lab.json / --nats-url rules as `sim`
 
-    url, token = resolve_nats(a)
+    url, auth = resolve_nats(a)
     return Bridge(
         url,
-        token=token,
+        auth=auth,
         org=a.org,
         listen=None if a.replay is not None else a.listen,
         entity_id=a.entity_id,

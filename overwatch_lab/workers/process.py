@@ -2,7 +2,7 @@
 
 Run as ``python -m overwatch_lab.workers.process``; the lab (:mod:`.processes`) starts it and owns
 it. It reads one JSON line on stdin (:func:`child_spec`: the lab's config, broker URL and
-credentials, the durables it consumes; on stdin so the token is not in ``ps``), then:
+credentials, the durables it consumes; on stdin so no secret is in ``ps``), then:
 
 - opens the libSQL store (the owner migrated it; a second writer of one SQLite file waits up to
   the busy timeout, then the batch is held, never quarantined), connects to the broker as
@@ -41,6 +41,7 @@ from overwatch_lab.broker.provision import open_kv
 from overwatch_lab.config import LabConfig
 from overwatch_lab.fetched_union import runs, stream_seq
 from overwatch_lab.kvstate import EntityKV
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.store.database import Store
 from overwatch_lab.workers.base import ConsumerLoop
@@ -56,7 +57,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def child_spec(
-    config: LabConfig, *, name: str, nats_url: str, nats_token: str | None, durables: list[str]
+    config: LabConfig, *, name: str, nats_url: str, nats_auth: NatsAuth, durables: list[str]
 ) -> dict[str, Any]:
     """What the lab writes on a worker process's stdin (one JSON object)."""
     fields: dict[str, Any] = {}
@@ -70,7 +71,7 @@ def child_spec(
     return {
         "name": name,
         "nats_url": nats_url,
-        "nats_token": nats_token,
+        "nats_auth": nats_auth.to_dict(),
         "durables": durables,
         "config": fields,
     }
@@ -102,10 +103,8 @@ async def run(spec: dict[str, Any]) -> None:
         store = Store(cfg.db_path, autocheckpoint=cfg.checkpoint_period_s == 0)  # the lab checkpoints
         await store.open()
         stack.push_async_callback(store.close)
-        nc = await connect(
-            spec["nats_url"], token=spec.get("nats_token"), user=cfg.nats_user, password=cfg.nats_password,
-            creds=cfg.nats_creds, name=f"overwatch-lab-{name}",
-        )  # fmt: skip
+        auth = NatsAuth.from_dict(spec.get("nats_auth") or {}, "the worker spec's nats_auth")
+        nc = await connect(spec["nats_url"], auth=auth, name=f"overwatch-lab-{name}")
         stack.push_async_callback(_close, nc)
         js = nc.jetstream()
         ekv = EntityKV(await open_kv(js), attempts=cfg.kv_cas_attempts)

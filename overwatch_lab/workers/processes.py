@@ -36,6 +36,7 @@ from typing import Any
 from overwatch_lab.broker.process import die_with_parent
 from overwatch_lab.config import LabConfig
 from overwatch_lab.errors import WorkerProcessError
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.workers.base import WorkerStats
 from overwatch_lab.workers.partitioned import carry_over
 from overwatch_lab.workers.process import child_spec
@@ -54,7 +55,7 @@ class WorkerProcess:
     Args:
         name: ``worker-{n}``, also in its NATS connection name.
         durables: the partition durables it consumes.
-        spec: builds its stdin spec (the broker URL and token may change across broker restarts).
+        spec: builds its stdin spec (the broker URL and credentials may change across broker restarts).
         config: ``ready_timeout_s``, ``stop_timeout_s``.
         on_fetched: called with (durable, flat runs of stream sequences) for every batch the
             child reports fetched (the lab's stream watch: exact discarded counts).
@@ -230,7 +231,7 @@ class WorkerProcesses:
     Args:
         config: ``worker_restart_attempts``, ``broker_restart_window_s`` and backoffs, timeouts.
         hands: the durables of each process.
-        connection: returns the broker URL and token now (read at every start).
+        connection: returns the broker URL and the lab's credentials now (read at every start).
         on_fetched: see :class:`WorkerProcess`.
     """
 
@@ -238,7 +239,7 @@ class WorkerProcesses:
         self,
         config: LabConfig,
         hands: list[list[str]],
-        connection: Callable[[], tuple[str, str | None]],
+        connection: Callable[[], tuple[str, NatsAuth]],
         on_fetched: Callable[[str, list[int]], None] | None = None,
     ) -> None:
         self.config = config
@@ -254,8 +255,8 @@ class WorkerProcesses:
         self._exits: collections.deque[float] = collections.deque()
 
     def _spec(self, name: str, durables: list[str]) -> dict[str, Any]:
-        url, token = self._connection()
-        return child_spec(self.config, name=name, nats_url=url, nats_token=token, durables=durables)
+        url, auth = self._connection()
+        return child_spec(self.config, name=name, nats_url=url, nats_auth=auth, durables=durables)
 
     async def start(self) -> None:
         """Start every child and wait until each is ready; on a failure stop the started ones.

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from overwatch_lab.broker.connect import connect
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.runtime import LoopThread
 from simulators import CommandResult
 from simulators.command_link import CommandLink
@@ -43,9 +44,9 @@ class FakeDevice:
 class Devices:
     """Command links on their own loop thread, connected to one NATS server."""
 
-    def __init__(self, url: str, token: str | None) -> None:
+    def __init__(self, url: str, auth: NatsAuth | None) -> None:
         self.thread = LoopThread("test-devices")
-        self.nc = self.call(connect(url, token=token, name="test-devices"))
+        self.nc = self.call(connect(url, auth=auth, name="test-devices"))
         self.links: dict[str, CommandLink] = {}
 
     def call(self, coro: Awaitable[Any], timeout: float = 10.0) -> Any:

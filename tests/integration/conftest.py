@@ -58,7 +58,7 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
 @pytest.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
     """A client connected to ``nats_server`` with its token, closed after the test."""
-    client = await connect(nats_server.url, token=nats_server.token, name="pytest")
+    client = await connect(nats_server.url, auth=nats_server.auth, name="pytest")
     try:
         yield client
     finally:

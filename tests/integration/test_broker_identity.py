@@ -1,4 +1,4 @@
-"""The embedded broker's identity: ports and token kept across restarts, busy ports, orphans."""
+"""The embedded broker's identity: port and secrets kept across restarts, busy ports, orphans."""
 
 from __future__ import annotations
 
@@ -23,17 +23,17 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
-async def test_ports_and_token_are_recorded_and_reused(tmp_path):
+async def test_port_and_secrets_are_recorded_and_reused(tmp_path):
     store = tmp_path / "nats"
     first = NatsServer(store)
     await first.start()
     try:
         ident = json.loads(first.identity_path.read_text())
-        assert stat.S_IMODE(first.identity_path.stat().st_mode) == 0o600  # it holds the token
+        assert stat.S_IMODE(first.identity_path.stat().st_mode) == 0o600  # it holds secrets
         assert ident == {
             "client_port": port_of(first.url),
-            "monitor_port": port_of(first.monitor_url),
-            "token": first.token,
+            "token": first.password,
+            "system_password": first.system_auth.password,
             "pid": first.pid,
         }
     finally:
@@ -43,9 +43,9 @@ async def test_ports_and_token_are_recorded_and_reused(tmp_path):
     second = NatsServer(store)
     await second.start()
     try:
-        assert (second.url, second.monitor_url, second.token) == (first.url, first.monitor_url, first.token)
+        assert (second.url, second.auth, second.system_auth) == (first.url, first.auth, first.system_auth)
         assert second.pid != first.pid
-        nc = await connect(first.url, token=first.token)  # what a device was given still works
+        nc = await connect(first.url, auth=first.auth)  # what a device was given still works
         await nc.close()
     finally:
         await second.stop()
@@ -53,7 +53,7 @@ async def test_ports_and_token_are_recorded_and_reused(tmp_path):
     fresh = NatsServer(store, keep_identity=False)
     await fresh.start()
     try:
-        assert fresh.token != first.token
+        assert fresh.password != first.password
     finally:
         await fresh.stop()
 
@@ -81,7 +81,7 @@ async def test_a_busy_recorded_port_is_waited_for_then_named(tmp_path):
         again = NatsServer(store, ready_timeout_s=5.0)
         await again.start()
         try:
-            assert again.url == first.url and again.token == first.token
+            assert again.url == first.url and again.password == first.password
         finally:
             await again.stop()
     finally:
@@ -107,7 +107,7 @@ async def test_an_orphaned_broker_on_the_store_is_retired_before_a_new_one_start
         await server.start()  # waits 0.5 s for the orphan, kills it, then takes its ports
         try:
             assert process_gone(orphan)
-            assert port_of(server.url) == recorded["client_port"] and server.token == recorded["token"]
+            assert port_of(server.url) == recorded["client_port"] and server.password == recorded["token"]
             assert json.loads(server.identity_path.read_text())["pid"] == server.pid
         finally:
             await server.stop()

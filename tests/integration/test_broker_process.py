@@ -13,12 +13,12 @@ import sys
 import textwrap
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from overwatch_lab.broker.connect import connect
+from overwatch_lab.broker.monitor import server_monitor
 from overwatch_lab.broker.process import NatsServer, parse_log_line
 from overwatch_lab.errors import BrokerError, BrokerStartError
 from tests.integration.conftest import wait_for
@@ -36,13 +36,13 @@ def process_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-def http_get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback monitoring URL
-        return resp.status, resp.read()
-
-
-async def fetch(url: str) -> tuple[int, bytes]:
-    return await asyncio.to_thread(http_get, url)
+async def monitor(server: NatsServer, endpoint: str) -> dict:
+    """One monitoring endpoint of ``server``, asked as its system account."""
+    nc = await connect(server.url, auth=server.system_auth)
+    try:
+        return await server_monitor(nc, endpoint)
+    finally:
+        await nc.close()
 
 
 def test_parse_log_line_maps_levels():
@@ -61,32 +61,33 @@ def test_parse_log_line_maps_levels():
 
 
 async def test_start_ready_stop_leaves_no_process(tmp_path):
-    server = NatsServer(tmp_path / "nats", token="t0ken-for-test")
+    server = NatsServer(tmp_path / "nats", password="t0ken-for-test")
     await server.start()
     try:
         pid = server.pid
         assert pid is not None and server.is_running() and server.returncode is None
-        assert server.url.startswith("nats://127.0.0.1:") and server.monitor_url.startswith(
-            "http://127.0.0.1:"
-        )
+        assert server.url.startswith("nats://127.0.0.1:")
         client_port = int(server.url.rsplit(":", 1)[1])
-        monitor_port = int(server.monitor_url.rsplit(":", 1)[1])
-        assert client_port > 0 and monitor_port > 0 and client_port != monitor_port
-        assert server.token == "t0ken-for-test"
-        # The ports are real: the client port speaks NATS, the monitoring port answers healthz.
+        assert client_port > 0 and server.password == "t0ken-for-test"
+        # The port is real: it speaks NATS, with JetStream on.
         reader, writer = await asyncio.open_connection("127.0.0.1", client_port)
-        assert (await reader.readline()).startswith(b"INFO {")
+        line = await reader.readline()
+        assert line.startswith(b"INFO {") and json.loads(line[5:])["jetstream"] is True
         writer.close()
         await writer.wait_closed()
-        status, body = await fetch(server.monitor_url + "/healthz?js-enabled-only=true")
-        assert status == 200 and json.loads(body)["status"] == "ok"
-        _, varz = await fetch(server.monitor_url + "/varz")
-        assert json.loads(varz)["port"] == client_port  # the monitor belongs to this server
-        # The config file holds the token: owner-only.
-        mode = stat.S_IMODE(server.config_path.stat().st_mode)
-        assert mode == 0o600
-        assert "t0ken-for-test" in server.config_path.read_text()
-        assert (server.ports_dir / f"nats-server_{pid}.ports").exists()
+        # No HTTP monitoring port: the system account answers the same questions.
+        ports = json.loads((server.ports_dir / f"nats-server_{pid}.ports").read_text())
+        assert set(ports) == {"nats"}
+        sys_nc = await connect(server.url, auth=server.system_auth)
+        try:
+            assert (await server_monitor(sys_nc, "healthz"))["status"] == "ok"
+            assert (await server_monitor(sys_nc, "varz"))["port"] == client_port  # this server's
+        finally:
+            await sys_nc.close()
+        # The config files hold the lab's password: owner-only.
+        for path in (server.config_path, server.auth_config_path):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert "t0ken-for-test" in server.auth_config_path.read_text()
     finally:
         await server.stop()
     assert server.returncode == 0  # graceful SIGTERM shutdown
@@ -115,12 +116,12 @@ async def test_a_binary_not_named_nats_server_starts_and_cleans_its_ports_file(t
     assert server.returncode == 0 and not list(server.ports_dir.glob("*.ports"))
 
 
-async def test_token_is_generated_per_start_and_required(tmp_path, nats_server):
-    assert len(nats_server.token) == 64
+async def test_password_is_generated_per_store_and_required(tmp_path, nats_server):
+    assert len(nats_server.password) == 64
     other = NatsServer(tmp_path / "other")
     await other.start()
     try:
-        assert other.token != nats_server.token
+        assert other.password != nats_server.password
         assert other.url != nats_server.url
     finally:
         await other.stop()
@@ -133,9 +134,9 @@ async def test_token_is_generated_per_start_and_required(tmp_path, nats_server):
     assert time.monotonic() - started < 2.0  # an auth failure aborts at once, no retry loop
     for exc in (no_token.value, bad_token.value):
         assert nats_server.url in str(exc)
-        assert nats_server.token not in str(exc) and "wrong-token-value" not in str(exc)
+        assert nats_server.password not in str(exc) and "wrong-token-value" not in str(exc)
 
-    nc = await connect(nats_server.url, token=nats_server.token)
+    nc = await connect(nats_server.url, auth=nats_server.auth)
     try:
         assert nc.is_connected
         assert nc.max_payload > 0
@@ -219,7 +220,7 @@ def test_runs_on_a_background_thread_loop(tmp_path):
     async def use_and_stop() -> None:
         server = NatsServer(tmp_path / "nats")
         await server.start()
-        seen["health"] = (await fetch(server.monitor_url + "/healthz?js-enabled-only=true"))[0]
+        seen["health"] = (await monitor(server, "healthz"))["status_code"]
         await server.stop()
         seen["code"] = server.returncode
 
@@ -321,10 +322,9 @@ async def test_restart_on_same_dir_keeps_stream_data(tmp_path, sync_interval, ho
     await first.start()
     try:
         assert f'sync_interval: "{sync_interval}"' in first.config_path.read_text()
-        _, varz = await fetch(first.monitor_url + "/varz")
-        js_config = json.loads(varz)["jetstream"]["config"]
+        js_config = (await monitor(first, "varz"))["jetstream"]["config"]
         assert js_config.get("sync_always", False) is (sync_interval == "always")
-        nc = await connect(first.url, token=first.token)
+        nc = await connect(first.url, auth=first.auth)
         js = nc.jetstream()
         await js.add_stream(name="KEEP", subjects=["keep.>"])
         ack = await js.publish("keep.one", b"survives a restart")
@@ -334,14 +334,14 @@ async def test_restart_on_same_dir_keeps_stream_data(tmp_path, sync_interval, ho
             assert await first.wait_exited() == -signal.SIGKILL
     finally:
         await first.stop()
-    first_token = first.token
+    first_secrets = (first.password, first.system_auth)
 
     second = NatsServer(store, sync_interval=sync_interval)
     await second.start()
     try:
-        # The store dir is the broker's identity: same URL and token (identity.json).
-        assert (second.token, second.url, second.monitor_url) == (first_token, first.url, first.monitor_url)
-        nc = await connect(second.url, token=second.token)
+        # The store dir is the broker's identity: same URL and secrets (identity.json).
+        assert ((second.password, second.system_auth), second.url) == (first_secrets, first.url)
+        nc = await connect(second.url, auth=second.auth)
         try:
             msg = await nc.jetstream().get_msg("KEEP", ack.seq)
             assert msg.data == b"survives a restart" and msg.subject == "keep.one"

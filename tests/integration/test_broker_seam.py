@@ -65,7 +65,7 @@ async def test_no_responders_and_no_answer_are_unavailable_and_timeout(nc, js):
 
 
 async def test_a_closed_connection_is_closed_for_every_call_of_the_seam(nats_server):
-    client = await connect(nats_server.url, token=nats_server.token, name="pytest-closed")
+    client = await connect(nats_server.url, auth=nats_server.auth, name="pytest-closed")
     js = client.jetstream()
     await js.add_stream(StreamConfig(name="SEAM", subjects=["seam.>"]))
     await client.close()
@@ -80,7 +80,7 @@ async def test_a_closed_connection_is_closed_for_every_call_of_the_seam(nats_ser
 
 
 async def test_a_kv_failure_is_a_kv_error_naming_the_key(nats_server, tmp_path):
-    client = await connect(nats_server.url, token=nats_server.token, name="pytest-kv")
+    client = await connect(nats_server.url, auth=nats_server.auth, name="pytest-kv")
     js = client.jetstream()
     await provision(js, LabConfig(data_dir=tmp_path / "lab"))
     ekv = EntityKV(await open_kv(js))

@@ -36,7 +36,7 @@ def cmd_lab(lab_factory) -> Lab:
 
 @pytest.fixture
 def devices(cmd_lab: Lab) -> Iterator[Devices]:
-    d = Devices(cmd_lab.nats_url, cmd_lab.nats_token)
+    d = Devices(cmd_lab.nats_url, cmd_lab.nats_auth)
     yield d
     d.close()
 
@@ -242,7 +242,7 @@ def test_a_device_that_goes_silent_mid_execution_ends_failed(lab_factory):
     lab = lab_factory(**FAST, command_result_timeout_s=0.5)
     lab.register_org(ORG)
     lab.register_entity(ORG, "uav-0", "aircraft_multirotor")
-    devices = Devices(lab.nats_url, lab.nats_token)
+    devices = Devices(lab.nats_url, lab.nats_auth)
     try:
 
         async def hang(command: dict, result: Any) -> str | None:

@@ -35,7 +35,7 @@ def broker(tmp_path) -> Iterator[tuple[Devices, NatsServer]]:
     starter = LoopThread("test-broker")
     server = NatsServer(tmp_path / "nats", ready_timeout_s=10.0, stop_timeout_s=5.0)
     starter.call(server.start(), 15)
-    devices = Devices(server.url, server.token)
+    devices = Devices(server.url, server.auth)
     yield devices, server
     devices.close()
     starter.call(server.stop(), 15)
@@ -44,7 +44,7 @@ def broker(tmp_path) -> Iterator[tuple[Devices, NatsServer]]:
 
 def config(tmp_path: Path, server: NatsServer) -> LabConfig:
     return LabConfig(
-        data_dir=tmp_path / "lab", nats_url=server.url, nats_token=server.token, fetch_timeout_s=0.2, **FAST
+        data_dir=tmp_path / "lab", nats_url=server.url, nats_user=server.user, nats_password=server.password, fetch_timeout_s=0.2, **FAST
     )
 
 
@@ -121,13 +121,13 @@ def test_killed_lab_mid_delivery(tmp_path, broker):
     lab.down()
     child = subprocess.Popen(
         [sys.executable, "-m", "overwatch_lab.cli", "up", "--data-dir", str(tmp_path / "lab"),
-         "--nats-url", server.url, "--nats-token", server.token, "--fleet", "none", "--no-dashboard"],
+         "--nats-url", server.url, "--nats-user", server.user, "--nats-password", server.password, "--fleet", "none", "--no-dashboard"],
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         assert child.stdout is not None and child.stdout.readline().startswith("overwatch-lab: starting")
         assert child.stdout.readline().startswith("overwatch-lab is up")
-        attached = Lab.attach(tmp_path / "lab")
+        attached = Lab.attach(tmp_path / "lab", identity="operator")
         try:
             sent = {
                 e: [attached.commands.send(e, "rtl", ttl_s=120).command_id for _ in range(10)]

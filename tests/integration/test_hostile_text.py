@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nats
 
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import commands, envelopes, lifecycle
 from overwatch_lab.protocol import subjects as s
 from tests.integration.test_lab_lifecycle import nats_server_pids
@@ -94,7 +95,7 @@ async def _quarantine_errors(js, n: int) -> list[str]:
 
 async def _hostile_device(info: dict) -> list[str]:
     """Register, send the hostile messages with nats-py as raw bytes; return the quarantine reasons."""
-    nc = await nats.connect(info["nats_url"], token=info["nats_token"], allow_reconnect=False)
+    nc = await nats.connect(info["nats_url"], **NatsAuth.from_dict(info["nats_auth"]).kwargs(), allow_reconnect=False)
     try:
         js = nc.jetstream()
         await _register(js, await js.key_value(s.KV_GLOBAL_STATE))

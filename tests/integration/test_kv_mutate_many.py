@@ -73,7 +73,7 @@ async def test_adds_finite_trusts_only_documents_this_client_wrote(nc, js, tmp_p
 
 
 async def test_a_closed_connection_is_a_kv_error_per_key(nats_server, tmp_path):
-    client = await connect(nats_server.url, token=nats_server.token, name="pytest-kv-many")
+    client = await connect(nats_server.url, auth=nats_server.auth, name="pytest-kv-many")
     js = client.jetstream()
     await provision(js, LabConfig(data_dir=tmp_path / "lab"))
     ekv = EntityKV(await open_kv(js))

@@ -26,7 +26,8 @@ def test_boot_writes_lab_json_and_stops_cleanly(lab_factory):
     import json
 
     info = json.loads(info_path.read_text())
-    for key in ("nats_url", "nats_token", "db_url", "monitor_url", "pid"):
+    assert info["monitor_url"] is None  # no HTTP monitoring port
+    for key in ("nats_url", "nats_auth", "system_auth", "identities", "db_url", "pid"):
         assert info[key], key
     server_pid = lab._core.server.pid
     lab.down()

@@ -41,8 +41,9 @@ async def test_async_context_manager_and_blocked_caller_loop(tmp_path):
         assert lab.state is LabState.RUNNING
         lab.register_org(ORG)
         lab.register_entity(ORG, "busy-1", "aircraft_multirotor")
+        device = lab.devices.add(ORG, "busy-1")  # the publisher is a device, held to a device's rights
         publisher = subprocess.Popen(  # noqa: ASYNC220 - a separate publishing process is the point
-            [sys.executable, "-c", PUBLISH_SLOWLY, lab.nats_url, lab.nats_token, ORG, "busy-1"],
+            [sys.executable, "-c", PUBLISH_SLOWLY, lab.nats_url, str(device.file), ORG, "busy-1"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -64,10 +65,11 @@ async def test_async_context_manager_and_blocked_caller_loop(tmp_path):
 
 PUBLISH_SLOWLY = r"""
 import asyncio, sys, time, nats
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.envelopes import encode, make_telemetry
-url, token, org, eid = sys.argv[1:5]
+url, creds, org, eid = sys.argv[1:5]
 async def main():
-    nc = await nats.connect(url, token=token)
+    nc = await nats.connect(url, **NatsAuth.load(creds).kwargs())
     js = nc.jetstream()
     print("publishing", flush=True)
     t0 = time.time()
@@ -90,8 +92,8 @@ def test_restart_on_same_data_dir_keeps_entities_state_and_history(tmp_path):
         first = lab.connection_info()
     with Lab(cfg) as lab2:
         # Devices keep what they were given: same broker URL and token (broker/identity.json).
-        assert {k: lab2.connection_info()[k] for k in ("nats_url", "nats_token", "monitor_url")} == {
-            k: first[k] for k in ("nats_url", "nats_token", "monitor_url")
+        assert {k: lab2.connection_info()[k] for k in ("nats_url", "nats_auth", "system_auth")} == {
+            k: first[k] for k in ("nats_url", "nats_auth", "system_auth")
         }
         doc = lab2.state_of("k1")
         assert doc is not None and doc["vfr"]["groundspeed"] == 6.5 and doc["org_name"] == "Keep"
@@ -103,7 +105,13 @@ def test_restart_on_same_data_dir_keeps_entities_state_and_history(tmp_path):
 
 
 def test_attach_from_another_lab_object(lab):
-    attached = Lab.attach(lab.config.data_dir)
+    observer = Lab.attach(lab.config.data_dir)  # the default identity reads only
+    try:
+        with pytest.raises(LabStateError, match="attached as an observer"):
+            observer.register_org(ORG)
+    finally:
+        observer.down()
+    attached = Lab.attach(lab.config.data_dir, identity="internal")
     try:
         assert not attached.owner
         attached.register_org(ORG)
@@ -120,7 +128,10 @@ def test_an_attached_lab_reports_the_owners_connection(lab):
     attached = Lab.attach(lab.config.data_dir)
     try:
         assert attached.connection_info() == on_disk == lab.connection_info()
-        assert attached.monitor_url == lab.monitor_url is not None
+        assert attached.monitor_url is None and lab.monitor_url is None  # no HTTP monitoring port
+        assert lab.broker_monitor("healthz")["status"] == "ok"  # the system account's view instead
+        with pytest.raises(LabStateError, match="no system account"):
+            attached.broker_monitor("varz")  # an observer does not hold it
         with pytest.raises(LabStateError, match="no synchronizer"):
             attached.sync_now()
     finally:
@@ -139,7 +150,7 @@ def test_external_nats_url(tmp_path):
     try:
         loop.run_until_complete(start())
         cfg = LabConfig(
-            data_dir=tmp_path / "ext", nats_url=server.url, nats_token=server.token, fetch_timeout_s=0.2
+            data_dir=tmp_path / "ext", nats_url=server.url, nats_user=server.user, nats_password=server.password, fetch_timeout_s=0.2
         )
         with Lab(cfg) as lab:
             assert lab.monitor_url is None and lab.nats_url == server.url
@@ -170,7 +181,7 @@ def test_cli_up_sigterm_exits_zero_and_restart_keeps_data(tmp_path):
         info = json.loads((data_dir / "lab.json").read_text())
         assert info["pid"] == proc.pid
         assert len(nats_server_pids(str(data_dir))) == 1
-        attached = Lab.attach(data_dir)
+        attached = Lab.attach(data_dir, identity="internal")  # it registers
         attached.register_org(ORG)
         attached.register_entity(ORG, "c1", "aircraft_vtol")
         attached.down()

@@ -46,7 +46,7 @@ async def test_a_second_owner_is_refused_with_the_owners_pid(lab):
     assert len(nats_server_pids(str(data_dir))) == 1
     assert (data_dir / "lab.json").read_text() == before
     assert lab.state is LabState.RUNNING
-    attached = Lab.attach(data_dir)  # attaching stays possible
+    attached = Lab.attach(data_dir, identity="internal")  # attaching stays possible
     try:
         attached.register_org(ORG)
         attached.register_entity(ORG, "o1", "sensor_platform")
@@ -77,7 +77,8 @@ def test_cli_up_on_an_owned_data_dir_exits_with_one_line(lab):
     # the lab's own connection info (its pid, its start), not the status process's
     assert printed["lab"]["nats_url"] == lab.nats_url and printed["lab"]["pid"] == os.getpid()
     assert printed["lab"]["started_at"] == json.loads((data_dir / "lab.json").read_text())["started_at"]
-    assert printed["lab"]["embedded"] is True and "nats_token" not in printed["lab"]
+    assert printed["lab"]["embedded"] is True
+    assert not {"nats_token", "nats_auth", "system_auth"} & set(printed["lab"])  # no secret printed
     assert printed["lab"]["state"] in ("running", "starting (no counters published yet)")
     assert "telemetry-worker" in printed["workers"] or printed["lab"]["state"].startswith("starting")
 

@@ -47,7 +47,7 @@ def telemetry_backlog(n: int, t0: float) -> list[tuple[str, bytes, str | None]]:
 
 async def device_boots(lab, org_id: str, entity_id: str, n_telemetry: int) -> list[str]:
     """What a device does at power-on: org, itself and telemetry, back to back, no PubAck awaited."""
-    nc = await connect(lab.nats_url, token=lab.nats_token, name="device")
+    nc = await connect(lab.nats_url, auth=lab.nats_auth, name="device")
     try:
         org_ev = lifecycle.make_org_event("created", org_id, "Late Org")
         await nc.publish(s.organization_subject("created"), envelopes.encode(org_ev))

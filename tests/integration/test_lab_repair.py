@@ -22,7 +22,7 @@ def on_broker(lab, op):
     """Run ``op(js)`` on a connection of our own (an operator with the nats CLI, say)."""
 
     async def go():
-        nc = await connect(lab.nats_url, token=lab.nats_token, name="operator")
+        nc = await connect(lab.nats_url, auth=lab.nats_auth, name="operator")
         try:
             return await op(nc.jetstream())
         finally:

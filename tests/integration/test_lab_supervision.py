@@ -10,14 +10,14 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 
 import nats
 import nats.errors
 import pytest
 
 from overwatch_lab import LabState
-from overwatch_lab.errors import BrokerExited
+from overwatch_lab.errors import BrokerError, BrokerExited
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.runtime import LoopThread
@@ -39,8 +39,8 @@ class AckedPublisher:
     order is the timestamp order, as a careful device's would be.
     """
 
-    def __init__(self, url: str, token: str, entities: list[str]) -> None:
-        self.url, self.token, self.entities = url, token, entities
+    def __init__(self, url: str, auth: NatsAuth, entities: list[str]) -> None:
+        self.url, self.auth, self.entities = url, auth, entities
         self.acked: set[str] = set()
         self.retries = 0
         self.reconnects = 0
@@ -49,7 +49,7 @@ class AckedPublisher:
     async def run(self) -> None:
         nc = await nats.connect(
             self.url,
-            token=self.token,
+            **self.auth.kwargs(),
             name="acked-publisher",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,
@@ -80,11 +80,11 @@ class AckedPublisher:
             self.acked.add(uid)
 
 
-def connection_names(monitor_url: str) -> set[str]:
+def connection_names(lab) -> set[str]:
+    """Who is connected, from the broker's connz (asked as the system account: no HTTP port)."""
     try:
-        with urllib.request.urlopen(monitor_url + "/connz", timeout=2) as resp:  # noqa: S310 - loopback
-            return {c.get("name", "") for c in json.load(resp)["connections"]}
-    except OSError:
+        return {c.get("name", "") for c in lab.broker_monitor("connz")["connections"]}
+    except BrokerError:  # the broker is restarting
         return set()
 
 
@@ -96,7 +96,7 @@ def stored_uids(lab) -> set[str]:
 def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothing(lab_factory):
     # ack_wait short: a delivery whose ack died with the broker comes back in seconds, not 30.
     lab = lab_factory(ack_wait_s=3.0, stale_after_s=60.0)
-    url, token, monitor = lab.nats_url, lab.nats_token, lab.monitor_url
+    url, auth = lab.nats_url, lab.nats_auth
     lab_json = json.loads((lab.config.data_dir / "lab.json").read_text())
     lab.register_org(ORG)
     entities = [f"pub-{i}" for i in range(LANES)]
@@ -106,7 +106,7 @@ def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothi
     device = sim.scenario.devices()[0][0]
     lab.wait_for(lambda: (d := lab.state_of(device)) and d["is_live"], timeout=15, what="device live")
 
-    publisher = AckedPublisher(url, token, entities)
+    publisher = AckedPublisher(url, auth, entities)
     thread = LoopThread("acked-publisher")
     try:
         done = thread.submit(publisher.run())
@@ -118,9 +118,9 @@ def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothi
 
         lab.wait_for(lambda: lab.stats()["broker"]["restarts"] == 1, timeout=20, what="broker restarted")
         assert lab._core.server.pid != old_pid and lab.state is LabState.RUNNING
-        assert (lab.nats_url, lab.nats_token, lab.monitor_url) == (url, token, monitor)
+        assert (lab.nats_url, lab.nats_auth) == (url, auth)
         info = json.loads((lab.config.data_dir / "lab.json").read_text())
-        assert (info["nats_url"], info["nats_token"]) == (lab_json["nats_url"], lab_json["nats_token"])
+        assert (info["nats_url"], info["nats_auth"]) == (lab_json["nats_url"], lab_json["nats_auth"])
         assert lab.connection_info()["nats_url"] == url
 
         done.result(timeout=90)  # every message acknowledged in the end
@@ -133,7 +133,7 @@ def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothi
         # The outside publisher and the simulated device reconnected with what they were given ...
         assert publisher.reconnects >= 1 and f"nats://{publisher.last_server}" == url
         lab.wait_for(
-            lambda: connection_names(monitor) >= {"overwatch-lab", "overwatch-lab-sim:tiny"},
+            lambda: connection_names(lab) >= {"overwatch-lab", "overwatch-lab-sim:tiny"},
             timeout=10,
             what="the lab and the device on the restarted broker",
         )

@@ -45,7 +45,8 @@ def test_the_lab_card_shows_state_broker_counts_and_workers_never_the_token(nb_l
     # the count comes from the KV cache, which follows the bucket a moment behind
     html = lab.wait_for(lambda: "1 in KV" in (h := lab._repr_html_()) and h, what="1 entity in the card")
     assert "running" in html and "owner" in html and lab.nats_url in html
-    assert lab.nats_token and lab.nats_token not in html and lab.nats_token not in repr(lab)
+    secret = lab.nats_auth.password
+    assert secret and secret not in html and secret not in repr(lab)
     assert "organisations" in html and "entity-worker" in html
     assert str(lab.config.data_dir) in html and "dashboard" not in html
     assert repr(lab) == f"<Lab running {lab.nats_url} data_dir={str(lab.config.data_dir)!r}>"
@@ -145,7 +146,7 @@ def test_an_attached_labs_card_says_so_and_reads_the_owners_counts(nb_lab):
             lambda: "1 in KV" in (h := attached._repr_html_()) and "entity-worker" in h and h,
             what="the owner's counts in the attached card",
         )
-        assert "attached" in html and nb_lab.nats_url in html and nb_lab.nats_token not in html
+        assert "attached" in html and nb_lab.nats_url in html and str(nb_lab.nats_auth.password) not in html
         assert repr(attached).startswith("<Lab running attached nats://")
     finally:
         attached.down()

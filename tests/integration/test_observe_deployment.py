@@ -30,7 +30,7 @@ async def upstream(nats_server: NatsServer, nc: NATS, js: JetStreamContext) -> A
 async def test_observe_shows_the_deployment_and_changes_nothing(upstream, nc, js, tmp_path: Path):
     before = await snapshot(nc, js)
     assert "consumer CONSTELLATION_TELEMETRY/telemetry-processor" in before
-    lab = await asyncio.to_thread(Lab.observe, upstream.url, token=upstream.token, data_dir=tmp_path / "obs")
+    lab = await asyncio.to_thread(Lab.observe, upstream.url, user=upstream.auth.user, password=upstream.auth.password, data_dir=tmp_path / "obs")
     try:
         assert lab.owner is False
         states = await asyncio.to_thread(lab.frames.states)
@@ -69,7 +69,7 @@ async def test_observe_shows_the_deployment_and_changes_nothing(upstream, nc, js
 async def test_up_against_the_deployment_refuses_and_changes_nothing(upstream, nc, js, tmp_path: Path):
     before = await snapshot(nc, js)
     lab = Lab(
-        LabConfig(data_dir=tmp_path / "lab", nats_url=upstream.url, nats_token=upstream.token, workers=0)
+        LabConfig(data_dir=tmp_path / "lab", nats_url=upstream.url, nats_user=upstream.auth.user, password=upstream.auth.password, workers=0)
     )
     with pytest.raises(ProvisionError) as info:
         await lab.start()
@@ -78,13 +78,13 @@ async def test_up_against_the_deployment_refuses_and_changes_nothing(upstream, n
         "consumer CONSTELLATION_TELEMETRY/telemetry-processor: " in text and "max_waiting 512 -> 4096" in text
     )
     assert "stream CONSTELLATION_TELEMETRY: " in text and "subject_transform None" in text
-    assert "Lab.observe" in text and upstream.token not in text
+    assert "Lab.observe" in text and str(upstream.password) not in text
     assert await snapshot(nc, js) == before
 
 
 async def test_a_lab_provisioned_server_is_not_foreign_to_the_next_boot(nats_server, nc, js, tmp_path: Path):
     cfg = LabConfig(
-        data_dir=tmp_path / "lab", nats_url=nats_server.url, nats_token=nats_server.token, workers=0
+        data_dir=tmp_path / "lab", nats_url=nats_server.url, nats_user=nats_server.auth.user, password=nats_server.auth.password, workers=0
     )
     async with Lab(cfg):
         pass
@@ -103,6 +103,6 @@ async def test_observe_refuses_wrong_credentials_and_a_server_without_the_bucket
         await asyncio.to_thread(Lab.observe, nats_server.url, token="wrong", data_dir=tmp_path / "a")
     with pytest.raises(ProvisionError, match="CONSTELLATION_GLOBAL_STATE does not exist"):
         await asyncio.to_thread(
-            Lab.observe, nats_server.url, token=nats_server.token, data_dir=tmp_path / "b"
+            Lab.observe, nats_server.url, user=nats_server.auth.user, password=nats_server.auth.password, data_dir=tmp_path / "b"
         )
     assert await js.streams_info() == []  # neither attempt created anything on the server

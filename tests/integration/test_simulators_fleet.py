@@ -178,7 +178,7 @@ async def test_process_mode_splits_the_fleet_over_workers(broker):
     handle = await run_scenario_processes(
         sc,
         broker.server.url,
-        token=broker.server.token,
+        auth=broker.server.auth,
         processes=2,
         speed=10.0,
         duration_s=5.0,
@@ -216,7 +216,7 @@ async def _at_least(broker: Broker, stream: str, n: float) -> bool:
 
 async def test_the_sim_command_flies_a_scenario_against_a_broker(broker, tmp_path):
     (tmp_path / "lab.json").write_text(
-        json.dumps({"nats_url": broker.server.url, "nats_token": broker.server.token})
+        json.dumps({"nats_url": broker.server.url, "nats_auth": broker.server.auth.to_dict()})
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -16,6 +16,7 @@ from overwatch_lab import LabConfig
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import stream_config
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from tests.polling import wait_for
@@ -29,11 +30,11 @@ def _limits(**tel: int) -> dict:
 
 
 async def _publish(
-    url: str, token: str | None, n: int, start: int = 0, entities: tuple[str, ...] = (EID,)
+    url: str, auth: NatsAuth, n: int, start: int = 0, entities: tuple[str, ...] = (EID,)
 ) -> dict[str, int]:
     """Publish ``n`` valid ATTITUDE envelopes (time strictly increasing; round-robin over
     ``entities``); returns uid -> PubAck seq."""
-    nc = await connect(url, token=token, name="pytest-publisher")
+    nc = await connect(url, auth=auth, name="pytest-publisher")
     t0 = time.time() - 600
     try:
         js = nc.jetstream()
@@ -81,7 +82,7 @@ async def test_messages_discarded_while_the_lab_was_down_are_counted_exactly(lab
     server = NatsServer(data / "broker", ready_timeout_s=10.0, stop_timeout_s=5.0)  # the lab is down
     await server.start()
     try:
-        acks = await _publish(server.url, server.token, 1000)
+        acks = await _publish(server.url, server.auth, 1000)
     finally:
         await server.stop()
     assert len(set(acks.values())) == 1000
@@ -100,10 +101,10 @@ async def test_a_new_durable_does_not_count_what_the_stream_lost_before_it_exist
     server = NatsServer(data / "broker", ready_timeout_s=10.0, stop_timeout_s=5.0)
     await server.start()
     try:
-        nc = await connect(server.url, token=server.token, name="pytest")
+        nc = await connect(server.url, auth=server.auth, name="pytest")
         await nc.jetstream().add_stream(stream_config(TEL, cfg.streams[TEL]))  # no durable yet
         await nc.close()
-        await _publish(server.url, server.token, 300)  # 200 aged out before the lab's first boot
+        await _publish(server.url, server.auth, 300)  # 200 aged out before the lab's first boot
     finally:
         await server.stop()
 
@@ -119,7 +120,7 @@ async def test_an_outpaced_lab_counts_exactly_what_the_stream_dropped(lab_factor
     lab.register_entity(ORG, EID, "aircraft_multirotor")
     caplog.set_level(logging.WARNING, logger="overwatch_lab.streamwatch")
 
-    acks = await _publish(lab.nats_url, lab.nats_token, 15_000)  # pipelined: far faster than the lab
+    acks = await _publish(lab.nats_url, lab.nats_auth, 15_000)  # pipelined: far faster than the lab
     st = await _settled(lab, time.time(), within_s=30)
 
     stored = _stored_uids(lab)
@@ -147,7 +148,7 @@ def _fleet_lab(lab_factory, **overrides):
 @pytest.mark.slow
 async def test_worker_processes_on_a_partitioned_stream_count_exactly_what_it_dropped(lab_factory):
     lab = _fleet_lab(lab_factory, fetch_batch=100, **_limits(max_msgs=300))
-    acks = await _publish(lab.nats_url, lab.nats_token, 12_000, entities=FLEET)  # far faster than the lab
+    acks = await _publish(lab.nats_url, lab.nats_auth, 12_000, entities=FLEET)  # far faster than the lab
     st = await _settled(lab, time.time(), within_s=30)
 
     lost = set(acks) - _stored_uids(lab, None)
@@ -164,7 +165,7 @@ async def test_worker_processes_on_a_partitioned_stream_count_no_false_loss(lab_
     lab = _fleet_lab(lab_factory, **_limits(max_msgs=400))
     acks: dict[str, int] = {}
     for chunk in range(10):  # each chunk consumed before the next pushes it out of the stream
-        acks |= await _publish(lab.nats_url, lab.nats_token, 300, start=chunk * 300, entities=FLEET)
+        acks |= await _publish(lab.nats_url, lab.nats_auth, 300, start=chunk * 300, entities=FLEET)
         want = set(acks)
         await wait_for(lambda want=want: _stored_uids(lab, None) >= want, timeout=20, interval=0.05,
                        what=f"chunk {chunk} stored")  # fmt: skip

@@ -268,7 +268,7 @@ async def test_a_kv_outage_fails_passes_with_a_sync_error_logged_once(rig, nats_
     caplog.set_level(logging.INFO, logger="overwatch_lab.sync")
     await rig.add_entity("e1")
     config = LabConfig(data_dir=rig.config.data_dir, sync_period_s=3600)  # only kicks start a pass
-    lost = await connect(nats_server.url, token=nats_server.token, name="pytest-lost-kv")
+    lost = await connect(nats_server.url, auth=nats_server.auth, name="pytest-lost-kv")
     sync = Synchronizer(rig.store, EntityKV(await open_kv(lost.jetstream())), config, rig.forgotten.append)
     await lost.close()  # every KV call of this synchronizer now fails
     with pytest.raises(SyncError, match="while reading the KV documents") as caught:

@@ -194,7 +194,7 @@ async def test_a_stream_from_before_the_partitions_is_still_consumed_by_telemetr
     await server.start()
     old_uids = []
     try:
-        nc = await connect(server.url, token=server.token, name="pytest-old-lab")
+        nc = await connect(server.url, auth=server.auth, name="pytest-old-lab")
         js = nc.jetstream()
         await js.delete_stream(s.STREAM_TELEMETRY)  # as an older lab provisioned it: no transform
         await js.add_stream(stream_config(s.STREAM_TELEMETRY, cfg.streams[s.STREAM_TELEMETRY]))

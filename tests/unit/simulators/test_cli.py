@@ -8,6 +8,7 @@ import json
 import pytest
 
 from overwatch_lab.errors import ConfigError
+from overwatch_lab.nats_auth import NatsAuth
 from simulators.catalog import list_scenarios, load_scenario
 from simulators.cli import build_parser, main, resolve_nats
 from simulators.dry_run import telemetry_hash
@@ -70,15 +71,23 @@ def test_nats_comes_from_lab_json_or_the_flags(tmp_path, monkeypatch):
     monkeypatch.delenv("OVERWATCH_LAB_NATS_TOKEN", raising=False)
     (tmp_path / "lab.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:4999", "nats_token": "t0k"}))
     args = build_parser().parse_args(["x", "--data-dir", str(tmp_path)])
-    assert resolve_nats(args) == ("nats://127.0.0.1:4999", "t0k")
+    assert resolve_nats(args) == ("nats://127.0.0.1:4999", NatsAuth(token="t0k"))
     args = build_parser().parse_args(["x", "--data-dir", str(tmp_path), "--token", "other"])
-    assert resolve_nats(args) == ("nats://127.0.0.1:4999", "other")
+    assert resolve_nats(args) == ("nats://127.0.0.1:4999", NatsAuth(token="other"))
     monkeypatch.setenv("OVERWATCH_LAB_DATA_DIR", str(tmp_path))
     assert resolve_nats(build_parser().parse_args(["x"]))[0] == "nats://127.0.0.1:4999"
     assert resolve_nats(argparse.Namespace(nats_url="nats://h:1", token=None, data_dir=None)) == (
         "nats://h:1",
-        None,
+        NatsAuth(),
     )
+    # a lab with users: its own identity from lab.json, or a device's connection file
+    internal = {"user": "overwatch-lab", "password": "pw"}
+    (tmp_path / "lab.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:4999", "nats_auth": internal}))
+    assert resolve_nats(build_parser().parse_args(["x"]))[1] == NatsAuth(**internal)
+    device = {"nkey_seed_file": "/d/credentials/e1.nk", "inbox_prefix": "_INBOX.device.e1"}
+    (tmp_path / "e1.json").write_text(json.dumps({"role": "device", "auth": device}))
+    args = build_parser().parse_args(["x", "--credentials", str(tmp_path / "e1.json")])
+    assert resolve_nats(args)[1] == NatsAuth(**device)
     (tmp_path / "lab.json").write_text("{broken")
     with pytest.raises(ConfigError, match="cannot read"):
         resolve_nats(build_parser().parse_args(["x", "--data-dir", str(tmp_path)]))
