@@ -291,7 +291,7 @@ class OwnerCore(LabCore):
         """Ask the workers, synchronizer, stream watch, deliverer and reprovisioner to finish."""
         for loop in self.loops:
             loop.request_stop()
-        for part in (self.sync, self.streams, self.deliverer, self.repair, self._cache, self.procs):
+        for part in (self.sync, self.streams, self.deliverer, self.repair, self._cache, self.procs, self.checkpointer):
             if part is not None:
                 part.request_stop()
 

@@ -71,6 +71,11 @@ class Checkpointer:
         self.location = location
         self.period_s = period_s
         self.stats = CheckpointStats()
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Make :meth:`run` return (after the round running now, if any)."""
+        self._stop.set()
 
     def checkpoint(self) -> None:
         """One round, on the calling thread (``run`` calls it on its own)."""
@@ -101,13 +106,18 @@ class Checkpointer:
             st.wal_frames, st.copied = max(int(row[1]), 0), max(int(row[2]), 0)
 
     async def run(self, ready: asyncio.Event) -> None:
-        """Checkpoint every ``period_s`` until cancelled; sets ``ready`` at once."""
+        """Checkpoint every ``period_s`` until :meth:`request_stop` (or cancelled); sets ``ready`` at once."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overwatch-checkpoint")
         loop = asyncio.get_running_loop()
         ready.set()
         try:
-            while True:
-                await asyncio.sleep(self.period_s)
+            while not self._stop.is_set():
+                try:
+                    async with asyncio.timeout(self.period_s):
+                        await self._stop.wait()
+                    break
+                except TimeoutError:
+                    pass
                 await loop.run_in_executor(executor, self.checkpoint)
         finally:
             executor.shutdown(wait=False)  # a round still running ends by itself (a thread can't be stopped)

@@ -58,10 +58,15 @@ async def test_the_checkpointer_copies_the_wal_back_and_the_next_write_reuses_it
             lambda: ckpt.stats.rounds > rounds and 0 < ckpt.stats.copied == ckpt.stats.wal_frames,
             timeout=10.0, what="a checkpoint that copied the whole WAL",
         )  # fmt: skip
+        ckpt.request_stop()
+        async with asyncio.timeout(5):  # returns at once, not after its period (the lab's stop waits)
+            await task
+        assert ckpt.stats.failed == 0 and ckpt.stats.last_error is None
+        ckpt.checkpoint()  # nothing written since: the whole WAL is copied
+        assert 0 < ckpt.stats.copied == ckpt.stats.wal_frames
         size = path.with_name(path.name + "-wal").stat().st_size
         await insert(store, 200, first=6_000)  # starts again at the WAL's beginning: the file does not grow
         assert path.with_name(path.name + "-wal").stat().st_size <= size
-        assert ckpt.stats.failed == 0 and ckpt.stats.last_error is None
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -89,3 +94,14 @@ def test_a_failed_round_is_counted_and_the_next_one_recovers(tmp_path, caplog):
 def test_the_period_must_be_positive():
     with pytest.raises(ValueError, match="period_s"):
         Checkpointer("x.db", period_s=0)
+
+
+async def test_a_stop_request_ends_run_without_waiting_for_the_period(tmp_path):
+    ckpt = Checkpointer(str(tmp_path / "lab.db"), period_s=60.0)
+    ready = asyncio.Event()
+    task = asyncio.create_task(ckpt.run(ready))
+    await ready.wait()
+    ckpt.request_stop()
+    async with asyncio.timeout(5):  # the lab's stop waits for it: it must not wait out its period
+        await task
+    assert ckpt.stats.rounds == 0
