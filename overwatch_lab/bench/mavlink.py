@@ -207,6 +207,10 @@ def run(
                     lambda: len(lab.frames.states()) >= drones,
                     timeout=timeout_s, interval=0.2, what=f"{drones} entities in KV",
                 )  # fmt: skip
+                lab.wait_for(  # the registration HEARTBEATs' own rows, so the target below is exact
+                    lambda: _stored(lab) >= drones,
+                    timeout=timeout_s, interval=0.2, what=f"{drones} HEARTBEAT rows in history",
+                )  # fmt: skip
                 target = _stored(lab) + packets - drones
                 say(
                     f"replaying {packets - drones} packets on {cap['links']} links as fast as the lab takes them"
