@@ -69,7 +69,7 @@ async def test_observe_shows_the_deployment_and_changes_nothing(upstream, nc, js
 async def test_up_against_the_deployment_refuses_and_changes_nothing(upstream, nc, js, tmp_path: Path):
     before = await snapshot(nc, js)
     lab = Lab(
-        LabConfig(data_dir=tmp_path / "lab", nats_url=upstream.url, nats_user=upstream.auth.user, password=upstream.auth.password, workers=0)
+        LabConfig(data_dir=tmp_path / "lab", nats_url=upstream.url, nats_user=upstream.auth.user, nats_password=upstream.auth.password, workers=0)
     )
     with pytest.raises(ProvisionError) as info:
         await lab.start()
@@ -84,7 +84,7 @@ async def test_up_against_the_deployment_refuses_and_changes_nothing(upstream, n
 
 async def test_a_lab_provisioned_server_is_not_foreign_to_the_next_boot(nats_server, nc, js, tmp_path: Path):
     cfg = LabConfig(
-        data_dir=tmp_path / "lab", nats_url=nats_server.url, nats_user=nats_server.auth.user, password=nats_server.auth.password, workers=0
+        data_dir=tmp_path / "lab", nats_url=nats_server.url, nats_user=nats_server.auth.user, nats_password=nats_server.auth.password, workers=0
     )
     async with Lab(cfg):
         pass
