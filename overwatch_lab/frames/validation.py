@@ -22,9 +22,8 @@ import pandas as pd
 from overwatch_lab.errors import FrameError
 from overwatch_lab.protocol.mavlink import MESSAGE_IDS
 from overwatch_lab.store.schema import ENTITY_TYPES
-
-TimeLike = float | int | str | dt.datetime | pd.Timestamp
-"""What a time argument accepts (naive values are UTC)."""
+from overwatch_lab.store.window import TimeLike as TimeLike  # re-exported: the frames take it
+from overwatch_lab.store.window import TimeWindow, epoch_of
 
 How = Literal["last", "mean"]
 
@@ -37,23 +36,7 @@ def to_epoch(value: TimeLike, name: str) -> float:
     Raises:
         FrameError: not a time (a bool, NaN, an unparsable string, another type).
     """
-    if isinstance(value, bool):
-        raise FrameError(f"{name}={value!r} is not a time")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise FrameError(f"{name}={value!r} is not a time")
-        return float(value)
-    if not isinstance(value, str | dt.datetime):
-        raise FrameError(f"{name}={value!r} is not a time (epoch s, ISO 8601 text or datetime)")
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise FrameError(f"{name}={value!r} is not a time: {exc}") from exc
-    if pd.isna(stamp):
-        raise FrameError(f"{name}={value!r} is not a time")
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return float(stamp.timestamp())
+    return epoch_of(value, name)
 
 
 def window(since: TimeLike | None, until: TimeLike | None) -> tuple[float | None, float | None]:
@@ -63,15 +46,8 @@ def window(since: TimeLike | None, until: TimeLike | None) -> tuple[float | None
         FrameError: a bound is not a time, or ``since`` is after ``until`` (an empty window,
             ``since == until``, is allowed: it selects nothing).
     """
-    lo = None if since is None else to_epoch(since, "since")
-    hi = None if until is None else to_epoch(until, "until")
-    if lo is not None and hi is not None and lo > hi:
-        raise FrameError(f"since ({_show(lo)}) is after until ({_show(hi)}): the window would be negative")
-    return lo, hi
-
-
-def _show(epoch: float) -> str:
-    return pd.Timestamp(epoch, unit="s", tz="UTC").isoformat()
+    w = TimeWindow.of(since, until)
+    return w.since, w.until
 
 
 def ids(value: str | Iterable[str] | None, name: str) -> tuple[str, ...] | None:

@@ -36,6 +36,8 @@ def epoch_of(value: TimeLike, name: str) -> float:
         if not math.isfinite(value):
             raise FrameError(f"{name}={value!r} is not a time")
         return float(value)
+    if not isinstance(value, str | dt.datetime):  # a pandas.Timestamp is a datetime
+        raise FrameError(f"{name}={value!r} is not a time (epoch s, ISO 8601 text or datetime)")
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
@@ -83,7 +85,7 @@ class TimeWindow:
         hi = None if until is None else epoch_of(until, "until")
         if lo is not None and hi is not None and lo > hi:
             raise FrameError(
-                f"the window starts after it ends: since={since!r} is {lo - hi:.6f} s after until={until!r}"
+                f"the window starts after it ends: since ({_iso(lo)}) is after until ({_iso(hi)})"
             )
         return cls(lo, hi)
 
@@ -95,6 +97,10 @@ class TimeWindow:
     def contains(self, t: float) -> bool:
         """True when ``since <= t < until``."""
         return (self.since is None or t >= self.since) and (self.until is None or t < self.until)
+
+
+def _iso(epoch: float) -> str:
+    return pd.Timestamp(epoch, unit="s", tz="UTC").isoformat()
 
 
 def entity_ids(entity_id: str | Sequence[str] | None) -> tuple[str, ...] | None:
