@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -454,7 +455,9 @@ async def run_loadtest(
     if lab is not None:
         return await LoadTest(plan, lab, progress).run(before_check)
     if data_dir is not None:
-        attached = await asyncio.to_thread(Lab.attach, data_dir)
+        # internal: the load test registers its fleet and reads the streams' state ($JS.API), which
+        # an observer may not; it reads lab.json's credentials (0600), so only the lab's owner can
+        attached = await asyncio.to_thread(partial(Lab.attach, data_dir, identity="internal"))
         try:
             return await LoadTest(plan, attached, progress).run(before_check)
         finally:
