@@ -217,6 +217,7 @@ class Bridge:
         self._publisher: Publisher | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._main: asyncio.Task[None] | None = None
+        self._stopping = False
         self._new: asyncio.Queue[Vehicle] = asyncio.Queue(maxsize=256)  # one per system id at most
         self._parsers: collections.OrderedDict[Address, Any] = collections.OrderedDict()
         self._vehicles: dict[int, Vehicle] = {}
@@ -225,6 +226,7 @@ class Bridge:
         self._seq: dict[tuple[int, int], int] = {}
         self._mav: Any = None  # the sending side's pymavlink MAVLink (sequence numbers)
         self._tag = f"{time.time_ns() // 1000:x}"
+        self._stamp = inbound.Timestamps()
         self._bad_log = _RateLog()
         self._err_log = _RateLog()
         self._drop_log = _RateLog()
@@ -280,8 +282,9 @@ class Bridge:
         if self._nc is None:
             self._nc = await connect(self._url, auth=self._auth, name=f"overwatch-lab-mavlink:{self.org}")
         try:
-            js = self._nc.jetstream(publish_async_max_pending=self._max_inflight + 16)
-            self._publisher = Publisher(js, queue_size=self._queue_size, max_inflight=self._max_inflight)
+            self._publisher = Publisher(
+                self._nc, queue_size=self._queue_size, max_inflight=self._max_inflight
+            )
             if self._create_org:
                 ev = lifecycle.make_org_event(
                     "created", self.org, self._org_name, self._org_type, source=SOURCE
@@ -319,24 +322,39 @@ class Bridge:
     async def _start_links(self) -> None:
         """Give each new vehicle its command link (subscribing needs the loop, not a datagram callback)."""
         assert self._nc is not None
-        while True:
+        while not self._stopping:  # also ends the loop when nats-py swallowed the cancellation
             v = await self._new.get()
-            relay = CommandRelay(v, self._send, **self._relay_opts)  # type: ignore[arg-type]
-            link = CommandLink(self._nc, self.org, v.entity_id, relay.hook, execute=relay.execute)
             try:
-                await link.start()
-            except OverwatchError as exc:
-                log.warning("%s: command link not started: %s", v.entity_id, exc)
-                continue
-            self._links[v.system_id] = link
+                relay = CommandRelay(v, self._send, **self._relay_opts)  # type: ignore[arg-type]
+                link = CommandLink(self._nc, self.org, v.entity_id, relay.hook, execute=relay.execute)
+                try:
+                    await link.start()
+                except OverwatchError as exc:
+                    log.warning("%s: command link not started: %s", v.entity_id, exc)
+                    continue
+                self._links[v.system_id] = link
+            finally:
+                self._new.task_done()
+
+    async def links_started(self) -> None:
+        """Return once every vehicle registered so far has its command link (or failed to get one)."""
+        await self._new.join()
 
     async def stop(self) -> None:
         """Close the socket, stop the links, let JetStream acknowledge what was accepted, disconnect."""
         if self._transport is not None:
             self._transport.close()
-        for link in list(self._links.values()):
-            await link.stop()
-        self._links.clear()
+        if self._main is not None and not self._main.done():
+            # No link may be half subscribed when the links' task is cancelled below: nats-py
+            # swallows a cancellation that lands inside its subscribe's flush, and the task then
+            # waits for the next vehicle forever (a fast replay stops right after registering).
+            try:
+                async with asyncio.timeout(self._drain_timeout_s):
+                    await self._new.join()
+            except TimeoutError:
+                log.warning("stopping with command links still being started")
+        self._stopping = True
+        await self._stop_links()
         if self._publisher is not None and self._main is not None and not self._main.done():
             try:
                 async with asyncio.timeout(self._drain_timeout_s):
@@ -347,6 +365,7 @@ class Bridge:
             self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
+            await self._stop_links()  # one started while the task was being stopped
             if (current := asyncio.current_task()) is not None and current.cancelling():
                 raise asyncio.CancelledError  # our own caller is being cancelled: keep it so
         if self._own_nc and self._nc is not None and not self._nc.is_closed:
@@ -354,6 +373,11 @@ class Bridge:
                 await self._nc.close()
             except (OSError, BrokerError) as exc:
                 log.debug("closing the bridge's connection: %r", exc)
+
+    async def _stop_links(self) -> None:
+        links, self._links = list(self._links.values()), {}
+        for link in links:
+            await link.stop()
 
     async def __aenter__(self) -> Bridge:
         return await self.start()
@@ -386,6 +410,11 @@ class Bridge:
             for v in self._vehicles.values()
         ]  # fmt: skip
         return out
+
+    @property
+    def acked(self) -> int:
+        """Messages JetStream acknowledged so far (``stats()["publisher"]["acked"]``, without building the rest)."""
+        return self._publisher.stats.acked if self._publisher is not None else 0
 
     @property
     def _dialect(self) -> Any:
@@ -488,7 +517,7 @@ class Bridge:
                 c.no_heartbeat += 1
             waiting.append((msg, ts_us))
             return
-        out.append(self._envelope(v, msg, mtype, ts_us))
+        out.append(self._envelope(v, msg, mtype, ts_us, hdr))
 
     def _register(
         self, hb: Any, sysid: int, compid: int, addr: Address | None, ts_us: int, out: list[Outgoing]
@@ -519,7 +548,7 @@ class Bridge:
         )  # fmt: skip
         out.append((s.device_event_subject(self.org, eid, "bootsequence"), encode(boot), uid))
         for msg, at_us in self._pending.pop(sysid, ()):
-            out.append(self._envelope(v, msg, msg.get_type(), at_us))
+            out.append(self._envelope(v, msg, msg.get_type(), at_us, msg.get_header()))
         try:
             self._new.put_nowait(v)
         except asyncio.QueueFull:  # cannot happen (256 slots, 256 system ids) but never raise here
@@ -527,13 +556,12 @@ class Bridge:
         log.info("system %d (%s) registered as %s", sysid, etype, eid)
         return v
 
-    def _envelope(self, v: Vehicle, msg: Any, mtype: str, ts_us: int) -> Outgoing:
+    def _envelope(self, v: Vehicle, msg: Any, mtype: str, ts_us: int, hdr: Any) -> Outgoing:
         """One telemetry v1 envelope: what :func:`~overwatch_lab.protocol.envelopes.make_telemetry`
         builds (tests/unit/mavlink checks they are equal), built here without re-checking the
         tokens validated at registration, and encoded with orjson (the hot path, as in the workers)."""
         us = ts_us if ts_us > v.last_us else v.last_us + 1
         v.last_us = us
-        hdr = msg.get_header()
         uid = f"{v.entity_id}-{hdr.msgId}-{us}"
         env = {
             "schema_version": SCHEMA_VERSION,
@@ -545,7 +573,7 @@ class Bridge:
             "system_id": hdr.srcSystem,
             "component_id": hdr.srcComponent,
             "data": inbound.telemetry_data(msg),
-            "timestamp": format_timestamp(us / 1e6),
+            "timestamp": self._stamp(us),
             "source": SOURCE,
         }
         self.counters.published += 1

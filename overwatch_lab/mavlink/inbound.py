@@ -18,6 +18,7 @@ import math
 from types import MappingProxyType
 from typing import Any
 
+from overwatch_lab.protocol.envelopes import format_timestamp
 from overwatch_lab.protocol.mavlink import MESSAGE_IDS
 
 PROJECTED: frozenset[str] = frozenset(MESSAGE_IDS)
@@ -72,8 +73,28 @@ def _clean(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "backslashreplace").rstrip("\x00")
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [v if type(v) is int else _clean(v) for v in value]  # arrays are mostly ints (cell voltages)
     return value
+
+
+class Timestamps:
+    """Canonical envelope timestamps of integer microseconds, the date and time part formatted once a second.
+
+    ``Timestamps()(us) == format_timestamp(us / 1e6)`` (tests/unit/mavlink checks it); a bridge
+    stamps every packet, and the packets of one second share all but the fraction.
+    """
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, us: int) -> str:
+        second, frac = divmod(us, 1_000_000)
+        if second != self._second:
+            self._second, self._prefix = second, format_timestamp(second)[:-7]  # up to the "."
+        return f"{self._prefix}{frac:06d}Z"
 
 
 def telemetry_data(msg: Any) -> dict[str, Any]:
@@ -97,6 +118,7 @@ __all__ = [
     "DEFAULT_ENTITY_TYPE",
     "ENTITY_TYPES",
     "PROJECTED",
+    "Timestamps",
     "entity_type_of",
     "is_vehicle_heartbeat",
     "telemetry_data",

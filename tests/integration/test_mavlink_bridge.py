@@ -297,7 +297,12 @@ def test_a_tlog_replayed_through_the_cli_stores_every_projected_packet_once(mav_
     assert st["bad_packets"] == 1 and st["tlog"]["resyncs"] == 1  # the broken CRC; the garbage
     mav_lab.wait_for(lambda: history_counts(mav_lab) == want, timeout=20, what=f"history {dict(want)}")
     assert mav_lab.state_of("fixed-wing-12")["entity_type"] == "aircraft_fixed_wing"
-    assert mav_lab.state_of(f"{ORG}-mav11")["position"]["global"]["latitude"] == pytest.approx(32.9488119)
+    # the live state is written after the batch's history rows: wait for it too
+    lat = mav_lab.wait_for(
+        lambda: (d := mav_lab.state_of(f"{ORG}-mav11")) and d["position"]["global"].get("latitude"),
+        what="system 11's position in KV",
+    )
+    assert lat == pytest.approx(32.9488119)
     # the log's own times are the envelope times, in order
     f11 = mav_lab.frames.telemetry(entity_id=f"{ORG}-mav11")
     assert f11["ts"].is_monotonic_increasing and not f11["late"].any()

@@ -15,11 +15,11 @@ from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 from overwatch_lab.errors import ConfigError, EnvelopeError
 from overwatch_lab.mavlink import Bridge, parse_listen
 from overwatch_lab.mavlink.bridge import REPLAY_PEER
-from overwatch_lab.mavlink.inbound import entity_type_of, is_vehicle_heartbeat, telemetry_data
+from overwatch_lab.mavlink.inbound import Timestamps, entity_type_of, is_vehicle_heartbeat, telemetry_data
 from overwatch_lab.mavlink.outbound import encode, plan
 from overwatch_lab.mavlink.tlog import TlogStats, read_records, write_record
 from overwatch_lab.protocol.command_actions import Action, relay_messages, validate_params
-from overwatch_lab.protocol.envelopes import decode_telemetry, make_telemetry
+from overwatch_lab.protocol.envelopes import decode_telemetry, format_timestamp, make_telemetry
 from overwatch_lab.protocol.mavlink import project
 from overwatch_lab.protocol.subjects import parse_telemetry_subject
 
@@ -77,6 +77,13 @@ def test_nan_becomes_null_and_arrays_stay_lists():
         pack(MAV.battery_status_encode(0, 1, 1, 2500, [4000] * 10, 120, 5, 6, 80))
     )[0]
     assert telemetry_data(bs)["voltages"] == [4000] * 10
+
+
+def test_the_per_second_timestamp_cache_formats_as_format_timestamp():
+    stamp = Timestamps()
+    us = 1_780_000_000_000_000
+    for t in (us, us + 1, us + 999_999, us + 1_000_000, us - 1, 86_400_000_000 * 20_000 - 1, 0, us + 123_456):
+        assert stamp(t) == format_timestamp(t / 1e6), t  # the cache moves back and forth between seconds
 
 
 def test_vehicle_heartbeats_and_entity_types():
