@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from overwatch_lab.broker.provision import KV_STREAM, consumers, provision, prov
 from overwatch_lab.core.stats import STATS_BUCKET
 from overwatch_lab.errors import ProvisionError
 from overwatch_lab.nats_auth import NatsAuth
-from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import commands as cmds
+from overwatch_lab.protocol import envelopes
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.runtime import LoopThread
 from overwatch_lab.store import queries
@@ -31,6 +32,7 @@ from tests.cluster import NatsCluster
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
+log = logging.getLogger(__name__)
 
 ORG = "org-cluster"
 LANES = 8  # entities published concurrently, each in order (one message in flight per lane)
@@ -142,5 +144,151 @@ async def _provision(cluster: NatsCluster, cfg: LabConfig) -> set[int]:
             info = await js.stream_info(name)
             out.add(info.config.num_replicas)
         return out
+    finally:
+        await nc.close()
+
+
+class ClusterPublisher:
+    """An outside device fleet on its own connection (every node's URL): each lane publishes one
+    entity's telemetry in order, one message in flight, resending a message (same Nats-Msg-Id:
+    the stream drops a copy it already has) until it is PubAck'd, and keeps every PubAck."""
+
+    def __init__(self, urls: list[str], auth: NatsAuth, entities: list[str]) -> None:
+        self.urls, self.auth, self.entities = urls, auth, entities
+        self.acked: list[tuple[float, str]] = []  # (monotonic time, message_uid)
+        self.retries = 0
+
+    async def run(self) -> None:
+        nc = await nats.connect(
+            self.urls, **self.auth.kwargs(), name="cluster-publisher", max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+        )  # fmt: skip
+        try:
+            js = nc.jetstream()
+            await asyncio.gather(*(self._lane(js, eid) for eid in self.entities))
+        finally:
+            await nc.close()
+
+    async def _lane(self, js, eid: str) -> None:
+        t0 = time.time() - PER_LANE
+        for k in range(PER_LANE):
+            env = envelopes.make_telemetry(ORG, eid, "VFR_HUD", {"groundspeed": float(k)}, timestamp=t0 + k)
+            data, uid = envelopes.encode(env), env["message_uid"]
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        await js.publish(
+                            s.telemetry_subject(ORG, eid), data, headers={"Nats-Msg-Id": uid}, timeout=2
+                        )
+                        break
+                    except (nats.errors.Error, TimeoutError):  # no leader yet, or our node died
+                        self.retries += 1
+                        await asyncio.sleep(0.05)  # a device's resend pause, not synchronisation
+            self.acked.append((time.monotonic(), uid))
+
+    def longest_gap_s(self) -> float:
+        """The longest time without a PubAck (the failover as a device saw it)."""
+        times = [t for t, _ in self.acked]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+def worker_pids(lab: Lab) -> list[int]:
+    return [p["pid"] for p in lab.stats()["processes"] if p["role"] == "telemetry-worker"]
+
+
+def stored_uids(lab: Lab) -> set[str]:
+    return set(queries.read_frame(lab.db_url, "SELECT message_uid FROM telemetry")["message_uid"])
+
+
+async def _move_leader(cluster: NatsCluster, stream: str, to: str) -> str:
+    """Make ``to`` the leader of ``stream`` (stepdown with a preferred peer); return the leader."""
+    nc = await nats.connect(cluster.urls, **cluster.auth.kwargs())
+    js = nc.jetstream()
+
+    async def leader() -> str | None:
+        try:
+            info = await js.stream_info(stream)
+        except nats.errors.Error:
+            return None
+        return info.cluster.leader if info.cluster else None
+
+    try:
+        if await wait_for(leader, 10, what=f"a leader of {stream}") != to:
+            body = json.dumps({"placement": {"preferred": to}}).encode()
+            await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=5)
+        led: str = await wait_for(lambda: _is(leader(), to), 15, interval=0.05, what=f"{to} leading {stream}")
+        return led
+    finally:
+        await nc.close()
+
+
+async def _is(value, want: str) -> str | None:
+    got = await value
+    return got if got == want else None
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-process"])
+def test_a_node_sigkilled_mid_ingest_loses_no_acknowledged_message_and_the_workers_carry_on(
+    nats_cluster: NatsCluster, tmp_path: Path, workers: int
+):
+    # ack_wait short: a delivery whose ack died with the node comes back in seconds, not 30.
+    cfg = cluster_config(
+        nats_cluster, tmp_path / "lab", replicas=3, ack_wait_s=3.0, stale_after_s=60.0, workers=workers
+    )
+    lab = Lab.up(cfg)
+    thread = LoopThread("cluster-publisher")
+    try:
+        lab.register_org(ORG)
+        entities = [f"c-{i}" for i in range(LANES)]
+        for eid in entities:
+            lab.register_entity(ORG, eid, "sensor_platform")
+        lab.wait_for(lambda: all(lab.state_of(e) for e in entities), what="entities in KV")
+        # The worst node to lose: the one the lab is connected to, leading the telemetry stream.
+        port = lab._core.nc.connected_url.port
+        victim = next(n.cluster.server_name for n in nats_cluster.nodes if n.cluster and n.url.endswith(f":{port}"))
+        assert thread.call(_move_leader(nats_cluster, s.STREAM_TELEMETRY, victim), timeout=30) == victim
+
+        procs = worker_pids(lab)
+        assert len(procs) == workers
+        publisher = ClusterPublisher(nats_cluster.urls, nats_cluster.auth, entities)
+        done = thread.submit(publisher.run())
+        lab.wait_for(lambda: len(publisher.acked) >= KILL_AFTER or done.done(), timeout=30, what="acks")
+        nats_cluster.kill(victim)
+        killed_at = time.monotonic()
+        acked_at_kill = len(publisher.acked)
+
+        done.result(timeout=60)  # every message PubAck'd in the end, by the two nodes left
+        uids = {uid for _, uid in publisher.acked}
+        assert len(uids) == LANES * PER_LANE and acked_at_kill < LANES * PER_LANE
+        after = [uid for t, uid in publisher.acked if t > killed_at]
+        assert after, "nothing was acknowledged after the kill"
+        # 0 acknowledged messages lost: every PubAck'd message_uid has its history row.
+        lab.wait_for(lambda: not (uids - stored_uids(lab)), timeout=30, what="every acked uid stored")
+        # The workers carried on: the lab reconnected to a node left and kept its state live.
+        assert lab.state is LabState.RUNNING
+        assert lab._core.nc.is_connected and lab._core.nc.connected_url.port != port
+        last = {eid: lab.state_of(eid)["vfr"]["groundspeed"] for eid in entities}
+        assert last == dict.fromkeys(entities, float(PER_LANE - 1))
+        assert lab.stats()["telemetry-worker"]["quarantined"] == 0
+        assert worker_pids(lab) == procs  # a worker process reconnected by itself, not restarted
+        new_leader = thread.call(_leader_of(nats_cluster, s.STREAM_TELEMETRY), timeout=20)
+        assert new_leader != victim
+        log.warning(  # the failover as measured (shown with -o log_cli=true)
+            f"cluster kill (workers={workers}): {len(uids)} acked, {acked_at_kill} before the kill of {victim}, "
+            f"{len(after)} after; longest PubAck gap {publisher.longest_gap_s():.2f} s, "
+            f"{publisher.retries} resends; new telemetry leader {new_leader}"
+        )
+    finally:
+        lab.down()
+        thread.close()
+
+
+async def _leader_of(cluster: NatsCluster, stream: str) -> str:
+    nc = await nats.connect([u for u, n in zip(cluster.urls, cluster.nodes, strict=True) if n.is_running()],
+                            **cluster.auth.kwargs())  # fmt: skip
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        assert info.cluster is not None and info.cluster.leader
+        return info.cluster.leader
     finally:
         await nc.close()
