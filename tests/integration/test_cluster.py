@@ -17,8 +17,10 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client as NATS
 
 from overwatch_lab import Lab, LabConfig, LabState
+from overwatch_lab.broker.process import NatsServer
 from overwatch_lab.broker.provision import KV_STREAM, consumers, provision, provision_commands
 from overwatch_lab.core.stats import STATS_BUCKET
 from overwatch_lab.errors import ProvisionError
@@ -31,7 +33,6 @@ from overwatch_lab.store import queries
 from tests.cluster import NatsCluster
 from tests.polling import wait_for
 
-pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 
 ORG = "org-cluster"
@@ -93,6 +94,21 @@ async def _replicas(cluster: NatsCluster, cfg: LabConfig) -> dict[str, tuple[int
         await nc.close()
 
 
+@pytest.mark.slow
+async def test_replicas_on_a_single_server_are_refused_saying_it_is_not_a_cluster(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path
+):
+    cfg = LabConfig(data_dir=tmp_path / "lab", nats_url=nats_server.url, replicas=3)
+    with pytest.raises(ProvisionError) as info:
+        await provision(nc.jetstream(), cfg)
+    text = str(info.value)
+    assert "stream CONSTELLATION_ENTITIES" in text and "not part of one" in text and "--replicas" in text, text
+    # One replica is what a single server has: scaled to explicitly, nothing changes.
+    report = await provision(nc.jetstream(), cfg.replace(replicas=1))
+    assert report.created and not report.updated
+    assert (await provision(nc.jetstream(), cfg.replace(replicas=1))).changed is False
+
+
 def test_a_lab_on_a_cluster_provisions_r3_streams_and_buckets_and_refuses_more_replicas_than_servers(
     nats_cluster: NatsCluster, tmp_path: Path
 ):
@@ -139,10 +155,10 @@ async def _provision(cluster: NatsCluster, cfg: LabConfig) -> set[int]:
         js = nc.jetstream()
         await provision(js, cfg)
         await provision_commands(js, cfg)
-        out = set()
+        out: set[int] = set()
         for name in [*cfg.streams, cmds.STREAM_COMMAND_ACKS, KV_STREAM, f"KV_{cmds.KV_COMMAND_STATE}"]:
             info = await js.stream_info(name)
-            out.add(info.config.num_replicas)
+            out.add(info.config.num_replicas or 0)
         return out
     finally:
         await nc.close()
@@ -192,6 +208,11 @@ class ClusterPublisher:
         return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
+def connected_port(lab: Lab) -> int | None:
+    url = lab._core.nc.connected_url
+    return url.port if url is not None else None
+
+
 def worker_pids(lab: Lab) -> list[int]:
     return [p["pid"] for p in lab.stats()["processes"] if p["role"] == "telemetry-worker"]
 
@@ -227,6 +248,7 @@ async def _is(value, want: str) -> str | None:
     return got if got == want else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-process"])
 def test_a_node_sigkilled_mid_ingest_loses_no_acknowledged_message_and_the_workers_carry_on(
     nats_cluster: NatsCluster, tmp_path: Path, workers: int
@@ -244,7 +266,7 @@ def test_a_node_sigkilled_mid_ingest_loses_no_acknowledged_message_and_the_worke
             lab.register_entity(ORG, eid, "sensor_platform")
         lab.wait_for(lambda: all(lab.state_of(e) for e in entities), what="entities in KV")
         # The worst node to lose: the one the lab is connected to, leading the telemetry stream.
-        port = lab._core.nc.connected_url.port
+        port = connected_port(lab)
         victim = next(n.cluster.server_name for n in nats_cluster.nodes if n.cluster and n.url.endswith(f":{port}"))
         assert thread.call(_move_leader(nats_cluster, s.STREAM_TELEMETRY, victim), timeout=30) == victim
 
@@ -266,9 +288,13 @@ def test_a_node_sigkilled_mid_ingest_loses_no_acknowledged_message_and_the_worke
         lab.wait_for(lambda: not (uids - stored_uids(lab)), timeout=30, what="every acked uid stored")
         # The workers carried on: the lab reconnected to a node left and kept its state live.
         assert lab.state is LabState.RUNNING
-        assert lab._core.nc.is_connected and lab._core.nc.connected_url.port != port
-        last = {eid: lab.state_of(eid)["vfr"]["groundspeed"] for eid in entities}
-        assert last == dict.fromkeys(entities, float(PER_LANE - 1))
+        assert lab._core.nc.is_connected and connected_port(lab) != port
+        newest = float(PER_LANE - 1)
+        lab.wait_for(
+            lambda: all((d := lab.state_of(e)) and d["vfr"]["groundspeed"] == newest for e in entities),
+            timeout=10,
+            what="every entity's newest message in its live state",
+        )
         assert lab.stats()["telemetry-worker"]["quarantined"] == 0
         assert worker_pids(lab) == procs  # a worker process reconnected by itself, not restarted
         new_leader = thread.call(_leader_of(nats_cluster, s.STREAM_TELEMETRY), timeout=20)
