@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,6 +97,18 @@ async def _replicas(cluster: NatsCluster, cfg: LabConfig) -> dict[str, tuple[int
 
 
 @pytest.mark.slow
+def test_up_with_replicas_but_no_cluster_is_one_line_before_anything_boots(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "overwatch_lab.cli", "up", "--fleet", "none", "--no-dashboard",
+         "--data-dir", str(tmp_path / "d"), "--replicas", "3"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "replicas=3 needs a NATS cluster" in line and "--nats-url" in line and "--replicas" in line, line
+    assert not (tmp_path / "d" / "broker").exists()
+
+
 async def test_replicas_on_a_single_server_are_refused_saying_it_is_not_a_cluster(
     nats_server: NatsServer, nc: NATS, tmp_path: Path
 ):
