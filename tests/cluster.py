@@ -71,6 +71,8 @@ class NatsCluster:
         self.size = size
         self.password = secrets.token_hex(16)
         self.nodes: list[NatsServer] = []
+        self.loop_thread: LoopThread | None = None
+        """The thread whose loop started the nodes (the fixture's): restart them there too."""
 
     @property
     def auth(self) -> NatsAuth:
@@ -110,7 +112,7 @@ class NatsCluster:
         """
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
-                await self._start_nodes()
+                await self._start_nodes(attempt)
                 break
             except BrokerStartError as exc:
                 await self.stop()
@@ -123,22 +125,44 @@ class NatsCluster:
             await self.stop()
             raise
 
-    async def _start_nodes(self) -> None:
+    async def _start_nodes(self, attempt: int) -> None:
         self.nodes = []
         ports = free_ports(self.size)
         for k, port in enumerate(ports, start=1):
+            # A store of its own per attempt: a failed attempt's recorded client port is not reused.
             spec = ClusterSpec(CLUSTER_NAME, f"n{k}", port, tuple(ports))
-            node = NatsServer(
-                self.root / f"n{k}",
-                password=self.password,
-                keep_identity=False,
-                ready_timeout_s=10.0,
-                stop_timeout_s=5.0,
-                log_name=f"tests.cluster.n{k}",
-                cluster=spec,
-            )
+            node = self._node(self.root / f"try{attempt}" / f"n{k}", spec)
             self.nodes.append(node)  # owned from now: stop() stops it, started or not
             await node.start()
+
+    def _node(self, store_dir: Path, spec: ClusterSpec) -> NatsServer:
+        # keep_identity: a restarted node comes back on its client port (the lab's URL list holds).
+        return NatsServer(
+            store_dir, password=self.password, ready_timeout_s=10.0, stop_timeout_s=5.0,
+            log_name=f"tests.cluster.{spec.server_name}", cluster=spec,
+        )  # fmt: skip
+
+    def restart_now(self, server_name: str, timeout: float = 30.0) -> NatsServer:
+        """:meth:`restart` on :attr:`loop_thread`, from a sync test (a node's process belongs to
+        the loop, and its death signal to the thread, that started it)."""
+        assert self.loop_thread is not None, "restart_now needs the nats_cluster fixture's loop thread"
+        return self.loop_thread.call(self.restart(server_name), timeout=timeout)
+
+    async def restart(self, server_name: str) -> NatsServer:
+        """Start a stopped (or killed) node again on its store, route and client ports; return it.
+
+        Raises:
+            BrokerStartError: it is still running, or did not start.
+        """
+        old = self.node(server_name)
+        if old.is_running():
+            raise BrokerStartError(f"node {server_name} is still running")
+        await old.stop()  # reaps a killed one
+        assert old.cluster is not None
+        new = self._node(old.store_dir, old.cluster)
+        self.nodes[self.nodes.index(old)] = new  # owned from now
+        await new.start()
+        return new
 
     async def meta_views(self) -> dict[str, dict[str, Any]]:
         """The JetStream meta group as each running node sees it (``jsz`` ``meta_cluster`` by
@@ -196,7 +220,7 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     """A started three-node cluster (on a loop thread of its own, which outlives its children),
     stopped after the test."""
     cluster = NatsCluster(tmp_path / "cluster")
-    thread = LoopThread("nats-cluster")
+    thread = cluster.loop_thread = LoopThread("nats-cluster")
     try:
         thread.call(cluster.start(), timeout=META_LEADER_TIMEOUT_S + 30)
         yield cluster

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -97,18 +95,6 @@ async def _replicas(cluster: NatsCluster, cfg: LabConfig) -> dict[str, tuple[int
 
 
 @pytest.mark.slow
-def test_up_with_replicas_but_no_cluster_is_one_line_before_anything_boots(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "overwatch_lab.cli", "up", "--fleet", "none", "--no-dashboard",
-         "--data-dir", str(tmp_path / "d"), "--replicas", "3"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    (line,) = proc.stderr.splitlines()
-    assert "replicas=3 needs a NATS cluster" in line and "--nats-url" in line and "--replicas" in line, line
-    assert not (tmp_path / "d" / "broker").exists()
-
-
 async def test_replicas_on_a_single_server_are_refused_saying_it_is_not_a_cluster(
     nats_server: NatsServer, nc: NATS, tmp_path: Path
 ):
@@ -313,6 +299,9 @@ def test_a_node_sigkilled_mid_ingest_loses_no_acknowledged_message_and_the_worke
         assert worker_pids(lab) == procs  # a worker process reconnected by itself, not restarted
         new_leader = thread.call(_leader_of(nats_cluster, s.STREAM_TELEMETRY), timeout=20)
         assert new_leader != victim
+        # The killed node comes back on its ports and catches up: the stream is whole on 3 again.
+        nats_cluster.restart_now(victim)
+        thread.call(_caught_up(nats_cluster, s.STREAM_TELEMETRY, LANES * PER_LANE), timeout=40)
         log.warning(  # the failover as measured (shown with -o log_cli=true)
             f"cluster kill (workers={workers}): {len(uids)} acked, {acked_at_kill} before the kill of {victim}, "
             f"{len(after)} after; longest PubAck gap {publisher.longest_gap_s():.2f} s, "
@@ -321,6 +310,24 @@ def test_a_node_sigkilled_mid_ingest_loses_no_acknowledged_message_and_the_worke
     finally:
         lab.down()
         thread.close()
+
+
+async def _caught_up(cluster: NatsCluster, stream: str, messages: int) -> None:
+    nc = await nats.connect(cluster.urls, **cluster.auth.kwargs())
+    js = nc.jetstream()
+
+    async def whole() -> bool:
+        try:
+            info = await js.stream_info(stream)
+        except nats.errors.Error:
+            return False
+        peers = info.cluster.replicas or [] if info.cluster else []
+        return info.state.messages == messages and len(peers) == 2 and all(p.current for p in peers)
+
+    try:
+        await wait_for(whole, 30, interval=0.1, what=f"{stream} with {messages} messages on 3 current peers")
+    finally:
+        await nc.close()
 
 
 async def _leader_of(cluster: NatsCluster, stream: str) -> str:

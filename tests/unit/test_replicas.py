@@ -14,6 +14,7 @@ from nats.js import api
 from overwatch_lab.broker import replicas as rep
 from overwatch_lab.broker.cluster import ClusterSpec
 from overwatch_lab.broker.provision import _STREAM_FIELDS, stream_config
+from overwatch_lab.cli import _lab_config, build_parser
 from overwatch_lab.config import DEFAULT_STREAMS, LabConfig
 from overwatch_lab.errors import ConfigError
 from overwatch_lab.protocol import subjects as s
@@ -103,3 +104,11 @@ def test_a_cluster_node_s_config_names_it_and_routes_to_every_node():
     assert text.count("nats-route://127.0.0.1:") == 3
     with pytest.raises(ValueError, match="at least one route"):
         ClusterSpec("lab", "n1", 6221, ())
+
+
+def test_up_replicas_without_a_cluster_names_the_flag(tmp_path):
+    args = build_parser().parse_args(["up", "--data-dir", str(tmp_path), "--replicas", "3"])
+    with pytest.raises(ConfigError, match=r"replicas=3 needs a NATS cluster.*\(from --replicas\)"):
+        _lab_config(args)
+    args = build_parser().parse_args(["up", "--data-dir", str(tmp_path), "--nats-url", CLUSTER, "--replicas", "3"])
+    assert _lab_config(args).replicas == 3
