@@ -43,6 +43,7 @@ UP_CONFIG_FLAGS: tuple[ConfigFlag, ...] = (
     ConfigFlag("--sync-interval", "sync_interval", str, "POLICY"),
     ConfigFlag("--workers", "workers", int, "N"),
     ConfigFlag("--telemetry-partitions", "telemetry_partitions", int, "P"),
+    ConfigFlag("--replicas", "replicas", int, "N"),
 )
 
 

@@ -16,11 +16,18 @@ For a single-server (R1) stream nats-server 2.15 hands every message to the kern
 Clustered (R3) streams and streams with ``persist_mode: async`` flush asynchronously instead and
 are not covered by the first point. The embedded broker writes the value into its config file;
 an external server keeps its own setting.
+
+Replicas (``replicas``, ``StreamLimits.replicas``): on a NATS cluster (``nats_url`` with several
+comma-separated URLs) every stream and KV bucket the lab provisions can be kept on N servers
+(R3: a quorum of 2 acknowledges a publish, so one server may die without losing an acknowledged
+message; tests/integration/test_cluster.py). docs/wire.md's streams are R1, and so are the lab's
+unless ``replicas`` is set: the embedded broker is one server.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -33,6 +40,8 @@ from overwatch_lab.errors import ConfigError
 from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol import subjects as s
 from overwatch_lab.protocol.commands import COMMAND_ACKS_ALL
+
+log = logging.getLogger(__name__)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -59,6 +68,9 @@ class StreamLimits:
 
     Whatever the limits, the lab counts what a stream discards before a worker saw it (see
     :mod:`overwatch_lab.streamwatch`).
+
+    ``replicas``: servers of a NATS cluster that keep this stream (1..5); None (default) takes
+    :attr:`LabConfig.replicas`.
     """
 
     subjects: tuple[str, ...]
@@ -69,6 +81,7 @@ class StreamLimits:
     max_msg_size: int
     duplicate_window_s: float
     discard: Literal["old", "new"] = "old"
+    replicas: int | None = None
 
 
 DEFAULT_STREAMS: MappingProxyType[str, StreamLimits] = MappingProxyType(
@@ -107,6 +120,9 @@ def default_data_dir() -> Path:
     """``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data`` (``LabConfig.data_dir``'s default)."""
     return Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR))
 
+
+MAX_REPLICAS = 5
+"""JetStream's most replicas per stream."""
 
 WORKERS_ENV = "OVERWATCH_LAB_WORKERS"
 DEFAULT_TELEMETRY_PARTITIONS = 4
@@ -201,6 +217,12 @@ class LabConfig:
         broker_check_period_s: how often the lab checks that its streams, consumers and KV
             buckets still exist on the broker and recreates any that disappeared (it also
             checks at once on a symptom: a "consumer deleted" answer, a failed sync pass).
+        replicas: servers of a NATS cluster (``nats_url``) that keep every stream and KV bucket
+            the lab provisions, 1..5 (odd: R3 survives one server down, R5 two; R2 and R4 survive
+            no more than R1 and R3). An existing stream or bucket is scaled to it in place. None
+            (default): created with 1 replica (docs/wire.md), an existing one keeps its own count
+            (scaled by hand). A stream's ``StreamLimits.replicas`` overrides it. More than 1
+            needs ``nats_url``: the embedded broker is one server.
     """
 
     data_dir: Path = field(
@@ -282,6 +304,13 @@ class LabConfig:
     )
     worker_restart_attempts: int = 5
     checkpoint_period_s: float = 1.0
+    replicas: int | None = field(
+        default=None,
+        metadata={
+            "help": "replicas of every stream and KV bucket on a NATS cluster (1..5, odd recommended; "
+            "default: 1 for new ones, existing ones keep theirs)"
+        },
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -370,6 +399,33 @@ class LabConfig:
             raise ConfigError(f"streams is missing {sorted(missing)}")
         if not isinstance(self.streams, MappingProxyType):
             object.__setattr__(self, "streams", MappingProxyType(dict(self.streams)))
+        self._check_replicas()
+
+    def _check_replicas(self) -> None:
+        asked = {"replicas": self.replicas, "command_acks_stream.replicas": self.command_acks_stream.replicas}
+        asked |= {f"streams[{name!r}].replicas": lim.replicas for name, lim in self.streams.items()}
+        for name, value in asked.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
+                raise ConfigError(f"{name} must be a whole number 1..{MAX_REPLICAS} or None, got {value!r}")
+            if value > 1 and self.embedded:
+                raise ConfigError(
+                    f"{name}={value} needs a NATS cluster: the embedded broker is one server; give "
+                    "nats_url (--nats-url) the comma-separated URLs of a cluster of at least "
+                    f"{value} JetStream servers, or leave {name} at 1"
+                )
+            if value % 2 == 0:
+                log.warning(
+                    "%s=%d: an even replica count survives no more failed servers than %d (a quorum "
+                    "of %d of %d must acknowledge); an odd count is recommended",
+                    name, value, value - 1, value // 2 + 1, value,
+                )  # fmt: skip
+
+    def stream_replicas(self, limits: StreamLimits) -> int | None:
+        """Replicas the lab provisions a stream with (``limits.replicas``, else :attr:`replicas`);
+        None: 1 at creation, an existing stream's own count kept."""
+        return limits.replicas if limits.replicas is not None else self.replicas
 
     @property
     def nats_auth(self) -> NatsAuth:

@@ -11,7 +11,7 @@ import pytest
 
 from tests import leftovers
 
-pytest_plugins = ["tests.lab_fixtures", "tests.fault_fixtures"]
+pytest_plugins = ["tests.lab_fixtures", "tests.fault_fixtures", "tests.cluster"]
 
 _RUN = pytest.StashKey[leftovers.Run]()
 

@@ -49,6 +49,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from overwatch_lab.broker.cluster import ClusterSpec
 from overwatch_lab.broker.credentials import CredentialStore, write_private
 from overwatch_lab.broker.identity import (
     IDENTITY_NAME,
@@ -171,6 +172,8 @@ class NatsServer:
         credentials: The registry of scoped identities (devices, relays, observers, operators)
             the broker accepts besides the lab itself; None: only the lab's own users.
         binary: The nats-server executable; None finds it (see :func:`find_nats_server`).
+        cluster: This server's ``server_name`` and routes as one node of a cluster (see
+            ``broker/cluster.py``); None: a single server.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class NatsServer:
         keep_identity: bool = True,
         binary: Path | None = None,
         credentials: CredentialStore | None = None,
+        cluster: ClusterSpec | None = None,
     ) -> None:
         self.store_dir = Path(store_dir).expanduser().resolve()
         self.sync_interval = sync_interval
@@ -196,6 +200,7 @@ class NatsServer:
         self._pass_fds = pass_fds
         self.keep_identity = keep_identity
         self.binary = binary
+        self.cluster = cluster
         self._ports_prefix = BINARY_NAME  # nats-server names its ports file after its executable
         self._password: str | None = None
         self._system_password: str | None = None
@@ -428,6 +433,7 @@ class NatsServer:
                 f"port: {port if port is not None else -1}",
                 f"ports_file_dir: {_conf_string(str(self.ports_dir))}",
                 f"include {_conf_string(AUTH_CONFIG_NAME)}",
+                *(self.cluster.config_lines() if self.cluster is not None else ()),
                 "jetstream {",
                 f"  store_dir: {_conf_string(str(self.store_dir))}",
                 f"  sync_interval: {_conf_string(self.sync_interval)}",

@@ -1,8 +1,10 @@
 """Create or update, idempotently, the streams, durable consumers and KV bucket of docs/wire.md.
 
 Each object is read back first: absent → created, present but different in a field the lab
-owns → updated (starting from the server's own config, so fields the lab does not manage, such
-as ``num_replicas`` on a cluster, are kept), present and equal → left alone. Running
+owns → updated (starting from the server's own config, so fields the lab does not manage are
+kept), present and equal → left alone. ``num_replicas`` is the lab's only when
+``LabConfig.replicas`` (or a stream's ``StreamLimits.replicas``) is set; unset, a new stream or
+bucket gets 1 and an existing one keeps its own (see :mod:`overwatch_lab.broker.replicas`). Running
 :func:`provision` twice therefore reports everything ``unchanged`` the second time, and changing
 a limit in :class:`~overwatch_lab.config.LabConfig` updates the stream in place.
 
@@ -30,6 +32,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
+from overwatch_lab.broker import replicas as rep
 from overwatch_lab.config import LabConfig, StreamLimits
 from overwatch_lab.errors import ProvisionError
 from overwatch_lab.protocol import subjects as s
@@ -130,10 +133,13 @@ class _Tally:
         getattr(self, outcome).append(name)
 
 
-def stream_config(name: str, limits: StreamLimits, partitions: int | None = None) -> api.StreamConfig:
+def stream_config(
+    name: str, limits: StreamLimits, partitions: int | None = None, replicas: int | None = None
+) -> api.StreamConfig:
     """Build the JetStream config of one stream from its :class:`StreamLimits` (file storage).
 
     ``partitions`` (the telemetry stream only) adds the partition subject transform.
+    ``replicas``: its ``num_replicas`` (None: ``limits.replicas``, else 1).
     """
     direct, rollup = STREAM_FLAGS.get(name, (False, False))
     transform = telemetry_transform(partitions) if partitions is not None else None
@@ -151,6 +157,7 @@ def stream_config(name: str, limits: StreamLimits, partitions: int | None = None
         allow_direct=direct,
         allow_rollup_hdrs=rollup,
         subject_transform=transform,
+        num_replicas=replicas or limits.replicas or 1,
         metadata=dict(LAB_METADATA),
     )
 
@@ -230,9 +237,11 @@ def diff(desired: api.Base, actual: api.Base, fields: tuple[str, ...]) -> dict[s
     return out
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, replicas: int | None = None) -> str:
     if isinstance(exc, nats.js.errors.APIError) and exc.description:
-        return f"{exc.description} (code {exc.code}, err_code {exc.err_code})"
+        said = f"{exc.description} (code {exc.code}, err_code {exc.err_code})"
+        hint = rep.explain(exc, replicas)
+        return f"{said}: {hint}" if hint else said
     if isinstance(exc, nats.errors.NoRespondersError):
         return "no responders: JetStream is not enabled on this server or account"
     if isinstance(exc, nats.errors.TimeoutError):
@@ -260,19 +269,19 @@ async def foreign_conflicts(js: JetStreamContext, config: LabConfig) -> list[str
     """
     out: list[str] = []
     streams = [
-        stream_config(name, limits, config.telemetry_partitions if name == s.STREAM_TELEMETRY else None)
-        for name, limits in config.streams.items()
+        (stream_config(name, limits, partitions, replicas), replicas)
+        for name, limits, partitions, replicas in _streams(config)
     ]
-    streams.append(stream_config(STREAM_COMMAND_ACKS, config.command_acks_stream))
     wanted = [*consumers(config), (STREAM_COMMAND_ACKS, CONSUMER_COMMAND_ACK, COMMAND_ACKS_ALL)]
     try:
-        for want in streams:
+        for want, replicas in streams:
             assert want.name is not None
             try:
                 have = (await js.stream_info(want.name)).config
             except nats.js.errors.NotFoundError:
                 continue
-            if not _lab_made(have) and (changes := diff(want, have, _STREAM_FIELDS)):
+            fields = rep.managed_fields(_STREAM_FIELDS, replicas)
+            if not _lab_made(have) and (changes := diff(want, have, fields)):
                 out.append(f"stream {want.name}: {_show(changes)}")
         for stream, durable, filter_subject in wanted:
             try:
@@ -290,8 +299,8 @@ async def foreign_conflicts(js: JetStreamContext, config: LabConfig) -> list[str
                 have = (await js.stream_info(f"KV_{bucket}")).config
             except nats.js.errors.NotFoundError:
                 continue
-            want = have.evolve(max_msgs_per_subject=history, max_age=max_age, storage=api.StorageType.FILE)
-            if changes := diff(want, have, ("max_msgs_per_subject", "max_age", "storage")):
+            want, fields = rep.kv_want(have, config.replicas, max_msgs_per_subject=history, max_age=max_age)
+            if changes := diff(want, have, fields):
                 out.append(f"kv {bucket}: {_show(changes)}")
     except nats.errors.Error as exc:
         raise ProvisionError(f"could not read the server's streams and consumers: {_describe(exc)}") from exc
@@ -314,10 +323,12 @@ async def provision(js: JetStreamContext, config: LabConfig) -> ProvisionReport:
     """
     started = time.perf_counter()
     tally = _Tally()
-    for name, limits in config.streams.items():
-        partitions = config.telemetry_partitions if name == s.STREAM_TELEMETRY else None
-        tally.add(await _ensure_stream(js, stream_config(name, limits, partitions)), name)
-    tally.add(await _ensure_kv(js, config.kv_history), f"kv:{s.KV_GLOBAL_STATE}")
+    for name, limits, partitions, replicas in _streams(config):
+        if name == STREAM_COMMAND_ACKS:  # provision_commands' (its report stays as it was)
+            continue
+        stream_cfg = stream_config(name, limits, partitions, replicas)
+        tally.add(await _ensure_stream(js, stream_cfg, replicas), name)
+    tally.add(await _ensure_kv(js, config.kv_history, config.replicas), f"kv:{s.KV_GLOBAL_STATE}")
     for stream, durable, filter_subject in consumers(config):
         desired = consumer_config(durable, filter_subject, config)
         tally.add(await _ensure_consumer(js, stream, desired), f"{stream}/{durable}")
@@ -340,8 +351,9 @@ async def provision_commands(js: JetStreamContext, config: LabConfig) -> Provisi
     """
     started = time.perf_counter()
     tally = _Tally()
-    tally.add(await _ensure_stream(js, stream_config(STREAM_COMMAND_ACKS, config.command_acks_stream)),
-              STREAM_COMMAND_ACKS)  # fmt: skip
+    replicas = config.stream_replicas(config.command_acks_stream)
+    acks = stream_config(STREAM_COMMAND_ACKS, config.command_acks_stream, replicas=replicas)
+    tally.add(await _ensure_stream(js, acks, replicas), STREAM_COMMAND_ACKS)
     tally.add(await _ensure_command_kv(js, config), f"kv:{KV_COMMAND_STATE}")
     desired = consumer_config(CONSUMER_COMMAND_ACK, COMMAND_ACKS_ALL, config)
     tally.add(
@@ -384,12 +396,17 @@ async def _ensure_command_kv(js: JetStreamContext, config: LabConfig) -> str:
                 ttl=max_age,
                 storage=api.StorageType.FILE,
                 direct=True,
+                replicas=config.replicas or 1,
                 description="overwatch-lab command status: one JSON document per command and entity",
             )
-            log.info("KV bucket %s created (history %d)", KV_COMMAND_STATE, history)
+            log.info(
+                "KV bucket %s created (history %d, R%d)", KV_COMMAND_STATE, history, config.replicas or 1
+            )
             return "created"
-        want = info.config.evolve(max_msgs_per_subject=history, max_age=max_age)
-        changes = diff(want, info.config, ("max_msgs_per_subject", "max_age"))
+        want, fields = rep.kv_want(
+            info.config, config.replicas, file_storage=False, max_msgs_per_subject=history, max_age=max_age
+        )
+        changes = diff(want, info.config, fields)
         if not changes:
             return "unchanged"
         await js.update_stream(want)
@@ -397,7 +414,7 @@ async def _ensure_command_kv(js: JetStreamContext, config: LabConfig) -> str:
         return "updated"
     except nats.errors.Error as exc:
         raise ProvisionError(
-            f"could not create or update KV bucket {KV_COMMAND_STATE}: {_describe(exc)}"
+            f"could not create or update KV bucket {KV_COMMAND_STATE}: {_describe(exc, config.replicas)}"
         ) from exc
 
 
@@ -417,8 +434,22 @@ async def open_kv(js: JetStreamContext) -> KeyValue:
         raise ProvisionError(f"cannot open KV bucket {s.KV_GLOBAL_STATE}: {_describe(exc)}") from exc
 
 
-async def _ensure_stream(js: JetStreamContext, desired: api.StreamConfig) -> str:
+def _streams(config: LabConfig) -> list[tuple[str, StreamLimits, int | None, int | None]]:
+    """(name, limits, partitions, configured replicas) of every stream the lab provisions, the
+    command acks stream last."""
+    out = [
+        (name, limits, config.telemetry_partitions if name == s.STREAM_TELEMETRY else None,
+         config.stream_replicas(limits))
+        for name, limits in config.streams.items()
+    ]  # fmt: skip
+    acks = config.command_acks_stream
+    return [*out, (STREAM_COMMAND_ACKS, acks, None, config.stream_replicas(acks))]
+
+
+async def _ensure_stream(js: JetStreamContext, desired: api.StreamConfig, replicas: int | None = None) -> str:
+    """``replicas``: the configured count (None: ``num_replicas`` is set at creation only)."""
     name = desired.name
+    fields = rep.managed_fields(_STREAM_FIELDS, replicas)
     if name is None:
         raise ProvisionError("a stream config without a name cannot be provisioned")
     try:
@@ -434,14 +465,16 @@ async def _ensure_stream(js: JetStreamContext, desired: api.StreamConfig) -> str
                     raise
                 # Someone else created it between our read and our create: update it instead.
                 info = await js.stream_info(name)
-        changes = diff(desired, info.config, _STREAM_FIELDS)
+        changes = diff(desired, info.config, fields)
         if not changes:
             return "unchanged"
-        await js.update_stream(info.config.evolve(**{f: getattr(desired, f) for f in _STREAM_FIELDS}))
+        await js.update_stream(info.config.evolve(**{f: getattr(desired, f) for f in fields}))
         log.info("stream %s updated: %s", name, _show(changes))
         return "updated"
     except nats.errors.Error as exc:
-        raise ProvisionError(f"could not create or update stream {name}: {_describe(exc)}") from exc
+        raise ProvisionError(
+            f"could not create or update stream {name}: {_describe(exc, desired.num_replicas)}"
+        ) from exc
 
 
 async def _ensure_consumer(js: JetStreamContext, stream: str, desired: api.ConsumerConfig) -> str:
@@ -510,7 +543,7 @@ async def retire_partitions(js: JetStreamContext, config: LabConfig) -> tuple[li
     return sorted(kept, key=lambda d: s.partition_of_durable(d) or 0), deleted
 
 
-async def _ensure_kv(js: JetStreamContext, history: int) -> str:
+async def _ensure_kv(js: JetStreamContext, history: int, replicas: int | None = None) -> str:
     try:
         try:
             info = await js.stream_info(KV_STREAM)
@@ -521,12 +554,13 @@ async def _ensure_kv(js: JetStreamContext, history: int) -> str:
                 ttl=None,
                 storage=api.StorageType.FILE,
                 direct=True,
+                replicas=replicas or 1,
                 description="overwatch-lab entity state: one JSON document per entity",
             )
-            log.info("KV bucket %s created (history %d)", s.KV_GLOBAL_STATE, history)
+            log.info("KV bucket %s created (history %d, R%d)", s.KV_GLOBAL_STATE, history, replicas or 1)
             return "created"
-        want = info.config.evolve(max_msgs_per_subject=history, max_age=0.0, storage=api.StorageType.FILE)
-        changes = diff(want, info.config, ("max_msgs_per_subject", "max_age", "storage"))
+        want, fields = rep.kv_want(info.config, replicas, max_msgs_per_subject=history, max_age=0.0)
+        changes = diff(want, info.config, fields)
         if not changes:
             return "unchanged"
         await js.update_stream(want)
@@ -534,7 +568,7 @@ async def _ensure_kv(js: JetStreamContext, history: int) -> str:
         return "updated"
     except nats.errors.Error as exc:
         raise ProvisionError(
-            f"could not create or update KV bucket {s.KV_GLOBAL_STATE}: {_describe(exc)}"
+            f"could not create or update KV bucket {s.KV_GLOBAL_STATE}: {_describe(exc, replicas)}"
         ) from exc
 
 

@@ -227,7 +227,8 @@ class OwnerCore(LabCore):
         start(watch.run(readies[-1]), "stream-watch")
         tasks.append(
             tg.create_task(
-                publish_stats(js, self.snapshot, cfg.stats_period_s, run.stop), name="stats-publisher"
+                publish_stats(js, self.snapshot, cfg.stats_period_s, run.stop, cfg.replicas or 1),
+                name="stats-publisher",
             )
         )
         readies.append(asyncio.Event())

@@ -26,13 +26,14 @@ Stats = dict[str, Any]
 log = logging.getLogger(__name__)
 
 
-async def stats_kv(js: JetStreamContext) -> KeyValue:
-    """The (memory, history 1) bucket where an owner lab publishes its counters; created if absent."""
+async def stats_kv(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The (memory, history 1) bucket where an owner lab publishes its counters; created if absent
+    (with ``replicas``: ``LabConfig.replicas`` on a cluster)."""
     try:
         return await js.key_value(STATS_BUCKET)
     except js_errors.BucketNotFoundError:
         return await js.create_key_value(
-            KeyValueConfig(bucket=STATS_BUCKET, history=1, storage=StorageType.MEMORY)
+            KeyValueConfig(bucket=STATS_BUCKET, history=1, storage=StorageType.MEMORY, replicas=replicas)
         )
 
 
@@ -47,14 +48,19 @@ async def read_published_stats(js: JetStreamContext) -> Stats:
 
 
 async def publish_stats(
-    js: JetStreamContext, snapshot: Callable[[], Stats], period_s: float, stop: asyncio.Event
+    js: JetStreamContext,
+    snapshot: Callable[[], Stats],
+    period_s: float,
+    stop: asyncio.Event,
+    replicas: int = 1,
 ) -> None:
-    """Put ``snapshot()`` into the stats bucket every ``period_s`` until ``stop`` is set."""
+    """Put ``snapshot()`` into the stats bucket every ``period_s`` until ``stop`` is set (creating
+    it with ``replicas`` if absent)."""
     kv: KeyValue | None = None
     while not stop.is_set():
         try:
             if kv is None:  # the bucket is in memory: a restarted broker has lost it
-                kv = await stats_kv(js)
+                kv = await stats_kv(js, replicas)
             await kv.put(STATS_KEY, json.dumps(snapshot(), default=str).encode())
         except (nats.errors.Error, TimeoutError) as exc:  # best effort: counters are not data
             kv = None

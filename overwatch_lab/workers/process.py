@@ -68,6 +68,7 @@ def child_spec(
         if isinstance(value, _SCALARS):
             fields[f.name] = value
     fields.update(workers=0, nats_url=None)  # the child runs no children; the URL comes apart
+    fields.update(replicas=None)  # nor provisions anything (replicas > 1 would need the URL)
     return {
         "name": name,
         "nats_url": nats_url,
