@@ -171,7 +171,6 @@ class LoadTest:
         return step
 
     async def _drive(self, step: _Step, sc: Any, start: Any, n: int) -> None:
-        plan = self.plan
         # the simulated devices are held to the device rights: one relay per organisation
         creds = await asyncio.to_thread(self.lab.fleet.relays, sc)
         try:

@@ -60,6 +60,7 @@ def _ids(sim, org: str) -> list[str]:
 
 
 def test_a_simulated_fleet_speaks_as_one_relay_per_org_and_cannot_publish_another_orgs_telemetry(lab_factory, caplog):
+    caplog.set_level(logging.WARNING, logger="overwatch_lab.broker.connect")
     lab = lab_factory(stale_after_s=1.0)
     sim = lab.fleet.simulate(two_orgs(), speed=4.0)
     a_ids, b_ids = _ids(sim, ORG_A), _ids(sim, ORG_B)
@@ -73,6 +74,7 @@ def test_a_simulated_fleet_speaks_as_one_relay_per_org_and_cannot_publish_anothe
     assert uplink is not None and uplink.scoped and sorted(uplink.by_org) == [ORG_A, ORG_B]
     nc_a = uplink.for_org(ORG_A)
     assert nc_a is not uplink.for_org(ORG_B)
+    assert "permissions violation" not in caplog.text.lower()  # the fleet itself does only what it may
 
     forged = make_telemetry(ORG_B, b_ids[0], "VFR_HUD", {"groundspeed": 99.0, "heading": 1})
     own = make_telemetry(ORG_A, a_ids[0], "VFR_HUD", {"groundspeed": 1.0, "heading": 2})
@@ -82,12 +84,11 @@ def test_a_simulated_fleet_speaks_as_one_relay_per_org_and_cannot_publish_anothe
         await nc_a.publish(f"constellation.telemetry.{ORG_A}.{a_ids[0]}", encode(own))
         await nc_a.flush()
 
-    with caplog.at_level(logging.WARNING, logger="overwatch_lab.broker.connect"):
-        lab.call(try_it())
-        # the same connection's own telemetry is stored, so the forged one had its chance
-        wait_until(lambda: _rows(lab, own["message_uid"]) == 1, timeout=10, what="the allowed message stored")
-        wait_until(lambda: "permissions violation" in caplog.text.lower(), timeout=5,
-                   what="the broker's permissions violation on the simulator's connection")  # fmt: skip
+    lab.call(try_it())
+    # the same connection's own telemetry is stored, so the forged one had its chance
+    wait_until(lambda: _rows(lab, own["message_uid"]) == 1, timeout=10, what="the allowed message stored")
+    wait_until(lambda: "permissions violation" in caplog.text.lower(), timeout=5,
+               what="the broker's permissions violation on the simulator's connection")  # fmt: skip
     assert _rows(lab, forged["message_uid"]) == 0
     assert (lab.state_of(b_ids[0]) or {}).get("vfr", {}).get("groundspeed") != 99.0
     assert not uplink.for_org(ORG_A).is_closed  # a refused publish does not cost the fleet its link
@@ -169,3 +170,38 @@ def test_relays_for_simulators_started_elsewhere(lab):
     lab.wait_for(lambda: all((lab.state_of(e) or {}).get("position") for e in ids), timeout=10, what="telemetry")
     lab.fleet.release(creds)
     assert _sim_relays(lab) == {}
+
+
+def test_the_sim_command_against_a_lab_flies_on_relays_and_revokes_them(lab):
+    """``overwatch-lab sim area-search`` (two organisations) next to a running lab."""
+    import signal
+    import subprocess
+    import sys
+
+    from simulators import load_scenario
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "overwatch_lab.cli", "sim", "area-search", "--data-dir", str(lab.config.data_dir),
+         "--speed", "5", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        sc = load_scenario("area-search")
+        orgs = sorted({org for _e, _f, org, _k in sc.devices()})
+        wait_until(lambda: sorted(org for org, _ in _sim_relays(lab).values()) == orgs, timeout=60,
+                   what="one relay per organisation issued for the simulator")  # fmt: skip
+        ids = [eid for eid, *_ in sc.devices()]
+        lab.wait_for(lambda: all((lab.state_of(e) or {}).get("is_live") for e in ids), timeout=30,
+                     what="every device of both organisations streaming on its relay")  # fmt: skip
+        connz = lab.call(lab._require().broker_monitor("connz", {"limit": 1024}))
+        names = sorted(str(c.get("name")) for c in connz.get("connections", []))
+        assert [n for n in names if n.startswith("overwatch-lab-sim:")] == [f"overwatch-lab-sim:area-search:{o}" for o in orgs]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert _sim_relays(lab) == {}
+    assert "permissions violation" not in err.lower()
