@@ -196,19 +196,23 @@ async def register_fleet(nc: Client, scenario: Scenario, *, timeout_s: float = R
     Raises:
         BrokerError: publishing failed, or the lab did not register every entity within ``timeout_s``.
     """
-    model = FleetModel(scenario, start_epoch_s=now_epoch_ms())
-    emissions = model.start()
-    orgs = [e for e in emissions if e.kind == "org"]
-    entities = [e for e in emissions if e.kind == "entity"]
-    await announce(nc, orgs, entities, timeout_s=timeout_s)
+    ids = [eid for eid, _fleet, _org, _kind in scenario.devices()]
     kv = await nc.jetstream().key_value(KV_GLOBAL_STATE)
-    missing = await _missing(kv, [e.entity_id for e in entities])
+    # a fleet flown before (the next step of a load test) is registered already: only what is new
+    new = await _missing(kv, ids)
+    if new:
+        model = FleetModel(scenario, start_epoch_s=now_epoch_ms(), members=[i for i, e in enumerate(ids) if e in new])
+        emissions = model.start()  # the organisations of the new devices, and their entities
+        orgs = [e for e in emissions if e.kind == "org"]
+        entities = [e for e in emissions if e.kind == "entity"]
+        await announce(nc, orgs, entities, timeout_s=timeout_s)
+    missing = await _missing(kv, ids)
     if missing:
         raise BrokerError(
-            f"the lab did not register {len(missing)} of {len(entities)} simulated devices within "
+            f"the lab did not register {len(missing)} of {len(ids)} simulated devices within "
             f"{timeout_s:g} s (e.g. {sorted(missing)[:3]})"
         )
-    return [e.entity_id for e in entities]
+    return ids
 
 
 async def _flush_quietly(nc: Client | Uplink) -> None:
