@@ -1,8 +1,10 @@
 """A simulated fleet flying against a running lab, owned by that lab (through ``lab.fleet``).
 
-``lab.fleet.simulate(scenario)`` starts it on the lab's own event loop with a NATS connection of its
+``lab.fleet.simulate(scenario)`` starts it on the lab's own event loop with NATS connections of its
 own (the fleet behaves like outside devices, and its outgoing buffer does not compete with the
-workers'), or in worker processes for large fleets. The lab stops every simulation it started
+workers'), or in worker processes for large fleets. On the embedded broker the fleet is held to
+the device rights (:func:`fleet_credentials`): one relay per organisation, one connection per
+organisation (per worker process), revoked when the simulation ends. The lab stops every simulation it started
 before it stops its workers, so a fleet never outlives its lab.
 
 The simulators package is imported only when a fleet starts (``import overwatch_lab`` stays
