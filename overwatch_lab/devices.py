@@ -74,11 +74,15 @@ class Devices:
     Args:
         runner: the lab's loop.
         core: returns the running lab's core.
+        booted: returns the core also while the lab starts or stops (default: ``core``).
     """
 
-    def __init__(self, runner: Runner, core: Callable[[], DevicesCore]) -> None:
+    def __init__(
+        self, runner: Runner, core: Callable[[], DevicesCore], booted: Callable[[], DevicesCore] | None = None
+    ) -> None:
         self._runner = runner
         self._core = core
+        self._booted = booted or core  # revoke_many also while the lab stops (its fleets' relays)
 
     def __repr__(self) -> str:
         return "<Devices>"
@@ -201,8 +205,11 @@ class Devices:
 
     async def revoke_many(self, names: Sequence[str]) -> builtins.list[Credential]:
         """Withdraw several identities with one reload of the broker (on the lab's loop); names
-        already gone are skipped. Their connections are closed. Bound it with a timeout."""
-        core = self._core()
+        already gone are skipped. Their connections are closed. Bound it with a timeout.
+
+        Works while the lab stops too (it revokes its fleets' relays then).
+        """
+        core = self._booted()
         gone: builtins.list[Credential] = []
         for name in names:
             if core.credentials.get(name) is not None:

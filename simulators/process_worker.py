@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from overwatch_lab.errors import ConfigError
 from overwatch_lab.nats_auth import NatsAuth
 from simulators.faults import Fault
 from simulators.scenario import Scenario
@@ -97,6 +98,8 @@ async def _worker(
     if isinstance(auth, Mapping):
         devices = scenario.devices()
         orgs = sorted({devices[m][2] for m in members})
+        if missing := [org for org in orgs if org not in auth]:
+            raise ConfigError(f"no credentials for organisation(s) {missing} (have {sorted(auth)})")
         by_org: dict[str, Any] = {}
         try:
             for org in orgs:

@@ -59,7 +59,9 @@ def _ids(sim, org: str) -> list[str]:
     return [eid for eid, _fleet, o, _kind in sim.scenario.devices() if o == org]
 
 
-def test_a_simulated_fleet_speaks_as_one_relay_per_org_and_cannot_publish_another_orgs_telemetry(lab_factory, caplog):
+def test_a_simulated_fleet_speaks_as_one_relay_per_org_and_cannot_publish_another_orgs_telemetry(
+    lab_factory, caplog
+):
     caplog.set_level(logging.WARNING, logger="overwatch_lab.broker.connect")
     lab = lab_factory(stale_after_s=1.0)
     sim = lab.fleet.simulate(two_orgs(), speed=4.0)
@@ -137,7 +139,9 @@ def test_a_fleet_in_worker_processes_connects_per_org_and_its_relays_go_with_it(
     assert len(_sim_relays(lab)) == 2
     # each worker opens one connection per organisation among its devices: 2 workers x 2 orgs
     connz = lab.call(lab._require().broker_monitor("connz", {"limit": 1024}))
-    sim_conns = [c for c in connz.get("connections", []) if str(c.get("name", "")).startswith("overwatch-lab-sim-")]
+    sim_conns = [
+        c for c in connz.get("connections", []) if str(c.get("name", "")).startswith("overwatch-lab-sim-")
+    ]
     assert len(sim_conns) == 4, [c.get("name") for c in sim_conns]
     sim.stop()
     assert _sim_relays(lab) == {}
@@ -167,7 +171,9 @@ def test_relays_for_simulators_started_elsewhere(lab):
 
     final = lab.call(fly(), timeout=30)
     assert final["state"] == "finished" and final["messages"] > 0
-    lab.wait_for(lambda: all((lab.state_of(e) or {}).get("position") for e in ids), timeout=10, what="telemetry")
+    lab.wait_for(
+        lambda: all((lab.state_of(e) or {}).get("position") for e in ids), timeout=10, what="telemetry"
+    )
     lab.fleet.release(creds)
     assert _sim_relays(lab) == {}
 
@@ -195,7 +201,9 @@ def test_the_sim_command_against_a_lab_flies_on_relays_and_revokes_them(lab):
                      what="every device of both organisations streaming on its relay")  # fmt: skip
         connz = lab.call(lab._require().broker_monitor("connz", {"limit": 1024}))
         names = sorted(str(c.get("name")) for c in connz.get("connections", []))
-        assert [n for n in names if n.startswith("overwatch-lab-sim:")] == [f"overwatch-lab-sim:area-search:{o}" for o in orgs]
+        assert [n for n in names if n.startswith("overwatch-lab-sim:")] == [
+            f"overwatch-lab-sim:area-search:{o}" for o in orgs
+        ]
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -205,3 +213,15 @@ def test_the_sim_command_against_a_lab_flies_on_relays_and_revokes_them(lab):
     assert proc.returncode == 0, err
     assert _sim_relays(lab) == {}
     assert "permissions violation" not in err.lower()
+
+
+def test_the_lab_stopping_revokes_its_fleets_relays(lab_factory):
+    from overwatch_lab.broker.credentials import CredentialStore
+
+    lab = lab_factory()
+    lab.fleet.simulate(two_orgs(), speed=2.0)
+    assert len(_sim_relays(lab)) == 2
+    store = CredentialStore(lab.config.data_dir / "credentials")
+    lab.down()
+    assert [g.name for g in store.grants() if g.name.startswith(RELAY_PREFIX)] == []
+    assert not list(store.root.glob(f"{RELAY_PREFIX}*"))  # no seed or connection file left behind
