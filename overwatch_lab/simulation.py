@@ -28,6 +28,7 @@ import pandas as pd
 
 from overwatch_lab.broker.connect import connect
 from overwatch_lab.broker.credentials import Credential
+from overwatch_lab.errors import LabStateError
 from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.notebook.cards import simulation_card
 from overwatch_lab.notebook.html import guarded, safe_text
@@ -95,11 +96,17 @@ async def fleet_credentials(
 
     Raises:
         BrokerError: the lab did not register the fleet in time.
-        ConfigError: a relay could not be issued (e.g. the lab uses an external broker).
+        ConfigError: a relay could not be issued.
+        LabStateError: ``nats_auth`` is a scoped identity (a lab attached as observer or operator).
     """
     from simulators import load_scenario
     from simulators.registration import register_fleet
 
+    if nats_auth.inbox_prefix is not None:  # a scoped identity (an attached observer): it may not register
+        raise LabStateError(
+            "a simulated fleet is registered with the lab's own identity; this lab is attached as "
+            f"{nats_auth.inbox_prefix.split('.')[1]!r}: Lab.attach(data_dir, identity='internal')"
+        )
     sc = load_scenario(scenario)
     nc = await connect(nats_url, auth=nats_auth, name=f"overwatch-lab-sim-register:{sc.name}")
     try:

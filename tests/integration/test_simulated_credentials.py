@@ -225,3 +225,15 @@ def test_the_lab_stopping_revokes_its_fleets_relays(lab_factory):
     lab.down()
     assert [g.name for g in store.grants() if g.name.startswith(RELAY_PREFIX)] == []
     assert not list(store.root.glob(f"{RELAY_PREFIX}*"))  # no seed or connection file left behind
+
+
+def test_an_observer_cannot_fly_a_fleet(lab):
+    from overwatch_lab.errors import LabStateError
+
+    attached = Lab.attach(lab.config.data_dir)  # observer
+    try:
+        with pytest.raises(LabStateError, match="identity='internal'"):
+            attached.fleet.simulate(two_orgs())
+    finally:
+        attached.down()
+    assert _sim_relays(lab) == {}
