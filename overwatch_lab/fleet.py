@@ -8,7 +8,8 @@ The devices talk to the lab only over NATS, like real ones, and are held to what
 do: on the embedded broker the lab registers the scenario's organisations and entities with its
 own identity, issues one relay identity per organisation (``lab.devices``, the path
 ``lab.devices.relay`` takes) and the fleet connects with those (one connection per organisation,
-per worker process); the relays are revoked when the simulation ends. Simulator processes
+per worker process); the relays are revoked when the simulation ends (or the lab stops; a
+process killed outright leaves its ``sim-…`` relays for ``lab.devices.revoke``). Simulator processes
 started elsewhere (the load test, ``overwatch-lab sim``) get theirs from :meth:`Fleet.relays`.
 On an external broker the lab cannot issue identities and the fleet uses the lab's own.
 """
