@@ -14,11 +14,12 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from overwatch_lab import logs
-from overwatch_lab.cli_devices import add_device_parser
+from overwatch_lab.cli_devices import add_device_parser, sim_relays
 from overwatch_lab.cli_flags import (
     DATA_DIR_FLAG,
     UP_CONFIG_FLAGS,
@@ -486,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     from simulators import cli as simulators_cli  # here, not at import: numpy and the fleets are heavy
 
     simulators_cli.add_arguments(sim)
-    sim.set_defaults(func=simulators_cli.run)
+    sim.set_defaults(func=partial(simulators_cli.run, relays=sim_relays))  # the fleet speaks as relays
 
     add_device_parser(sub)
 

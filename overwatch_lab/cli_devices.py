@@ -9,14 +9,20 @@ the wire, write the credentials (0600, under ``<data_dir>/credentials``) and rel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overwatch_lab.broker.credentials import CredentialStore
 from overwatch_lab.cli_flags import DATA_DIR_FLAG, add_config_flags
 from overwatch_lab.config import default_data_dir
+from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.protocol.entities import ENTITY_TYPES
+
+if TYPE_CHECKING:
+    from overwatch_lab.simulation import ScenarioLike
 
 CREDENTIALS_DIR = "credentials"  # core/base.py's CREDENTIALS_DIR (a layer above: checked by a unit test)
 
@@ -29,6 +35,27 @@ def _attach(a: argparse.Namespace) -> Any:
     from overwatch_lab.lab import Lab
 
     return Lab.attach(_data_dir(a), identity="internal")
+
+
+@contextlib.contextmanager
+def sim_relays(data_dir: Path, scenario: ScenarioLike) -> Iterator[tuple[str, Mapping[str, NatsAuth]] | None]:
+    """``overwatch-lab sim`` against a lab: its fleet speaks as one relay per organisation.
+
+    Attaches to the lab with its internal identity, registers the fleet and issues the relays
+    (``lab.fleet.relays``, the path ``device relay`` takes) for as long as the run lasts, then
+    revokes them. Yields the URL and the relays by organisation (None: an external broker).
+    """
+    from overwatch_lab.lab import Lab
+
+    lab = Lab.attach(data_dir, identity="internal")
+    try:
+        creds = lab.fleet.relays(scenario)
+        try:
+            yield None if creds is None else (lab.nats_url, creds.by_org)
+        finally:
+            lab.fleet.release(creds)
+    finally:
+        lab.down()
 
 
 def _print_credential(verb: str, row: dict[str, Any], nats_url: str | None) -> None:

@@ -16,7 +16,8 @@ Changes are applied by a config reload of the running broker, never a restart.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import builtins
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import pandas as pd
@@ -73,11 +74,15 @@ class Devices:
     Args:
         runner: the lab's loop.
         core: returns the running lab's core.
+        booted: returns the core also while the lab starts or stops (default: ``core``).
     """
 
-    def __init__(self, runner: Runner, core: Callable[[], DevicesCore]) -> None:
+    def __init__(
+        self, runner: Runner, core: Callable[[], DevicesCore], booted: Callable[[], DevicesCore] | None = None
+    ) -> None:
         self._runner = runner
         self._core = core
+        self._booted = booted or core  # revoke_many also while the lab stops (its fleets' relays)
 
     def __repr__(self) -> str:
         return "<Devices>"
@@ -161,20 +166,57 @@ class Devices:
         return cred
 
     async def _relay(self, name: str, org_id: str, entities: tuple[str, ...], timeout_s: float) -> Credential:
-        core = self._core()
-        if not entities:
-            raise ConfigError("a relay needs at least one entity")
-        for entity_id in entities:
-            owner = await core.org_of(s.check_token(entity_id, "entity_id"))
-            if owner != org_id:
-                raise ConfigError(
-                    f"entity {entity_id!r} is not registered to {org_id!r} ({'of ' + repr(owner) if owner else 'unknown'}); "
-                    "register it first (lab.devices.add)"
-                )
         async with asyncio.timeout(timeout_s):
-            cred = core.credentials.issue(name, "relay", org_id=org_id, entities=entities, nats_url=core.nats_url)
+            return (await self.issue_relays({name: (org_id, entities)}))[name]
+
+    async def issue_relays(self, relays: Mapping[str, tuple[str, Sequence[str]]]) -> dict[str, Credential]:
+        """Issue several relays at once, with one reload of the broker (on the lab's loop).
+
+        What :meth:`relay` does for each ``name: (org_id, entities)``; ``lab.fleet`` issues a
+        simulated fleet's relays (one per organisation) with it. Bound it with a timeout.
+
+        Raises:
+            ConfigError: a relay without entities, an entity not registered to its organisation,
+                a bad token or a taken name (nothing is issued then).
+        """
+        core = self._core()
+        for org_id, entities in relays.values():
+            if not entities:
+                raise ConfigError("a relay needs at least one entity")
+            for entity_id in entities:
+                owner = await core.org_of(s.check_token(entity_id, "entity_id"))
+                if owner != org_id:
+                    raise ConfigError(
+                        f"entity {entity_id!r} is not registered to {org_id!r} ({'of ' + repr(owner) if owner else 'unknown'}); "
+                        "register it first (lab.devices.add)"
+                    )
+        issued: dict[str, Credential] = {}
+        try:
+            for name, (org_id, entities) in relays.items():
+                issued[name] = core.credentials.issue(
+                    name, "relay", org_id=org_id, entities=tuple(entities), nats_url=core.nats_url
+                )
+        except ConfigError:
+            for name in issued:
+                core.credentials.revoke(name)
+            raise
+        await core.apply_credentials()
+        return issued
+
+    async def revoke_many(self, names: Sequence[str]) -> builtins.list[Credential]:
+        """Withdraw several identities with one reload of the broker (on the lab's loop); names
+        already gone are skipped. Their connections are closed. Bound it with a timeout.
+
+        Works while the lab stops too (it revokes its fleets' relays then).
+        """
+        core = self._booted()
+        gone: builtins.list[Credential] = []
+        for name in names:
+            if core.credentials.get(name) is not None:
+                gone.append(core.credentials.revoke(name))
+        if gone:
             await core.apply_credentials()
-        return cred
+        return gone
 
 
 async def _register(core: DevicesCore, org_id: str, entity_id: str, entity_type: str, name: str | None) -> None:

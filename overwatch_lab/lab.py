@@ -98,8 +98,8 @@ class Lab:
         runner = self._runner = CoreRunner(core)
         self._commands = Commands(runner, runner.require)
         self._frames = Frames(core.db_url, LiveReads(runner), stale_after_s=core.config.stale_after_s)
-        self._fleet = Fleet(runner, runner.require)
-        self._devices = Devices(runner, runner.require)
+        self._devices = Devices(runner, runner.require, runner.booted)
+        self._fleet = Fleet(runner, runner.require, self._devices)  # fleets connect as relays it issues
         runner.on_stopping(self._fleet.close)
         self.dashboard_url: str | None = None
         """Where a dashboard of this lab is served (set by whatever serves it; the repr links it)."""

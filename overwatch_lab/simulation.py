@@ -1,8 +1,10 @@
 """A simulated fleet flying against a running lab, owned by that lab (through ``lab.fleet``).
 
-``lab.fleet.simulate(scenario)`` starts it on the lab's own event loop with a NATS connection of its
+``lab.fleet.simulate(scenario)`` starts it on the lab's own event loop with NATS connections of its
 own (the fleet behaves like outside devices, and its outgoing buffer does not compete with the
-workers'), or in worker processes for large fleets. The lab stops every simulation it started
+workers'), or in worker processes for large fleets. On the embedded broker the fleet is held to
+the device rights (:func:`fleet_credentials`): one relay per organisation, one connection per
+organisation (per worker process), revoked when the simulation ends. The lab stops every simulation it started
 before it stops its workers, so a fleet never outlives its lab.
 
 The simulators package is imported only when a fleet starts (``import overwatch_lab`` stays
@@ -14,12 +16,19 @@ In a notebook a Simulation shows itself as a card (scenario, state, speed, count
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import pandas as pd
 
 from overwatch_lab.broker.connect import connect
+from overwatch_lab.broker.credentials import Credential
+from overwatch_lab.errors import LabStateError
 from overwatch_lab.nats_auth import NatsAuth
 from overwatch_lab.notebook.cards import simulation_card
 from overwatch_lab.notebook.html import guarded, safe_text
@@ -31,9 +40,91 @@ if TYPE_CHECKING:
     from overwatch_lab.notebook.sim_controls import SimulationControls
     from simulators import ProcessRunHandle, RunHandle, Scenario
     from simulators.command_link import CommandLink
+    from simulators.uplink import Uplink
+
+log = logging.getLogger(__name__)
 
 ScenarioLike: TypeAlias = "Scenario | str"
 """A Scenario, a named fleet (``small-isr-patrol``, ``area-search``, ``load-1000``) or a YAML/TOML file."""
+
+REGISTER_TIMEOUT_S = 30.0
+"""How long the lab may take to register a fleet's organisations and entities before its relays are issued."""
+RELAY_PREFIX = "sim-"
+"""The names of the relays the lab issues to its simulated fleets start with it (``sim-{run}-{org}``)."""
+
+
+class RelayIssuer(Protocol):
+    """What a simulation needs to hold its fleet to the device rights: ``lab.devices`` (on the lab's loop)."""
+
+    async def issue_relays(self, relays: Mapping[str, tuple[str, Sequence[str]]]) -> dict[str, Credential]:
+        """Issue ``name: (org_id, entities)`` relays, one broker reload."""
+        ...
+
+    async def revoke_many(self, names: Sequence[str]) -> list[Credential]:
+        """Withdraw these identities, one broker reload."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCredentials:
+    """The relay identities a simulated fleet connects with: one per organisation of its scenario.
+
+    Attributes:
+        by_org: How each organisation's devices connect (its relay's seed file and inbox prefix).
+        names: The relays' names (``lab.devices.list()``), to revoke when the fleet ends.
+    """
+
+    by_org: dict[str, NatsAuth]
+    names: tuple[str, ...]
+
+
+async def fleet_credentials(
+    nats_url: str,
+    nats_auth: NatsAuth,
+    issuer: RelayIssuer,
+    scenario: ScenarioLike,
+    *,
+    timeout_s: float = REGISTER_TIMEOUT_S,
+) -> FleetCredentials:
+    """Register a scenario's organisations and entities, then issue one relay per organisation.
+
+    The registration goes out with ``nats_auth`` (the lab's own identity: a device may not create
+    an organisation nor read the lab's KV), as the very ``created`` events the simulated devices
+    would send; once the lab shows every entity, ``issuer`` (``lab.devices``) issues the relays
+    through the path ``lab.devices.relay`` takes, with one broker reload. Each relay may do, for
+    its organisation's simulated entities, what a real device may do for itself, and nothing else.
+
+    Raises:
+        BrokerError: the lab did not register the fleet in time.
+        ConfigError: a relay could not be issued.
+        LabStateError: ``nats_auth`` is a scoped identity (a lab attached as observer or operator).
+    """
+    from simulators import load_scenario
+    from simulators.registration import register_fleet
+
+    if nats_auth.inbox_prefix is not None:  # a scoped identity (an attached observer): it may not register
+        raise LabStateError(
+            "a simulated fleet is registered with the lab's own identity; this lab is attached as "
+            f"{nats_auth.inbox_prefix.split('.')[1]!r}: Lab.attach(data_dir, identity='internal')"
+        )
+    sc = load_scenario(scenario)
+    nc = await connect(nats_url, auth=nats_auth, name=f"overwatch-lab-sim-register:{sc.name}")
+    try:
+        async with asyncio.timeout(timeout_s + 5):
+            await register_fleet(nc, sc, timeout_s=timeout_s)
+    finally:
+        await nc.close()
+    run = secrets.token_hex(4)
+    entities: dict[str, list[str]] = {}
+    for eid, _fleet, org, _kind in sc.devices():
+        entities.setdefault(org, []).append(eid)
+    names: dict[str, str] = {}
+    for i, org in enumerate(entities):
+        name = f"{RELAY_PREFIX}{run}-{org}"
+        names[org] = name if len(name) <= 128 else f"{RELAY_PREFIX}{run}-{i}"  # the token rule's length
+    async with asyncio.timeout(timeout_s):
+        creds = await issuer.issue_relays({names[org]: (org, tuple(eids)) for org, eids in entities.items()})
+    return FleetCredentials({org: creds[name].auth for org, name in names.items()}, tuple(names.values()))
 
 
 class Simulation:
@@ -46,13 +137,15 @@ class Simulation:
         self,
         runner: Runner,
         handle: RunHandle | ProcessRunHandle,
-        nc: NATS | None,
+        nc: Uplink | None,
         links: list[CommandLink] | None = None,
+        release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._runner = runner
         self.handle = handle
         self._nc = nc
         self.links = links or []
+        self._release = release
 
     def __repr__(self) -> str:
         return safe_text(lambda: f"<Simulation {self.handle!r}>")
@@ -154,8 +247,13 @@ class Simulation:
                 await link.stop()
             return dict(await self.handle.stop())
         finally:
-            if self._nc is not None and not self._nc.is_closed:
-                await self._nc.close()
+            try:
+                if self._nc is not None and not self._nc.is_closed:
+                    await self._nc.close()
+            finally:
+                release, self._release = self._release, None
+                if release is not None:  # the fleet's relays: revoked once its connections are gone
+                    await release()
 
 
 async def start_simulation(
@@ -168,31 +266,76 @@ async def start_simulation(
     duration_s: float | None = None,
     seed: int | None = None,
     processes: int = 0,
+    issuer: RelayIssuer | None = None,
 ) -> Simulation:
-    """Start ``scenario`` against the lab at ``nats_url``, on its loop (see ``Fleet.simulate``)."""
+    """Start ``scenario`` against the lab at ``nats_url``, on its loop (see ``Fleet.simulate``).
+
+    With ``issuer`` (the embedded broker's ``lab.devices``) the fleet is held to the device
+    rights: :func:`fleet_credentials` registers it with ``nats_auth`` (the lab's identity) and
+    issues one relay per organisation; the devices of each organisation then speak on a
+    connection of its relay (one per organisation, per worker process), and the relays are
+    revoked when the simulation ends. Without it the fleet connects with ``nats_auth``.
+    """
     from simulators import load_scenario, run_scenario, run_scenario_processes
     from simulators.command_link import CommandLink
 
     sc = load_scenario(scenario)
     if seed is not None:
         sc = sc.replace(seed=seed)
-    if processes > 0:
-        handle = await run_scenario_processes(
-            sc, nats_url, auth=nats_auth, processes=processes, speed=speed, duration_s=duration_s
-        )
-        return Simulation(runner, handle, None)
-    nc = await connect(nats_url, auth=nats_auth, name=f"overwatch-lab-sim:{sc.name}")
+    creds: FleetCredentials | None = None
+    release: Callable[[], Awaitable[None]] | None = None
+    if issuer is not None:
+        creds = await fleet_credentials(nats_url, nats_auth, issuer, sc)
+        names = creds.names
+
+        async def release() -> None:
+            async with asyncio.timeout(REGISTER_TIMEOUT_S):
+                await issuer.revoke_many(names)
+
+    try:
+        if processes > 0:
+            handle = await run_scenario_processes(
+                sc, nats_url, auth=creds.by_org if creds else nats_auth, processes=processes,
+                speed=speed, duration_s=duration_s, registered=creds is not None,
+            )  # fmt: skip
+            return Simulation(runner, handle, None, release=release)
+        uplink = await _connect_fleet(nats_url, nats_auth, creds, sc.name)
+    except BaseException:
+        if release is not None:
+            await release()
+        raise
     links: list[CommandLink] = []
     try:
-        run = await run_scenario(sc, nc, speed=speed, duration_s=duration_s)
+        run = await run_scenario(sc, uplink, speed=speed, duration_s=duration_s, registered=creds is not None)
         # Each device takes commands from the lab on the wire (issue 4's device side).
         for eid, _fleet, org, _kind in sc.devices():
-            link = CommandLink(nc, org, eid, partial(run.command, eid))
+            link = CommandLink(uplink.for_org(org), org, eid, partial(run.command, eid))
             await link.start()
             links.append(link)
     except BaseException:
-        for link in links:
-            await link.stop()
-        await nc.close()
+        try:
+            for link in links:
+                await link.stop()
+            await uplink.close()
+        finally:
+            if release is not None:
+                await release()
         raise
-    return Simulation(runner, run, nc, links)
+    return Simulation(runner, run, uplink, links, release)
+
+
+async def _connect_fleet(nats_url: str, nats_auth: NatsAuth, creds: FleetCredentials | None, name: str) -> Uplink:
+    """One connection per organisation (its relay), or one with ``nats_auth``."""
+    from simulators.uplink import Uplink
+
+    if creds is None:
+        return Uplink.single(await connect(nats_url, auth=nats_auth, name=f"overwatch-lab-sim:{name}"))
+    by_org: dict[str, NATS] = {}
+    try:
+        for org, auth in creds.by_org.items():
+            by_org[org] = await connect(nats_url, auth=auth, name=f"overwatch-lab-sim:{name}:{org}")
+    except BaseException:
+        if by_org:
+            await Uplink(by_org=by_org).close()
+        raise
+    return Uplink(by_org=by_org)

@@ -23,7 +23,9 @@ Layout::
     fleet_layout.py   one seed -> every device: formations, random streams, first behaviours
     model.py          FleetModel: devices stepped in ticks -> Emission (subject, bytes, Nats-Msg-Id)
     dry_run.py        telemetry_hash(): the determinism check, no NATS
-    registration.py   publish_all() and register(): a fleet's registration with a lab
+    registration.py   publish_all() and register(): a fleet's registration with a lab;
+                      register_fleet(): the lab's side before it issues a fleet's relays
+    uplink.py         Uplink: one connection, or one per organisation (each with its relay)
     runner.py         run_scenario(): real-time pacing + core publish; RunHandle
     multiproc.py      run_scenario_processes(): the fleet split over worker processes
     process_worker.py one worker process and the pipe protocol
@@ -33,9 +35,12 @@ Layout::
 
 The seam to the lab
 -------------------
-A run needs only a NATS URL and credentials: a device or relay identity issued by the lab
-(``lab.devices``, ``overwatch-lab device add``), or a running lab's own from ``<data_dir>/lab.json``
-(``nats_url``, ``nats_auth``). Nothing here imports ``overwatch_lab.lab``.
+A run needs only a NATS URL and credentials: one relay identity per organisation issued by the
+lab (``lab.fleet.relays(scenario)``, which registers the fleet first; ``lab.fleet.simulate`` and
+``overwatch-lab sim`` do it themselves), a device or relay of ``overwatch-lab device``, or (a bare
+server, an outside deployment) one identity for everything. With relays the fleet opens one
+connection per organisation (``uplink.py``'s :class:`Uplink`) and sends only what a device may
+(no organisation events, no KV reads). Nothing here imports ``overwatch_lab.lab``.
 
 In-process (one connection, on the caller's event loop)::
 
@@ -53,8 +58,10 @@ lab's URL and credentials (a dedicated connection, so the fleet behaves like out
 outgoing buffer does not compete with the workers), ``lab.call(run_scenario(...))``, and hand
 the ``RunHandle`` back: its plain methods (play, pause, set_speed, inject, command) are safe to
 call from the notebook's thread; ``stop``/``wait``/``advance`` are coroutines for the lab's loop.
-By default ``run_scenario`` waits (up to 10 s) until the lab's KV bucket shows every device
-before telemetry starts, re-sending ``created`` events for devices the lab has not registered.
+With one full-rights connection ``run_scenario`` waits by default (up to 10 s) until the lab's KV
+bucket shows every device before telemetry starts, re-sending ``created`` events for devices the
+lab has not registered; on relays (``registered=True``: the lab registered them) it sends only
+the ``bootsequence`` events and starts at once.
 
 In worker processes (large fleets; same handle surface, ``command`` is async)::
 

@@ -11,7 +11,15 @@
 
 SCENARIO is a named scenario (``simulators.fleets``) or a ``.yaml``/``.toml`` file. Without
 ``--data-dir`` or ``--nats-url`` the lab in LabConfig's default data dir is used
-(``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data``), as by every other command. ``--lab`` is
+(``$OVERWATCH_LAB_DATA_DIR``, else ``./overwatch-data``), as by every other command.
+
+Who the devices connect as: ``overwatch-lab sim`` against a lab (no ``--nats-url``, ``--token``
+or ``--credentials``) holds them to the device rights: the lab registers the fleet and issues one
+relay per organisation (``lab.fleet.relays``), the fleet opens one connection per organisation
+(per worker process) and the relays are revoked when the run ends. With ``--credentials FILE``
+(a device or relay of ``overwatch-lab device``) every device of the scenario must be one of the
+file's entities. ``python -m simulators.cli`` (no lab at hand) and ``--nats-url``/``--token``
+connect with the identity given, or the lab's own from ``lab.json``. ``--lab`` is
 a deprecated alias of ``--data-dir``. Progress goes to stderr once a second; Ctrl-C stops the run cleanly. Exit codes: 0 done,
 1 broker or connection failure, 2 bad arguments or scenario.
 """
@@ -29,8 +37,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeAlias
 
 from overwatch_lab.config import LabConfig, default_data_dir
 from overwatch_lab.errors import BrokerError, ConfigError, OverwatchError, ScenarioError
@@ -40,10 +50,17 @@ from simulators.catalog import list_scenarios, load_scenario
 from simulators.dry_run import telemetry_hash
 from simulators.registration import REGISTER_TIMEOUT_S, now_epoch_ms
 from simulators.scenario import Scenario
+from simulators.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
 LAB_JSON = "lab.json"
+
+FleetAuth: TypeAlias = "tuple[str, Mapping[str, NatsAuth]]"
+"""A NATS URL and one identity per organisation (relays)."""
+FleetRelays: TypeAlias = "Callable[[Path, Scenario], AbstractContextManager[FleetAuth | None]]"
+"""Registers a scenario with the lab in a data dir and issues its relays while the context lasts
+(None: the lab cannot issue identities); ``overwatch_lab.cli`` provides it."""
 
 
 def build_parser(prog: str = "overwatch-lab sim") -> argparse.ArgumentParser:
@@ -139,6 +156,38 @@ def resolve_nats(args: argparse.Namespace) -> tuple[str, NatsAuth]:
     return url, NatsAuth(token=info.get("nats_token"))
 
 
+def uses_lab_identity(args: argparse.Namespace) -> bool:
+    """True when no URL, token or credentials file was given: the devices would speak as the lab."""
+    token = args.token or os.environ.get("OVERWATCH_LAB_NATS_TOKEN")
+    return not (args.nats_url or token or getattr(args, "credentials", None))
+
+
+def scoped_orgs(args: argparse.Namespace, sc: Scenario, auth: NatsAuth) -> Mapping[str, NatsAuth] | None:
+    """With a device or relay connection file: ``{its org: auth}`` (else None, one identity for all).
+
+    Raises:
+        ConfigError: the scenario has devices the file does not speak for.
+    """
+    creds_file = getattr(args, "credentials", None)
+    if creds_file is None:
+        return None
+    try:
+        info = json.loads(Path(creds_file).expanduser().read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the credentials file {creds_file}: {exc}") from None
+    if not isinstance(info, dict) or info.get("role") not in ("device", "relay"):
+        return None
+    org, allowed = str(info.get("org_id")), set(info.get("entities") or ())
+    foreign = [eid for eid, _fleet, o, _kind in sc.devices() if o != org or eid not in allowed]
+    if foreign:
+        raise ConfigError(
+            f"{creds_file} speaks for {sorted(allowed)} of {org!r} only; the scenario also has "
+            f"{len(foreign)} other devices (e.g. {foreign[:3]}): issue a relay for them "
+            "(`overwatch-lab device relay`) or run against the lab without --credentials"
+        )
+    return {org: auth}
+
+
 def _start(value: str | None) -> float | None:
     if value is None:
         return None  # the scenario's start, else now
@@ -215,14 +264,21 @@ def _dry_run(sc: Scenario, duration: float, start: float | None, out: TextIO) ->
     return 0
 
 
-async def _live(sc: Scenario, args: argparse.Namespace, start: float | None) -> int:
-    url, auth = resolve_nats(args)
+async def _live(sc: Scenario, args: argparse.Namespace, start: float | None, fleet: FleetAuth | None = None) -> int:
+    if fleet is not None:
+        url, by_org = fleet
+        auth: NatsAuth | Mapping[str, NatsAuth] = by_org
+    else:
+        url, one = resolve_nats(args)
+        auth = scoped_orgs(args, sc, one) or one
+    registered = fleet is not None  # the lab registered the fleet before it issued the relays
     progress = ProgressLine(sys.stderr, args.quiet)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    uplink = None
     if args.processes > 1:
         from simulators.multiproc import run_scenario_processes
 
@@ -236,22 +292,26 @@ async def _live(sc: Scenario, args: argparse.Namespace, start: float | None) -> 
             start_epoch_s=start,
             progress=progress,
             register_timeout_s=args.register_timeout or None,
+            registered=registered,
         )
-        nc = None
     else:
-        from overwatch_lab.broker.connect import connect
         from simulators.runner import run_scenario
 
-        nc = await connect(url, auth=auth, name=f"overwatch-lab-sim:{sc.name}")
-        handle = await run_scenario(
-            sc,
-            nc,
-            speed=args.speed,
-            duration_s=args.duration,
-            start_epoch_s=start,
-            progress=progress,
-            register_timeout_s=args.register_timeout or None,
-        )
+        uplink = await _connect(url, auth, sc.name)
+        try:
+            handle = await run_scenario(
+                sc,
+                uplink,
+                speed=args.speed,
+                duration_s=args.duration,
+                start_epoch_s=start,
+                progress=progress,
+                register_timeout_s=args.register_timeout or None,
+                registered=registered,
+            )
+        except BaseException:
+            await uplink.drain()
+            raise
     try:
         waiter = asyncio.ensure_future(handle.wait())
         stopper = asyncio.ensure_future(stop.wait())
@@ -264,11 +324,33 @@ async def _live(sc: Scenario, args: argparse.Namespace, start: float | None) -> 
             final = waiter.result()
             await handle.stop()
     finally:
-        if nc is not None:
-            await nc.drain()
+        if uplink is not None:
+            await uplink.drain()
     if final.get("state") == "failed":
         return 1
     return 0
+
+
+async def _connect(url: str, auth: NatsAuth | Mapping[str, NatsAuth], name: str) -> Uplink:
+    """One connection, or one per organisation (each with its relay)."""
+    from overwatch_lab.broker.connect import connect
+
+    if isinstance(auth, NatsAuth):
+        return Uplink.single(await connect(url, auth=auth, name=f"overwatch-lab-sim:{name}"))
+    by_org: dict[str, Any] = {}
+    try:
+        for org, one in auth.items():
+            by_org[org] = await connect(url, auth=one, name=f"overwatch-lab-sim:{name}:{org}")
+    except BaseException:
+        if by_org:
+            await Uplink(by_org=by_org).drain()
+        raise
+    return Uplink(by_org=by_org)
+
+
+@contextlib.contextmanager
+def _no_relays() -> Iterator[None]:
+    yield None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,8 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     return run(args)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the ``sim`` subcommand from parsed arguments (see :func:`add_arguments`)."""
+def run(args: argparse.Namespace, relays: FleetRelays | None = None) -> int:
+    """Run the ``sim`` subcommand from parsed arguments (see :func:`add_arguments`).
+
+    ``relays`` (``overwatch_lab.cli`` passes it) holds the fleet to the device rights when it
+    runs against a lab without an identity of its own (see the module docstring).
+    """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.list:
@@ -304,7 +390,10 @@ def run(args: argparse.Namespace) -> int:
             if duration is None:
                 raise ScenarioError("--dry-run needs --duration (the scenario has no duration_s)")
             return _dry_run(sc, duration, start, sys.stdout)
-        return asyncio.run(_live(sc, args, start))
+        data_dir = Path(getattr(args, "data_dir", None) or default_data_dir()).expanduser()
+        scoped = relays is not None and uses_lab_identity(args)
+        with relays(data_dir, sc) if relays is not None and scoped else _no_relays() as fleet:
+            return asyncio.run(_live(sc, args, start, fleet))
     except (ScenarioError, ConfigError) as exc:
         sys.stderr.write(f"overwatch-lab sim: {exc}\n")
         return 2

@@ -29,7 +29,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -316,20 +316,23 @@ async def run_scenario_processes(
     scenario: Scenario,
     url: str,
     *,
-    auth: NatsAuth | None = None,
+    auth: NatsAuth | Mapping[str, NatsAuth] | None = None,
     processes: int = 2,
     speed: float = 1.0,
     duration_s: float | None = None,
     start_epoch_s: float | None = None,
     progress: Progress | None = None,
     register_timeout_s: float | None = REGISTER_TIMEOUT_S,
+    registered: bool = False,
 ) -> ProcessRunHandle:
     """Start the scenario in ``processes`` worker processes; return once all are running.
 
     Args:
         scenario: the scenario.
         url: NATS URL the workers connect to (e.g. a lab's ``lab.json`` ``nats_url``).
-        auth: NATS credentials (a device relay's, or a lab's ``nats_auth``).
+        auth: NATS credentials: one identity for every organisation (a lab's ``nats_auth``, an
+            outside server's), or one relay per organisation (``lab.fleet.relays``): each worker
+            then opens one connection per organisation among its devices.
         processes: number of worker processes (1..device count).
         speed: simulated seconds per wall second (> 0).
         duration_s: run length in simulated seconds (default the scenario's; None = until stopped).
@@ -337,6 +340,8 @@ async def run_scenario_processes(
         progress: called with the summed stats about once a second.
         register_timeout_s: how long each worker waits for the lab to register its devices
             (see :func:`simulators.runner.register`); None = do not wait.
+        registered: the lab registered the organisations and entities already: the workers
+            send only the ``bootsequence`` events (see :func:`simulators.registration.register`).
 
     Raises:
         ScenarioError: bad ``processes`` or ``speed``.
@@ -371,6 +376,7 @@ async def run_scenario_processes(
                     os.getpid(),
                     logging.WARNING,
                 ),
+                kwargs={"registered": registered},
                 name=f"overwatch-lab-sim-{i}",
                 daemon=True,
             )

@@ -20,12 +20,15 @@ import dataclasses
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from overwatch_lab.errors import ConfigError
 from overwatch_lab.nats_auth import NatsAuth
 from simulators.faults import Fault
 from simulators.scenario import Scenario
+from simulators.uplink import Uplink
 
 STATS_EVERY_S = 0.5  # s between the stats a worker sends its parent
 _PR_SET_PDEATHSIG = 1
@@ -46,22 +49,29 @@ def worker_main(
     scenario_data: dict[str, Any],
     members: list[int],
     url: str,
-    auth: NatsAuth | None,
+    auth: NatsAuth | Mapping[str, NatsAuth] | None,
     speed: float,
     duration_s: float | None,
     index: int,
     parent_pid: int,
     log_level: int,
     register_timeout_s: float | None = None,
+    registered: bool = False,
 ) -> None:
-    """Entry point of one worker process (runs its own event loop)."""
+    """Entry point of one worker process (runs its own event loop).
+
+    ``auth`` is one identity for every organisation, or one per organisation (the relays the lab
+    issued): the worker then opens one connection per organisation among its devices.
+    """
     _die_with_parent(parent_pid)
     logging.basicConfig(
         level=log_level, format=f"%(asctime)s sim-worker-{index} %(levelname)s %(name)s: %(message)s"
     )
     try:
         asyncio.run(
-            _worker(conn, scenario_data, members, url, auth, speed, duration_s, index, register_timeout_s)
+            _worker(
+                conn, scenario_data, members, url, auth, speed, duration_s, index, register_timeout_s, registered
+            )
         )
     except BaseException as exc:  # report anything (even KeyboardInterrupt) to the parent, then exit
         with contextlib.suppress(OSError, ValueError):
@@ -74,17 +84,33 @@ async def _worker(
     scenario_data: dict[str, Any],
     members: list[int],
     url: str,
-    auth: NatsAuth | None,
+    auth: NatsAuth | Mapping[str, NatsAuth] | None,
     speed: float,
     duration_s: float | None,
     index: int,
     register_timeout_s: float | None,
+    registered: bool,
 ) -> None:
     from overwatch_lab.broker.connect import connect
     from simulators.runner import run_scenario
 
     scenario = Scenario.from_dict(scenario_data)
-    nc = await connect(url, auth=auth, name=f"overwatch-lab-sim-{index}")
+    if isinstance(auth, Mapping):
+        devices = scenario.devices()
+        orgs = sorted({devices[m][2] for m in members})
+        if missing := [org for org in orgs if org not in auth]:
+            raise ConfigError(f"no credentials for organisation(s) {missing} (have {sorted(auth)})")
+        by_org: dict[str, Any] = {}
+        try:
+            for org in orgs:
+                by_org[org] = await connect(url, auth=auth[org], name=f"overwatch-lab-sim-{index}:{org}")
+        except BaseException:
+            if by_org:
+                await Uplink(by_org=by_org).drain()
+            raise
+        nc = Uplink(by_org=by_org)
+    else:
+        nc = Uplink.single(await connect(url, auth=auth, name=f"overwatch-lab-sim-{index}"))
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=10_000)
 
@@ -110,6 +136,7 @@ async def _worker(
             start_epoch_s=first[1],
             members=members,
             register_timeout_s=register_timeout_s,
+            registered=registered,
         )
         ended = asyncio.ensure_future(handle.ended.wait())
         while not handle.done:
@@ -146,5 +173,4 @@ async def _worker(
         conn.send(("done", final))
     finally:
         loop.remove_reader(conn.fileno())
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        await nc.drain()

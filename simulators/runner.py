@@ -32,6 +32,7 @@ from simulators.faults import Fault
 from simulators.model import FleetModel
 from simulators.registration import FLUSH_TIMEOUT_S, REGISTER_TIMEOUT_S, now_epoch_ms, publish_all, register
 from simulators.scenario import Scenario
+from simulators.uplink import Uplink
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,14 +63,15 @@ class RunHandle:
     def __init__(
         self,
         model: FleetModel,
-        nc: Client,
+        nc: Client | Uplink,
         *,
         speed: float,
         duration_s: float | None,
         progress: Progress | None,
     ) -> None:
         self.model = model
-        self.nc = nc
+        self.uplink = nc if isinstance(nc, Uplink) else Uplink.single(nc)
+        """The fleet's connections (one, or one per organisation: see :mod:`simulators.uplink`)."""
         self.duration_s = duration_s
         self.state = "new"  # new | running | paused | finished | stopped | failed
         self.error: BaseException | None = None
@@ -171,7 +173,7 @@ class RunHandle:
             raise LabStateError("advance() steps a manual (speed 0) or paused run; pause() first")
         n = 0
         for _ in range(round(seconds * self.model.scenario.tick_hz)):
-            n += await publish_all(self.nc, self.model.step())
+            n += await publish_all(self.uplink, self.model.step())
         self.published += n
         self.model.clock.sync_to_now()
         return n
@@ -302,10 +304,10 @@ class RunHandle:
 
     # ------------------------------------------------------------------ the loop
     async def _flush(self) -> None:
-        if self.nc.is_closed:
+        if self.uplink.is_closed:
             return
         try:
-            await self.nc.flush(timeout=FLUSH_TIMEOUT_S)  # type: ignore[arg-type]  # nats-py annotates int; it is asyncio.wait_for's float
+            await self.uplink.flush(FLUSH_TIMEOUT_S)
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("flush failed: %r", exc)
         self._last_flush = time.monotonic()
@@ -325,7 +327,7 @@ class RunHandle:
                 target = min(end_tick, math.floor(clock.due_s() * tick_hz + 1e-6))
                 stepped = 0
                 while model.tick < target and not self._stop and self.state == "running":
-                    self.published += await publish_all(self.nc, model.step())
+                    self.published += await publish_all(self.uplink, model.step())
                     stepped += 1
                     if stepped % YIELD_EVERY_TICKS == 0:
                         await asyncio.sleep(0)
@@ -363,7 +365,7 @@ class RunHandle:
 
 async def run_scenario(
     scenario: Scenario,
-    nc: Client,
+    nc: Client | Uplink,
     *,
     speed: float = 1.0,
     duration_s: float | None = None,
@@ -372,12 +374,14 @@ async def run_scenario(
     members: Sequence[int] | None = None,
     register_timeout_s: float | None = REGISTER_TIMEOUT_S,
     strict: bool = False,
+    registered: bool = False,
 ) -> RunHandle:
     """Register the fleet and start driving it in the background; return the control handle.
 
     Args:
         scenario: the scenario (see :func:`simulators.catalog.load_scenario`).
-        nc: a connected NATS client (the caller owns it and closes it after the run).
+        nc: a connected NATS client, or an :class:`~simulators.uplink.Uplink` with one connection
+            per organisation (relay identities); the caller owns them and closes them after the run.
         speed: simulated seconds per wall second; 0 = manual (:meth:`RunHandle.advance`).
         duration_s: stop after this many simulated seconds (default the scenario's; None = run
             until :meth:`RunHandle.stop`).
@@ -387,6 +391,8 @@ async def run_scenario(
         members: drive only these devices (indices in ``scenario.devices()`` order).
         register_timeout_s: wait up to this long for the lab to register every device (see
             :func:`register`); None publishes the registration and starts at once.
+        registered: the lab registered the organisations and entities already (``lab.fleet``
+            does before it issues the relays): only the ``bootsequence`` events are sent.
         strict: fail the run (``wait`` raises ScenarioError) if it falls more than a second
             behind real time, instead of logging and counting it.
 
@@ -401,7 +407,8 @@ async def run_scenario(
     model.clock.strict = strict
     duration = duration_s if duration_s is not None else scenario.duration_s
     handle = RunHandle(model, nc, speed=speed, duration_s=duration, progress=progress)
-    handle.published += await register(nc, model, timeout_s=register_timeout_s)
+    handle.uplink.bind((d.entity_id, d.org_id) for d in model.devices)
+    handle.published += await register(handle.uplink, model, timeout_s=register_timeout_s, registered=registered)
     model.clock.set_rate(speed)
     model.clock.sync_to_now()
     # devices stamp start + simulated time, and pacing starts only now, after registration: their

@@ -12,6 +12,9 @@ message_uids per phase), each compared with the same ceiling measured the same w
   until the last message is committed and acknowledged. This is the lab's own capacity, with no
   publisher competing for the cores (the ceiling's backlog consume likewise).
 
+The publisher connects with the lab's internal identity, not as a device: it measures the broker
+and the lab's ingest (simulated fleets, which speak as relays, are ``lab.fleet``'s).
+
 Kept for comparison with earlier runs: nats-py ``fetch()`` + ack on the lab's own broker
 (``raw_nats_pull_rate``, ``ratio_to_raw_nats``) and raw sqlite3 executemany of the same number of
 rows. Prints a table, writes JSON and an offline HTML plot of progress.

@@ -2,6 +2,11 @@
 
 Run by ``overwatch-lab bench ingest``; prints one JSON line with what it did. Payloads are built
 before the clock starts so the figure measures the fabric, not this generator.
+
+It connects with the lab's **internal** identity (handed over in ``OVERWATCH_LAB_NATS_AUTH``),
+not as a device or relay: it is a raw load generator that measures the broker and the lab's
+ingest, not a simulated fleet (those are held to the device rights: ``lab.fleet``), and a relay
+for thousands of entities would only add a subject-permission check per message to the figure.
 """
 
 from __future__ import annotations

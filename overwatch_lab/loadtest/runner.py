@@ -4,7 +4,9 @@
 given (a notebook's), one it attaches to (``data_dir`` of a running lab), or one it boots in a
 temporary folder (the default, with a telemetry stream large enough for the plan). Per step it
 starts a new set of simulator processes (:func:`simulators.multiproc.run_scenario_processes`)
-flying the load fleet scaled to the step's device count, samples once a second, waits for the
+flying the load fleet scaled to the step's device count (held to the device rights: the lab
+registers the step's fleet and issues one relay per organisation, ``lab.fleet.relays``, revoked
+after the step; an attached lab is attached with its internal identity for that), samples once a second, waits for the
 consumer lag to drain, and judges the step (:mod:`overwatch_lab.loadtest.verdict`). At the end
 every telemetry message the stream stored (JetStream's acknowledgement; the simulators publish
 with core NATS and ``Nats-Msg-Id``) is read back by sequence and looked up in libSQL by
@@ -40,6 +42,7 @@ from overwatch_lab.loadtest.probes import (
     lab_processes,
 )
 from overwatch_lab.protocol.subjects import STREAM_TELEMETRY
+from overwatch_lab.simulation import FleetCredentials
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +171,26 @@ class LoadTest:
         return step
 
     async def _drive(self, step: _Step, sc: Any, start: Any, n: int) -> None:
+        # the simulated devices are held to the device rights: one relay per organisation
+        creds = await asyncio.to_thread(self.lab.fleet.relays, sc)
+        try:
+            await self._drive_with(step, sc, start, n, creds)
+        finally:
+            await asyncio.to_thread(self.lab.fleet.release, creds)
+
+    async def _drive_with(self, step: _Step, sc: Any, start: Any, n: int, creds: FleetCredentials | None) -> None:
         plan = self.plan
         step.before = await self._stats()
         seq0 = await self._last_seq()
         handle = await start(
             sc,
             self.lab.nats_url,
-            auth=self.lab.nats_auth,
+            auth=creds.by_org if creds is not None else self.lab.nats_auth,
             processes=step.processes,
             speed=1.0,
             duration_s=plan.step_s,
             register_timeout_s=plan.register_timeout_s,
+            registered=creds is not None,
         )
         t0 = time.monotonic()
         step.go_epoch = float(handle.start_epoch_s or time.time())
@@ -455,8 +467,8 @@ async def run_loadtest(
     if lab is not None:
         return await LoadTest(plan, lab, progress).run(before_check)
     if data_dir is not None:
-        # internal: the load test registers its fleet and reads the streams' state ($JS.API), which
-        # an observer may not; it reads lab.json's credentials (0600), so only the lab's owner can
+        # internal: the load test registers each step's fleet, issues its relays and reads the
+        # streams' state ($JS.API), which an observer may not; it reads lab.json (0600)
         attached = await asyncio.to_thread(partial(Lab.attach, data_dir, identity="internal"))
         try:
             return await LoadTest(plan, attached, progress).run(before_check)

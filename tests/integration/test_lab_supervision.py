@@ -23,6 +23,7 @@ from overwatch_lab.protocol import subjects as s
 from overwatch_lab.runtime import LoopThread
 from overwatch_lab.store import queries
 from tests.integration.test_lab_lifecycle import _start_cli, nats_server_pids
+from tests.integration.test_lab_simulate import ORG as SIM_ORG
 from tests.integration.test_lab_simulate import tiny
 
 ORG = "org-sup"
@@ -133,7 +134,8 @@ def test_broker_sigkill_during_ingest_comes_back_on_the_same_url_and_loses_nothi
         # The outside publisher and the simulated device reconnected with what they were given ...
         assert publisher.reconnects >= 1 and f"nats://{publisher.last_server}" == url
         lab.wait_for(
-            lambda: connection_names(lab) >= {"overwatch-lab", "overwatch-lab-sim:tiny"},
+            # the fleet speaks on its organisation's relay: one connection per organisation
+            lambda: connection_names(lab) >= {"overwatch-lab", f"overwatch-lab-sim:tiny:{SIM_ORG}"},
             timeout=10,
             what="the lab and the device on the restarted broker",
         )
