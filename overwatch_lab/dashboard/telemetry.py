@@ -24,6 +24,7 @@ from bokeh.models.renderers import DataRenderer
 from bokeh.plotting import figure
 
 from overwatch_lab.dashboard.datastore import DataStore
+from overwatch_lab.dashboard.model_updates import ModelUpdates
 
 if TYPE_CHECKING:
     from bokeh.models.sources import DataDict
@@ -105,6 +106,7 @@ class TelemetryPanel(pn.viewable.Viewer):
         self.summary = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
         self.sources = {plot: ColumnDataSource(series_columns(pd.DataFrame(), plot)) for plot in SERIES}
         self.figures = self._build_figures()
+        self.updates = ModelUpdates(next(iter(self.figures.values())))
         self._entity: str | None = None
         self._last_id = -1
         self._sync_options()
@@ -230,9 +232,11 @@ class TelemetryPanel(pn.viewable.Viewer):
 
     @param.depends("data_store.telemetry", watch=True)
     def _sync_plots(self) -> None:
+        if self.data_store is not None:
+            self.updates.apply("plots", self._apply_plots)  # in the document's lock when served
+
+    def _apply_plots(self) -> None:
         store = self.data_store
-        if store is None:
-            return
         telemetry = store.telemetry
         entity = store.telemetry_entity
         if entity != self._entity or telemetry is None or telemetry.empty:
