@@ -89,6 +89,11 @@ class AttachedLab:
         """See ``Lab.stats``."""
         return self.lab().stats()
 
+    @property
+    def commands(self) -> Any:
+        """The attached lab's ``commands`` (sending needs ``identity="operator"``)."""
+        return self.lab().commands
+
 
 class _AttachedFrames:
     """``lab.frames`` of whatever lab :class:`AttachedLab` is attached to at the time of the read."""

@@ -6,6 +6,10 @@ that follows a lab by folder, for ``panel serve``, is :mod:`overwatch_lab.dashbo
 
 Each browser session gets its own :class:`~overwatch_lab.dashboard.app.Dashboard`; its
 periodic refresh stops when the session is destroyed and when :meth:`DashboardServer.stop` runs.
+
+Served beyond loopback, :func:`serve` refuses to start without ``users`` (see
+:mod:`~overwatch_lab.dashboard.access`); with users, every page asks for a login (Panel's basic
+auth, an offline login page, a signed cookie) and each session gets its user's role.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import logging
 import socket
 import threading
@@ -23,10 +28,43 @@ from typing import Any
 
 import panel as pn
 
+from pathlib import Path
+
+from overwatch_lab.dashboard.access import LOCAL_USER, OPERATOR, VIEWER, Users, check_exposure, cookie_secret
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
 
 log = logging.getLogger(__name__)
+
+LOGIN_TEMPLATE = Path(__file__).with_name("login.html")
+"""The login page (offline: Panel's own loads CSS and a logo from its CDN)."""
+
+_CLOSED_SOCKET_ERRORS = ("WebSocketClosedError", "StreamClosedError")
+
+
+def quiet_closed_websockets(loop: asyncio.AbstractEventLoop) -> None:
+    """Log a write to a websocket the browser already closed (a closed tab) as debug, not a traceback.
+
+    Bokeh and Panel write to a session's websocket in tasks nobody awaits; when the tab closed
+    in between, asyncio reports "Task exception was never retrieved" with a full traceback.
+    Every other exception goes to the loop's previous handler.
+    """
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_closed_websockets", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is not None and type(exc).__name__ in _CLOSED_SOCKET_ERRORS:
+            log.debug("dashboard: write to a closed websocket dropped: %r", exc)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_closed_websockets = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -74,8 +112,12 @@ class DashboardServer:
         websocket_origin: list[str] | None,
         title: str,
         server_options: dict[str, Any] | None = None,
+        users: Users | None = None,
+        secret: str | None = None,
     ) -> None:
         self._app = app
+        self.users = users
+        self._secret = secret
         self._options = dict(server_options or {})
         self.address = address
         self.port = port
@@ -109,8 +151,17 @@ class DashboardServer:
         """The Dashboard of every browser session not yet garbage-collected (stopped ones included)."""
         return list(self._dashboards)
 
+    def _session_identity(self) -> tuple[str, str]:
+        """(user, role) of the session being built: the logged-in user's role, else the local operator."""
+        if self.users is None:
+            return LOCAL_USER, OPERATOR
+        user = pn.state.user
+        return (user or "?"), (self.users.role_of(user) or VIEWER)
+
     def _make_session(self) -> Any:
-        dashboard = self._app()
+        user, role = self._session_identity()
+        takes_identity = "role" in inspect.signature(self._app).parameters
+        dashboard = self._app(user=user, role=role) if takes_identity else self._app()
         if isinstance(dashboard, Dashboard):
             self._dashboards.add(dashboard)
             dashboard.start()
@@ -134,7 +185,15 @@ class DashboardServer:
 
         io_loop = IOLoop(make_current=False)
         asyncio.set_event_loop(io_loop.asyncio_loop)
+        quiet_closed_websockets(io_loop.asyncio_loop)
         origins = self._origins or [f"{self.address}:{self.port}", f"localhost:{self.port}"]
+        auth: dict[str, Any] = {}
+        if self.users is not None:  # the passwords go to Panel's login handler, nowhere else
+            auth = {
+                "basic_auth": dict(self.users.passwords),
+                "cookie_secret": self._secret,
+                "login_template": str(LOGIN_TEMPLATE),
+            }
         try:
             self._server = get_server(
                 self._make_session,
@@ -147,6 +206,7 @@ class DashboardServer:
                 title=self._title,
                 verbose=False,
                 server_id=self._server_id,
+                **auth,
                 **self._options,
             )
             self._server.start()
@@ -223,6 +283,9 @@ def serve(
     tile_url: str | None = None,
     title: str = TITLE,
     websocket_origin: list[str] | None = None,
+    users: Users | str | Path | None = None,
+    cookie_secret_value: str | None = None,
+    beyond_loopback: bool | None = None,
     **server_options: Any,
 ) -> DashboardServer:
     """Serve the dashboard for ``source`` from this process, on a thread, and return the running server.
@@ -240,18 +303,27 @@ def serve(
         **server_options: passed to ``panel.io.server.get_server`` (e.g.
             ``unused_session_lifetime_milliseconds``: how long a closed tab's session lingers
             before it is destroyed and its refresh stops; Bokeh's default is 15 s).
+        users: who may log in (a :class:`~.access.Users` or the path of a users file); with
+            users every page needs a login and each session gets its user's role.
+        cookie_secret_value: the secret signing login cookies (default: a random one per run).
+        beyond_loopback: treat the server as reachable from elsewhere (True) or not (False)
+            whatever ``address`` says; None: decided by ``address``.
 
     Returns:
         A :class:`DashboardServer` (``.port``, ``.url``, ``.stop()``; also a context manager).
 
     Raises:
-        ConfigError: ``port`` is taken (or cannot be bound on ``address``); see :func:`check_port`.
+        ConfigError: ``port`` is taken (or cannot be bound on ``address``), see :func:`check_port`;
+            or the server would be reachable beyond loopback without ``users``.
     """
     from overwatch_lab.errors import ConfigError
 
-    def app() -> Dashboard:
-        return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title)
+    def app(user: str | None = None, role: str = OPERATOR) -> Dashboard:
+        return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title, user=user, role=role)
 
+    known = Users.load(users) if isinstance(users, str | Path) else users
+    secret = cookie_secret(cookie_secret_value) if known is not None else None
+    check_exposure(address, known, beyond_loopback=beyond_loopback)
     check_port(address, port)
     attempts = 1 if port else 3  # a picked port can be taken before the server binds it
     for attempt in range(attempts):
@@ -263,6 +335,8 @@ def serve(
             websocket_origin=websocket_origin,
             title=title,
             server_options=server_options,
+            users=known,
+            secret=secret,
         )
         try:
             return server.start()
