@@ -74,6 +74,7 @@ class Users:
         passwords: dict[str, str] = {}
         roles: dict[str, str] = {}
         for name, entry in data.items():
+            password: Any
             if not isinstance(name, str) or not name.strip():
                 raise ConfigError(f"{origin}: a user name must be a non-empty string")
             if isinstance(entry, str):
@@ -83,9 +84,13 @@ class Users:
             else:
                 raise ConfigError(f"{origin}: user {name!r}: expected a password or an object")
             if not isinstance(password, str) or len(password) < 8:
-                raise ConfigError(f"{origin}: user {name!r}: the password must be a string of 8 or more characters")
+                raise ConfigError(
+                    f"{origin}: user {name!r}: the password must be a string of 8 or more characters"
+                )
             if role not in ROLES:
-                raise ConfigError(f"{origin}: user {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
+                raise ConfigError(
+                    f"{origin}: user {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}"
+                )
             passwords[name], roles[name] = password, role
         return cls(passwords=passwords, roles=roles)
 
@@ -100,7 +105,9 @@ class Users:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the dashboard users file {p}: {exc}") from None
         except json.JSONDecodeError as exc:  # the message quotes no content, only the position
-            raise ConfigError(f"dashboard users file {p} is not JSON (line {exc.lineno}, column {exc.colno})") from None
+            raise ConfigError(
+                f"dashboard users file {p} is not JSON (line {exc.lineno}, column {exc.colno})"
+            ) from None
         return cls.from_mapping(data, origin=str(p))
 
 

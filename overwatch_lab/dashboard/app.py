@@ -293,14 +293,58 @@ def build_app(
 
 
 # ---------------------------------------------------------------------------------------------- panel serve
-if pn.state.served:
-    from overwatch_lab.dashboard.attached import AttachedLab, default_data_dir
+OPERATORS_ENV = "OVERWATCH_LAB_DASHBOARD_OPERATORS"
+"""Under ``panel serve --basic-auth``: comma-separated users who may command (the others are viewers)."""
 
-    # Panel types the factory as taking no arguments, but passes **kwargs to it (and keys the cache on them).
-    _source = pn.state.as_cached(
-        "overwatch-lab-attached",
-        AttachedLab,  # type: ignore[arg-type]
-        data_dir=str(default_data_dir()),
-    )
-    _dashboard = Dashboard(source=_source).start()
-    _dashboard.template().servable(title=TITLE)
+
+def served_identity() -> tuple[str | None, str | None]:
+    """(user, role) of the ``panel serve`` session being built; role None: refuse the session.
+
+    With Panel's authentication (``--basic-auth``, OAuth) the user is the logged-in one and an
+    operator only when listed in ``$OVERWATCH_LAB_DASHBOARD_OPERATORS``. Without it only a
+    browser on this machine is served (the local operator): ``panel serve`` listens on every
+    interface unless given ``--address 127.0.0.1``, and a remote client gets no data unauthenticated.
+    """
+    import os
+
+    from overwatch_lab.dashboard.access import LOCAL_USER, VIEWER, is_loopback
+
+    if pn.config.basic_auth or pn.config.oauth_provider:
+        user = pn.state.user
+        operators = {u.strip() for u in os.environ.get(OPERATORS_ENV, "").split(",") if u.strip()}
+        return user, OPERATOR if user in operators else VIEWER
+    request = getattr(pn.state.curdoc.session_context, "request", None) if pn.state.curdoc else None
+    client = getattr(request, "remote_ip", None) or ""
+    if is_loopback(client):
+        return LOCAL_USER, OPERATOR
+    return None, None
+
+
+if pn.state.served:
+    import asyncio
+    import logging
+
+    from overwatch_lab.dashboard.attached import AttachedLab, default_data_dir
+    from overwatch_lab.dashboard.sockets import quiet_closed_websockets
+
+    quiet_closed_websockets(asyncio.get_event_loop())
+    _user, _role = served_identity()
+    if _role is None:
+        logging.getLogger(__name__).warning(
+            "dashboard: refused a session from another machine: no authentication configured "
+            "(panel serve --basic-auth FILE --cookie-secret ..., or --address 127.0.0.1)"
+        )
+        pn.pane.HTML(
+            "<h3>Refused</h3><p>This dashboard is served without authentication and answers only on "
+            "this machine. Serve it with <code>--basic-auth</code>, or use <code>overwatch-lab dashboard"
+            " --dashboard-users FILE</code>.</p>"
+        ).servable(title=TITLE)
+    else:
+        # Panel types the factory as taking no arguments, but passes **kwargs to it (and keys the cache on them).
+        _source = pn.state.as_cached(
+            "overwatch-lab-attached",
+            AttachedLab,  # type: ignore[arg-type]
+            data_dir=str(default_data_dir()),
+        )
+        _dashboard = Dashboard(source=_source, user=_user, role=_role).start()
+        _dashboard.template().servable(title=TITLE)

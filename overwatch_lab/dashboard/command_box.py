@@ -38,9 +38,9 @@ class CommandBox(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         allowed = can_command(self.role)
-        self.action = pn.widgets.Select(name="Command", options=list(ACTIONS), value="hold", width=110)
+        self.action = pn.widgets.Select(label="Command", options=list(ACTIONS), value="hold", width=110)
         self.send = pn.widgets.Button(
-            name="Send", button_type="primary", disabled=not allowed, width=80, css_classes=["ow-send"]
+            label="Send", color="primary", disabled=not allowed, width=80, css_classes=["ow-send"]
         )
         note = "" if allowed else f"{html.escape(self.role)}: sees, cannot command"
         self.status = pn.pane.HTML(
@@ -51,7 +51,9 @@ class CommandBox(pn.viewable.Viewer):
         self.send.on_click(self._on_send)
 
     def _say(self, text: str, color: str = "#57606a") -> None:
-        self.status.object = f'<span class="ow-command-status" style="color:{color}">{html.escape(text)}</span>'
+        self.status.object = (
+            f'<span class="ow-command-status" style="color:{color}">{html.escape(text)}</span>'
+        )
 
     def _on_send(self, _event: Any = None) -> None:
         if not can_command(self.role):
@@ -72,7 +74,10 @@ class CommandBox(pn.viewable.Viewer):
         doc = pn.state.curdoc
         self._say(f"sending {action} to {entity}…")
         threading.Thread(
-            target=self._send, args=(commands, entity, action, doc), name="overwatch-dashboard-command", daemon=True
+            target=self._send,
+            args=(commands, entity, action, doc),
+            name="overwatch-dashboard-command",
+            daemon=True,
         ).start()
 
     def _send(self, commands: Any, entity: str, action: str, doc: Any) -> None:

@@ -333,12 +333,15 @@ class FleetMap(pn.viewable.Viewer):
         self.updates.apply("entities", self._apply_entities)
 
     def _apply_entities(self) -> None:
-        fleet = self.data_store.fleet
+        store = self.data_store
+        if store is None or store.fleet is None:
+            return
+        fleet = store.fleet
         data = entity_columns(fleet, self.color_by, self.colors, self.drop_after_s)
         self._syncing = True
         try:
             self.source.data = data
-            self._select_in_source(self.data_store.selected)
+            self._select_in_source(store.selected)
         finally:
             self._syncing = False
         if self.fitted is None:
@@ -352,13 +355,15 @@ class FleetMap(pn.viewable.Viewer):
 
     @param.depends("focus_org", watch=True)
     def _focus_changed(self) -> None:
-        if self.data_store is not None and self.data_store.fleet is not None:
-            self.updates.apply("fit", lambda: self._fit(self.data_store.fleet))
+        self.fit()
 
     def fit(self) -> None:
-        """Fit the view to the fleet (or ``focus_org``) now, as it is."""
+        """Fit the view to the fleet (or ``focus_org``) as it is now."""
+        self.updates.apply("fit", self._fit_now)
+
+    def _fit_now(self) -> None:
         if self.data_store is not None and self.data_store.fleet is not None:
-            self.updates.apply("fit", lambda: self._fit(self.data_store.fleet))
+            self._fit(self.data_store.fleet)
 
     def _fit(self, fleet: pd.DataFrame) -> None:
         box = fit_box(fleet, self.focus_org)
@@ -374,6 +379,8 @@ class FleetMap(pn.viewable.Viewer):
 
     def _apply_trail(self) -> None:
         store = self.data_store
+        if store is None:
+            return
         same = store.selected is not None and store.telemetry_entity == store.selected
         self.trail.data = trail_columns(store.telemetry if same else None, self.trail_points)
 
@@ -383,6 +390,8 @@ class FleetMap(pn.viewable.Viewer):
             self.updates.apply("selection", self._apply_selection)
 
     def _apply_selection(self) -> None:
+        if self.data_store is None:
+            return
         self._syncing = True
         try:
             self._select_in_source(self.data_store.selected)

@@ -24,47 +24,20 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import panel as pn
 
-from pathlib import Path
-
 from overwatch_lab.dashboard.access import LOCAL_USER, OPERATOR, VIEWER, Users, check_exposure, cookie_secret
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
+from overwatch_lab.dashboard.sockets import quiet_closed_websockets
 
 log = logging.getLogger(__name__)
 
 LOGIN_TEMPLATE = Path(__file__).with_name("login.html")
 """The login page (offline: Panel's own loads CSS and a logo from its CDN)."""
-
-_CLOSED_SOCKET_ERRORS = ("WebSocketClosedError", "StreamClosedError")
-
-
-def quiet_closed_websockets(loop: asyncio.AbstractEventLoop) -> None:
-    """Log a write to a websocket the browser already closed (a closed tab) as debug, not a traceback.
-
-    Bokeh and Panel write to a session's websocket in tasks nobody awaits; when the tab closed
-    in between, asyncio reports "Task exception was never retrieved" with a full traceback.
-    Every other exception goes to the loop's previous handler.
-    """
-    previous = loop.get_exception_handler()
-    if getattr(previous, "quiets_closed_websockets", False):
-        return
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if exc is not None and type(exc).__name__ in _CLOSED_SOCKET_ERRORS:
-            log.debug("dashboard: write to a closed websocket dropped: %r", exc)
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    handler.quiets_closed_websockets = True  # type: ignore[attr-defined]
-    loop.set_exception_handler(handler)
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -104,7 +77,7 @@ class DashboardServer:
 
     def __init__(
         self,
-        app: Callable[[], Any],
+        app: Callable[..., Any],
         *,
         port: int,
         address: str,
@@ -319,7 +292,9 @@ def serve(
     from overwatch_lab.errors import ConfigError
 
     def app(user: str | None = None, role: str = OPERATOR) -> Dashboard:
-        return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title, user=user, role=role)
+        return Dashboard(
+            source=source, period_s=period_s, tile_url=tile_url, title=title, user=user, role=role
+        )
 
     known = Users.load(users) if isinstance(users, str | Path) else users
     secret = cookie_secret(cookie_secret_value) if known is not None else None

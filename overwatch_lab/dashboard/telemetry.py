@@ -86,7 +86,7 @@ EMPTY_WINDOW_MS = 60_000.0
 """Time span (ms, ending now) an empty plot shows."""
 
 
-def extent_columns(series: DataDict, plot: str, anchor_t: float | None, now_ms: float) -> DataDict:
+def extent_columns(series: Any, plot: str, anchor_t: float | None, now_ms: float) -> DataDict:
     """Return the points of a plot's invisible extent glyph, which keeps its ranges finite.
 
     With data: its newest point with a finite value (inside the data's bounds, so it never widens
@@ -266,6 +266,8 @@ class TelemetryPanel(pn.viewable.Viewer):
 
     def _apply_plots(self) -> None:
         store = self.data_store
+        if store is None:
+            return
         telemetry = store.telemetry
         entity = store.telemetry_entity
         if entity != self._entity or telemetry is None or telemetry.empty:
