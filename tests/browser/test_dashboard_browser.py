@@ -1,7 +1,14 @@
-"""The served dashboard in a real headless chromium: rows appear, update live, nothing leaves 127.0.0.1."""
+"""The served dashboard in a real headless chromium: rows appear, update live, nothing leaves 127.0.0.1.
+
+Every page here also records the browser's console errors and uncaught page errors, and the
+server's log (warnings and up, tracebacks included): a page load, a row click and closing the
+tab must leave both empty. Screenshots are kept in the test's tmp_path (pytest keeps the last
+three runs' folders under its basetemp).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -32,6 +39,56 @@ LOCAL_PREFIXES = ("http://127.0.0.1:", "ws://127.0.0.1:", "blob:http://127.0.0.1
 APP = Path(__file__).resolve().parents[2] / "overwatch_lab" / "dashboard" / "app.py"
 
 
+class ServerLog(logging.Handler):
+    """Every record of WARNING and up logged in this process (the in-process server's thread included)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def problems(self) -> list[str]:
+        """The records that are errors or tracebacks, formatted."""
+        formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+        return [
+            formatter.format(r)
+            for r in self.records
+            if r.levelno >= logging.ERROR or r.exc_info or "Traceback" in r.getMessage()
+        ]
+
+    def text(self) -> str:
+        """Everything recorded, formatted with tracebacks (to look for leaked secrets)."""
+        formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+        return "\n".join(formatter.format(r) for r in self.records)
+
+
+@pytest.fixture
+def server_log():
+    """Records the process's warnings and errors while the test runs."""
+    handler = ServerLog()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+
+
+def watch_console(page) -> list[str]:
+    """Collect the page's console errors and uncaught exceptions (and Bokeh's warnings) into a list."""
+    seen: list[str] = []
+
+    def on_console(message) -> None:
+        if message.type == "error" or (message.type == "warning" and "bokeh" in message.text):
+            seen.append(f"console {message.type}: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: seen.append(f"page error: {exc}"))
+    return seen
+
+
 @pytest.fixture
 def browser():
     """A headless Debian chromium driven by Playwright (skipped when either is missing)."""
@@ -47,25 +104,28 @@ def browser():
             browser.close()
 
 
-def test_served_dashboard_shows_the_fleet_live_and_offline(lab, browser, tmp_path):
+def test_served_dashboard_shows_the_fleet_live_and_offline(lab, browser, tmp_path, server_log):
     from overwatch_lab.dashboard import serve
 
     register_fleet(lab)
     fly(lab)
-    # A closed tab's session is destroyed after 1 s (Bokeh's default is 15 s) so the test can
-    # see its refresh stop.
+    # A closed tab's session is destroyed after 4 s (Bokeh's default is 15 s) so the test can
+    # see its refresh stop. Not much less: a session whose page has not opened its websocket
+    # within that time (a loaded machine) is discarded, and the websocket then gets a new
+    # session built without the page, whose stylesheets point at Panel's CDN.
     server = serve(
         lab,
         period_s=0.5,
-        unused_session_lifetime_milliseconds=1000,
-        check_unused_sessions_milliseconds=200,
+        unused_session_lifetime_milliseconds=4000,
+        check_unused_sessions_milliseconds=500,
     )
     requests: list[str] = []
     try:
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        console = watch_console(page)
         page.on("request", lambda r: requests.append(r.url))
         page.goto(server.url)
-        page.wait_for_selector(".tabulator-row", timeout=20_000)
+        page.wait_for_selector(".tabulator-row", timeout=40_000)  # a loaded machine renders slowly
         table = page.locator(".tabulator").first
         for _, entity_id, _, _ in FLEET:
             page.wait_for_selector(f".tabulator-row >> text={entity_id}", timeout=10_000)
@@ -86,6 +146,21 @@ def test_served_dashboard_shows_the_fleet_live_and_offline(lab, browser, tmp_pat
         assert len(dashboards) == 1 and dashboards[0].data_store.running
         assert dashboards[0].data_store.refreshes >= 2 and dashboards[0].data_store.errors == 0
 
+        # A row click selects the entity everywhere, with no server traceback (the map's trail
+        # used to be set outside the document lock).
+        page.locator(".tabulator-row", has_text="ugv-1").first.click()
+        wait_until(lambda: dashboards[0].data_store.selected == "ugv-1", timeout=10, what="ugv-1 selected")
+        wait_until(
+            lambda: len(dashboards[0].fleet_map.trail.data["x"]) == 3, timeout=10, what="ugv-1's trail drawn"
+        )
+        page.wait_for_selector(".tabulator-row.tabulator-selected >> text=ugv-1", timeout=10_000)
+
+        # At 1,600 px every column fits: the last one's header is inside the table's box.
+        box = table.bounding_box()
+        last = page.locator(".tabulator-col", has_text="Seen (s ago)").first.bounding_box()
+        assert box is not None and last is not None
+        assert last["x"] + last["width"] <= box["x"] + box["width"] + 1, (last, box)
+
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 20_000
@@ -105,6 +180,8 @@ def test_served_dashboard_shows_the_fleet_live_and_offline(lab, browser, tmp_pat
         server.stop()
     assert not server.running
     assert time.monotonic() - started < 5
+    assert not console, console
+    assert not server_log.problems(), "\n".join(server_log.problems())
 
 
 def _free_port() -> int:
