@@ -229,3 +229,75 @@ def test_panel_serve_attaches_to_the_lab_in_its_data_dir(lab, browser, tmp_path)
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+VIEWER_PASSWORD = "viewer-pass-7f3a"
+OPERATOR_PASSWORD = "operator-pass-91c2"
+
+
+def _log_in(browser, url: str, user: str, password: str, requests: list[str]):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.on("request", lambda r: requests.append(r.url))
+    console = watch_console(page)
+    page.goto(url)
+    page.wait_for_selector("#login-form", timeout=20_000)  # no dashboard before a login
+    assert page.locator(".tabulator-row").count() == 0
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login-submit")
+    page.wait_for_selector(".tabulator-row", timeout=40_000)
+    return page, console
+
+
+def test_beyond_loopback_a_login_is_required_and_a_viewer_cannot_command(lab, browser, tmp_path, server_log):
+    """Bound to 127.0.0.1 with the beyond-loopback mode forced (no other address is ever used)."""
+    from overwatch_lab.dashboard import serve
+    from overwatch_lab.dashboard.access import Users
+    from overwatch_lab.errors import ConfigError
+
+    register_fleet(lab)
+    fly(lab, steps=1)
+    with pytest.raises(ConfigError, match="without authentication"):
+        serve(lab, beyond_loopback=True)  # refused before anything listens
+
+    users_file = tmp_path / "users.json"
+    users_file.write_text(
+        '{"vic": {"password": "%s", "role": "viewer"}, "ola": {"password": "%s", "role": "operator"}}'
+        % (VIEWER_PASSWORD, OPERATOR_PASSWORD)
+    )
+    server = serve(lab, users=Users.load(users_file), beyond_loopback=True, period_s=0.5)
+    requests: list[str] = []
+    try:
+        page, console = _log_in(browser, server.url, "vic", VIEWER_PASSWORD, requests)
+        viewer = next(d for d in server.dashboards if d.user == "vic")
+        assert viewer.role == "viewer"
+        page.wait_for_selector("text=viewer: sees, cannot command", timeout=10_000)
+        assert page.locator(".ow-send button").first.is_disabled()
+        assert VIEWER_PASSWORD not in page.content()
+        page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
+        # A send that reaches the server anyway (a crafted event) is refused there.
+        viewer.data_store.selected = "uav-1"
+        viewer.command_box._on_send()
+        assert viewer.command_box.refused == 1 and viewer.command_box.sent == 0
+        page.close()
+
+        page, console2 = _log_in(browser, server.url, "ola", OPERATOR_PASSWORD, requests)
+        operator = next(d for d in server.dashboards if d.user == "ola")
+        assert operator.role == "operator"
+        page.locator(".tabulator-row", has_text="uav-2").first.click()
+        wait_until(lambda: operator.data_store.selected == "uav-2", timeout=10, what="uav-2 selected")
+        send = page.locator(".ow-send button").first
+        assert send.is_enabled()
+        send.click()
+        page.wait_for_selector("text=hold sent to uav-2", timeout=15_000)
+        assert operator.command_box.sent == 1
+        page.screenshot(path=str(tmp_path / "operator.png"), full_page=True)
+        page.close()
+    finally:
+        server.stop()
+    outside = [u for u in requests if not u.startswith(LOCAL_PREFIXES)]
+    assert not outside, f"requests outside 127.0.0.1: {outside}"
+    assert not console and not console2, console + console2
+    assert not server_log.problems(), "\n".join(server_log.problems())
+    logged = server_log.text()
+    assert VIEWER_PASSWORD not in logged and OPERATOR_PASSWORD not in logged
