@@ -68,6 +68,31 @@ def check_port(address: str, port: int) -> None:
             raise ConfigError(f"dashboard port {port} on {address} is {why}") from None
 
 
+_WRITE_TASKS = ("write_message", "_dispatch_msgs")
+"""Bokeh's and Panel's websocket writes (the coroutines' names): pending ones are finished at stop."""
+
+
+def _finish_tasks(loop: asyncio.AbstractEventLoop, timeout: float = 2.0) -> None:
+    """Let the websocket writes still pending on the stopped server loop end (cancelled if they must).
+
+    Closing a loop with pending tasks makes asyncio log "Task was destroyed but it is pending!"
+    for each when it is garbage-collected. Only writes are touched: cancelling a websocket's
+    receive loop would run Bokeh's close handler on a session already detached.
+    """
+    writes = [
+        t
+        for t in asyncio.all_tasks(loop)
+        if not t.done() and any(n in getattr(t.get_coro(), "__qualname__", "") for n in _WRITE_TASKS)
+    ]
+    if not writes:
+        return
+    _, late = loop.run_until_complete(asyncio.wait(writes, timeout=timeout / 2))
+    for task in late:
+        task.cancel()
+    if late:
+        loop.run_until_complete(asyncio.wait(late, timeout=timeout / 2))
+
+
 class DashboardServer:
     """A Panel server running the dashboard on a thread of this process.
 
@@ -194,6 +219,7 @@ class DashboardServer:
         try:
             io_loop.start()
         finally:
+            _finish_tasks(io_loop.asyncio_loop)
             io_loop.close(all_fds=True)
 
     def stop(self, timeout: float = 10.0) -> None:

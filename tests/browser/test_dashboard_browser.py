@@ -8,9 +8,11 @@ three runs' folders under its basetemp).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -221,6 +223,10 @@ def test_panel_serve_attaches_to_the_lab_in_its_data_dir(lab, browser, tmp_path)
             page.wait_for_selector(f".tabulator-row >> text={entity_id}", timeout=20_000)
         assert not [u for u in requests if not u.startswith(LOCAL_PREFIXES)]
         page.close()
+        # The first Ctrl-C stops it (with an attached lab and a session's refresh running).
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0, log_path.read_text()
+        assert "Traceback" not in log_path.read_text(), log_path.read_text()
     finally:
         proc.terminate()
         try:
@@ -261,10 +267,11 @@ def test_beyond_loopback_a_login_is_required_and_a_viewer_cannot_command(lab, br
         serve(lab, beyond_loopback=True)  # refused before anything listens
 
     users_file = tmp_path / "users.json"
-    users_file.write_text(
-        '{"vic": {"password": "%s", "role": "viewer"}, "ola": {"password": "%s", "role": "operator"}}'
-        % (VIEWER_PASSWORD, OPERATOR_PASSWORD)
-    )
+    users = {
+        "vic": {"password": VIEWER_PASSWORD, "role": "viewer"},
+        "ola": {"password": OPERATOR_PASSWORD, "role": "operator"},
+    }
+    users_file.write_text(json.dumps(users))
     server = serve(lab, users=Users.load(users_file), beyond_loopback=True, period_s=0.5)
     requests: list[str] = []
     try:

@@ -41,7 +41,9 @@ def test_users_file_roles_and_defaults(tmp_path):
     users = Users.load(path)
     assert users.role_of("ola") == OPERATOR and users.role_of("vic") == VIEWER  # a bare password: viewer
     assert users.role_of("nobody") is None and users.role_of(None) is None
-    assert can_command(users.role_of("ola")) and not can_command(users.role_of("vic")) and not can_command(None)
+    assert (
+        can_command(users.role_of("ola")) and not can_command(users.role_of("vic")) and not can_command(None)
+    )
     assert SECRET not in repr(users)
 
 
@@ -51,9 +53,9 @@ def test_users_file_roles_and_defaults(tmp_path):
         ("[]", "expected a JSON object"),
         ("{}", "expected a JSON object"),
         ('{"a": {"password": "short"}}', "8 or more characters"),
-        ('{"a": {"password": "%s", "role": "admin"}}' % SECRET, "role must be one of"),
+        (json.dumps({"a": {"password": SECRET, "role": "admin"}}), "role must be one of"),
         ('{"a": 5}', "expected a password or an object"),
-        ('{"a": "%s",' % SECRET, "is not JSON"),
+        (json.dumps({"a": SECRET})[:-1] + ",", "is not JSON"),
     ],
 )
 def test_bad_users_files_are_refused_without_quoting_a_password(tmp_path, content, message):
