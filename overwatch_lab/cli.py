@@ -67,7 +67,8 @@ def dashboard_access(a: argparse.Namespace) -> dict[str, Any]:
     """
     from overwatch_lab.dashboard.access import Users, check_exposure
 
-    users = Users.load(a.dashboard_users) if a.dashboard_users is not None else None
+    path = getattr(a, "dashboard_users", None)
+    users = Users.load(path) if path is not None else None
     check_exposure(a.dashboard_address, users)
     return {"users": users, "cookie_secret_value": os.environ.get(DASHBOARD_SECRET_ENV)}
 
