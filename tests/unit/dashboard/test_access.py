@@ -126,3 +126,23 @@ def test_attached_lab_gives_up_on_a_lab_whose_owner_died(tmp_path):
     source = AttachedLab(tmp_path, timeout=1.0)
     with pytest.raises(ConfigError, match="is gone"):
         source.frames.states()
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [("127.0.0.1", ("local", OPERATOR)), ("::1", ("local", OPERATOR)), ("192.0.2.7", (None, None))],
+)
+def test_panel_serve_without_auth_serves_only_this_machine(client, expected):
+    """``served_identity`` judges the client's address (a test double of Bokeh's request)."""
+    from types import SimpleNamespace
+
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    from overwatch_lab.dashboard.app import served_identity
+
+    doc = Document()
+    context = SimpleNamespace(request=SimpleNamespace(remote_ip=client))
+    doc._session_context = lambda: context  # what Bokeh sets for a served session
+    with set_curdoc(doc):
+        assert served_identity() == expected
