@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 DASHBOARD_PORT = 5006
 DASHBOARD_ADDRESS = "127.0.0.1"
+DASHBOARD_SECRET_ENV = "OVERWATCH_LAB_DASHBOARD_COOKIE_SECRET"
+"""Environment variable holding the dashboard's cookie secret (default: a random one per run)."""
 
 
 def _lab_config(a: argparse.Namespace) -> LabConfig:
@@ -58,10 +60,25 @@ def _data_dir(a: argparse.Namespace) -> Path:
     return Path(a.data_dir) if a.data_dir is not None else default_data_dir()
 
 
+def dashboard_access(a: argparse.Namespace) -> dict[str, Any]:
+    """``serve``'s access arguments from ``--dashboard-users`` and $OVERWATCH_LAB_DASHBOARD_COOKIE_SECRET.
+
+    Fails with one line, before anything boots, when the dashboard would be reachable beyond
+    loopback without users, or the users file is unusable.
+    """
+    from overwatch_lab.dashboard.access import Users, check_exposure
+
+    path = getattr(a, "dashboard_users", None)
+    users = Users.load(path) if path is not None else None
+    check_exposure(a.dashboard_address, users)
+    return {"users": users, "cookie_secret_value": os.environ.get(DASHBOARD_SECRET_ENV)}
+
+
 def check_dashboard_port(a: argparse.Namespace) -> None:
     """Fail with one line, before anything boots, when ``--dashboard-port`` cannot be served."""
     from overwatch_lab.dashboard.server import check_port
 
+    dashboard_access(a)
     try:
         check_port(a.dashboard_address, a.dashboard_port)
     except ConfigError as exc:
@@ -179,7 +196,7 @@ def _show_and_serve(lab: Lab, a: argparse.Namespace, fleet: Scenario | None) -> 
     if not a.no_dashboard:
         from overwatch_lab.dashboard import serve
 
-        server = serve(lab, port=a.dashboard_port, address=a.dashboard_address)
+        server = serve(lab, port=a.dashboard_port, address=a.dashboard_address, **dashboard_access(a))
         lines.append(f"  {'dashboard':<12} {server.url}")
     print("overwatch-lab is up", *lines, sep="\n")
     print("Ctrl-C to stop.", flush=True)
@@ -213,8 +230,9 @@ async def _dashboard(a: argparse.Namespace) -> int:
                 print(note, file=sys.stderr, flush=True)
         try:
             server = await asyncio.to_thread(
-                serve, source, port=a.dashboard_port, address=a.dashboard_address, show=a.show
-            )
+                serve, source, port=a.dashboard_port, address=a.dashboard_address, show=a.show,
+                **dashboard_access(a),
+            )  # fmt: skip
             try:
                 print(f"dashboard at {server.url}  (Ctrl-C to stop)", flush=True)
                 await signals.stop_requested.wait()
@@ -264,7 +282,12 @@ def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--dashboard-address", default=DASHBOARD_ADDRESS, metavar="ADDRESS",
-        help="dashboard address (default: %(default)s, loopback)",
+        help="dashboard address (default: %(default)s, loopback); any other needs --dashboard-users",
+    )  # fmt: skip
+    p.add_argument(
+        "--dashboard-users", metavar="FILE",
+        help="JSON users file ({name: {password, role: viewer|operator}}): the dashboard asks for a "
+        f"login; required beyond loopback. Cookie secret: ${DASHBOARD_SECRET_ENV} (default: random)",
     )  # fmt: skip
 
 

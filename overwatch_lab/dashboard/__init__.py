@@ -11,8 +11,9 @@ dashboard: ``import panel as pn; pn.extension("tabulator", inline=True)``.
 ``panel serve overwatch_lab/dashboard/app.py`` serves the lab in ``$OVERWATCH_LAB_DATA_DIR``.
 
 Parts: :class:`DataStore` (reads the lab, holds the frames), :class:`FleetTable`,
-:class:`FleetMap`, :class:`TelemetryPanel`, :class:`WorkerStats`, and :class:`Dashboard`
-(all of them together).
+:class:`FleetMap`, :class:`TelemetryPanel`, :class:`WorkerStats`, :class:`CommandBox` (sends,
+for an operator), and :class:`Dashboard` (all of them together). :class:`Users` (``access``):
+who may log in, with which role; beyond loopback the server refuses to start without them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "AttachedLab": "attached",
+    "CommandBox": "command_box",
+    "Users": "access",
     "Dashboard": "app",
     "DashboardServer": "server",
     "build_app": "app",

@@ -30,6 +30,8 @@ from typing import Any
 import panel as pn
 import param
 
+from overwatch_lab.dashboard.access import OPERATOR, ROLES
+from overwatch_lab.dashboard.command_box import CommandBox
 from overwatch_lab.dashboard.datastore import DataStore, FleetSource
 from overwatch_lab.dashboard.fleet import FleetTable
 from overwatch_lab.dashboard.frames import quarantine_records
@@ -139,11 +141,16 @@ class Dashboard(pn.viewable.Viewer):
     period_s = param.Number(default=1.0, bounds=(0.1, 3600), doc="Seconds between refreshes.")
     tile_url = param.String(default=None, allow_None=True, doc="Optional local XYZ tile URL for the map.")
     title = param.String(default=TITLE, doc="Page title.")
+    role: param.Selector[str] = param.Selector(
+        default=OPERATOR, objects=list(ROLES), doc="The session's role: a viewer sees but cannot command."
+    )
+    user = param.String(default=None, allow_None=True, doc="The logged-in user (None: no login).")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.session_closed = False  # set when its served session is destroyed
         self.data_store = DataStore(source=self.source, period_s=self.period_s)
+        self.command_box = CommandBox(data_store=self.data_store, role=self.role, user=self.user)
         self.overview = Overview(data_store=self.data_store)
         self.fleet_table = FleetTable(data_store=self.data_store)
         self.fleet_map = FleetMap(data_store=self.data_store, tile_url=self.tile_url)
@@ -164,13 +171,16 @@ class Dashboard(pn.viewable.Viewer):
     def start(self) -> Dashboard:
         """Start the periodic refresh; in a served session, stop it when the session ends.
 
-        In a served session the refresh starts once the page has loaded (``pn.state.onload``):
-        a model changed while Panel is still rendering the page would point its stylesheets
-        at Panel's CDN instead of this server. Elsewhere (a notebook) the first read happens
-        now, blocking, so the displayed output already holds the fleet.
+        The first read happens now, blocking, so the page (or the notebook's output) is built
+        with the fleet already in it. In a served session the periodic refresh starts once the
+        page has loaded (``pn.state.onload``): a model changed while the browser is still
+        rendering the page points its stylesheets at Panel's CDN instead of this server, and a
+        table whose data is replaced before Tabulator finished building throws
+        "Cannot read properties of null (reading 'verticalFillMode')".
         """
         doc = pn.state.curdoc
         if doc is not None and doc.session_context is not None:
+            self.data_store.refresh()
 
             def start_refresh() -> None:
                 self.data_store.start()  # which stops it when the session is destroyed
@@ -194,7 +204,7 @@ class Dashboard(pn.viewable.Viewer):
         return pn.Column(
             pn.Row(
                 pn.Column(self.fleet_map, sizing_mode="stretch_width"),
-                pn.Column(self.telemetry, width=460),
+                pn.Column(self.command_box, self.telemetry, width=460),
                 sizing_mode="stretch_width",
             ),
             self.fleet_table,
@@ -283,14 +293,58 @@ def build_app(
 
 
 # ---------------------------------------------------------------------------------------------- panel serve
-if pn.state.served:
-    from overwatch_lab.dashboard.attached import AttachedLab, default_data_dir
+OPERATORS_ENV = "OVERWATCH_LAB_DASHBOARD_OPERATORS"
+"""Under ``panel serve --basic-auth``: comma-separated users who may command (the others are viewers)."""
 
-    # Panel types the factory as taking no arguments, but passes **kwargs to it (and keys the cache on them).
-    _source = pn.state.as_cached(
-        "overwatch-lab-attached",
-        AttachedLab,  # type: ignore[arg-type]
-        data_dir=str(default_data_dir()),
-    )
-    _dashboard = Dashboard(source=_source).start()
-    _dashboard.template().servable(title=TITLE)
+
+def served_identity() -> tuple[str | None, str | None]:
+    """(user, role) of the ``panel serve`` session being built; role None: refuse the session.
+
+    With Panel's authentication (``--basic-auth``, OAuth) the user is the logged-in one and an
+    operator only when listed in ``$OVERWATCH_LAB_DASHBOARD_OPERATORS``. Without it only a
+    browser on this machine is served (the local operator): ``panel serve`` listens on every
+    interface unless given ``--address 127.0.0.1``, and a remote client gets no data unauthenticated.
+    """
+    import os
+
+    from overwatch_lab.dashboard.access import LOCAL_USER, VIEWER, is_loopback
+
+    if pn.config.basic_auth or pn.config.oauth_provider:
+        user = pn.state.user
+        operators = {u.strip() for u in os.environ.get(OPERATORS_ENV, "").split(",") if u.strip()}
+        return user, OPERATOR if user in operators else VIEWER
+    request = getattr(pn.state.curdoc.session_context, "request", None) if pn.state.curdoc else None
+    client = getattr(request, "remote_ip", None) or ""
+    if is_loopback(client):
+        return LOCAL_USER, OPERATOR
+    return None, None
+
+
+if pn.state.served:
+    import asyncio
+    import logging
+
+    from overwatch_lab.dashboard.attached import AttachedLab, default_data_dir
+    from overwatch_lab.dashboard.sockets import quiet_closed_websockets
+
+    quiet_closed_websockets(asyncio.get_event_loop())
+    _user, _role = served_identity()
+    if _role is None:
+        logging.getLogger(__name__).warning(
+            "dashboard: refused a session from another machine: no authentication configured "
+            "(panel serve --basic-auth FILE --cookie-secret ..., or --address 127.0.0.1)"
+        )
+        pn.pane.HTML(
+            "<h3>Refused</h3><p>This dashboard is served without authentication and answers only on "
+            "this machine. Serve it with <code>--basic-auth</code>, or use <code>overwatch-lab dashboard"
+            " --dashboard-users FILE</code>.</p>"
+        ).servable(title=TITLE)
+    else:
+        # Panel types the factory as taking no arguments, but passes **kwargs to it (and keys the cache on them).
+        _source = pn.state.as_cached(
+            "overwatch-lab-attached",
+            AttachedLab,  # type: ignore[arg-type]
+            data_dir=str(default_data_dir()),
+        )
+        _dashboard = Dashboard(source=_source, user=_user, role=_role).start()
+        _dashboard.template().servable(title=TITLE)

@@ -29,7 +29,11 @@ class AttachedLab:
 
     Each call checks ``<data_dir>/lab.json``: while it is unchanged the same attached Lab is used;
     when it changed (the lab restarted) the old attachment is closed and a new one made; when it
-    is gone (the lab stopped) the call raises ConfigError, which the DataStore shows.
+    is gone (the lab stopped) the call raises ConfigError, which the DataStore shows. A lab.json
+    left behind by an owner that died (killed, the machine rebooted) is recognised by its
+    ``lab.lock`` naming a process that no longer runs: the attachment to the old broker is closed
+    (it stops reconnecting to the old address) and the call raises ConfigError until a new lab
+    writes its lab.json.
     Thread-safe: one instance serves every session of a ``panel serve`` process.
     """
 
@@ -49,6 +53,7 @@ class AttachedLab:
 
     def lab(self) -> Lab:
         """Return the attached Lab, attaching (again) when ``lab.json`` changed."""
+        from overwatch_lab.datadir_lock import LOCK_NAME, read_owner
         from overwatch_lab.errors import ConfigError
         from overwatch_lab.lab import LAB_JSON, Lab, LabState
 
@@ -56,6 +61,14 @@ class AttachedLab:
             stamp: bytes | None = (self.data_dir / LAB_JSON).read_bytes()
         except FileNotFoundError:
             stamp = None
+        owner = read_owner(self.data_dir / LOCK_NAME) if stamp is not None else None
+        if owner is not None and not owner.alive():
+            with self._lock:
+                self._close_locked()
+            raise ConfigError(
+                f"the lab in {self.data_dir} is gone (its owner, pid {owner.pid}, no longer runs; "
+                f"{LAB_JSON} is stale); waiting for a new lab there"
+            )
         with self._lock:
             if self._lab is not None and stamp == self._stamp and self._lab.state is LabState.RUNNING:
                 return self._lab
@@ -88,6 +101,11 @@ class AttachedLab:
     def stats(self) -> dict[str, dict[str, Any]]:
         """See ``Lab.stats``."""
         return self.lab().stats()
+
+    @property
+    def commands(self) -> Any:
+        """The attached lab's ``commands`` (sending needs ``identity="operator"``)."""
+        return self.lab().commands
 
 
 class _AttachedFrames:

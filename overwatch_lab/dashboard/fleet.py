@@ -210,7 +210,9 @@ class FleetTable(pn.viewable.Viewer):
 
     data_store = param.ClassSelector(class_=DataStore, doc="Where the fleet frame comes from.")
     live_only = param.Boolean(default=False, doc="Show only entities whose link is live.")
-    height = param.Integer(default=380, bounds=(120, None), doc="Table height in pixels (rows scroll).")
+    height = param.Integer(
+        default=640, bounds=(120, None), doc="Table height in pixels (about 18 rows; more rows scroll)."
+    )
     last_update = param.String(
         default="none", doc="What the last refresh did to the table (patch, stream, …)."
     )
@@ -224,7 +226,7 @@ class FleetTable(pn.viewable.Viewer):
             disabled=True,
             selectable=1,
             sortable=True,
-            layout="fit_data_stretch",
+            layout="fit_columns",  # every column inside the table's width: none cut off at the right
             sizing_mode="stretch_width",
             height=self.height,
             frozen_columns=["entity_id"],

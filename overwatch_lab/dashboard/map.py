@@ -8,8 +8,16 @@ One glyph per entity: the marker says what it is (triangle = aircraft, square = 
 diamond = surface vessel, …), rotated to its heading; the colour says which organisation (or
 kind, ``color_by``); a stale entity is drawn faded. Hover shows id, mode, speed, battery. Tap an
 entity to select it (``data_store.selected``): its recent positions from the telemetry history
-are drawn as a trail. The ColumnDataSources are updated in place; the figure is never rebuilt,
-and the plot's ranges follow the data until the operator pans or zooms (reset returns to that).
+are drawn as a trail. The ColumnDataSources are updated in place; the figure is never rebuilt.
+
+The view is fitted once: to the fleet when the first positions arrive, and again only when the
+operator picks what to fit (``focus_org``: the whole fleet or one organisation). Between fits the
+axes stay put however the fleet moves, and a pan or zoom by the operator is kept (the reset tool
+returns to the last fit). An entity whose link is stale is drawn faded; one not heard from for
+``drop_after_s`` (default 10 minutes: a finished fleet) is left off the map (it stays in the table).
+
+Every change to the Bokeh models goes through :class:`~.model_updates.ModelUpdates`, i.e. into
+the document's lock when the map is served.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from overwatch_lab.dashboard.datastore import DataStore
+from overwatch_lab.dashboard.model_updates import ModelUpdates
 
 if TYPE_CHECKING:
     from bokeh.models.sources import DataDict
@@ -56,6 +65,12 @@ MIN_SPAN_M = 400.0
 _ORIENTED = frozenset({"air", "ground", "surface", "underwater"})
 PALETTE: tuple[str, ...] = tuple(Category10_10)
 STALE_ALPHA = 0.3
+
+DROP_AFTER_S = 600.0
+"""Entities not heard from for this long (s) are left off the map by default."""
+
+WORLD_FIT: tuple[float, float, float, float] = (-30.0, 60.0, 20.0, 60.0)
+"""(lon min, lon max, lat min, lat max) shown before any entity has a position (never empty ranges)."""
 
 ENTITY_COLUMNS: tuple[str, ...] = (
     "x", "y", "entity_id", "name", "org", "kind", "entity_type", "mode", "speed", "battery",
@@ -97,18 +112,26 @@ def _fmt(value: Any, fmt: str, missing: str = "–") -> str:
     return format(value, fmt)
 
 
-def entity_columns(fleet: pd.DataFrame, color_by: str, colors: ColorMap) -> DataDict:
-    """Build the map's entity source columns from a fleet frame (entities without a position are left out).
+def entity_columns(
+    fleet: pd.DataFrame, color_by: str, colors: ColorMap, drop_after_s: float | None = None
+) -> DataDict:
+    """Build the map's entity source columns from a fleet frame.
+
+    Entities without a position are left out, and so are those last seen more than
+    ``drop_after_s`` ago (None: none dropped); stale ones are drawn faded (``alpha``).
 
     Args:
         fleet: a :func:`~.frames.fleet_frame`.
         color_by: ``"org"`` or ``"kind"``.
         colors: the view's colour assignment.
+        drop_after_s: seconds after which a silent entity leaves the map.
 
     Returns:
         A dict of :data:`ENTITY_COLUMNS` → lists, ready for ``ColumnDataSource.data``.
     """
     placed = fleet[fleet["latitude"].notna() & fleet["longitude"].notna()] if not fleet.empty else fleet
+    if drop_after_s is not None and not placed.empty:
+        placed = placed[~(placed["age_s"] > drop_after_s)]  # never seen (NaN) is kept
     if placed.empty:
         return {c: [] for c in ENTITY_COLUMNS}
     x, y = to_mercator(placed["longitude"], placed["latitude"])
@@ -145,6 +168,19 @@ def entity_columns(fleet: pd.DataFrame, color_by: str, colors: ColorMap) -> Data
     }
 
 
+def fit_box(fleet: pd.DataFrame, org: str | None = None) -> tuple[float, float, float, float] | None:
+    """Return (lon min, lon max, lat min, lat max) of the positioned entities (of ``org``), or None."""
+    if fleet.empty:
+        return None
+    rows = fleet[fleet["latitude"].notna() & fleet["longitude"].notna()]
+    if org is not None:
+        rows = rows[(rows["org_name"].fillna(rows["org_id"]) == org) | (rows["org_id"] == org)]
+    if rows.empty:
+        return None
+    lon, lat = rows["longitude"], rows["latitude"]
+    return float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())
+
+
 def trail_columns(telemetry: pd.DataFrame | None, points: int) -> DataDict:
     """Return the x/y (and lon/lat) of the newest ``points`` positions in a telemetry frame."""
     if telemetry is None or telemetry.empty or "latitude" not in telemetry.columns:
@@ -177,23 +213,40 @@ class FleetMap(pn.viewable.Viewer):
     )
     tile_attribution = param.String(default="", doc="Attribution text for the tile layer.")
     height = param.Integer(default=540, bounds=(200, None), doc="Plot height in pixels.")
+    drop_after_s = param.Number(
+        default=DROP_AFTER_S,
+        bounds=(1, None),
+        allow_None=True,
+        doc="Entities not heard from for this long (s) leave the map (None: never); stale ones are faded.",
+    )
+    focus_org = param.String(
+        default=None, allow_None=True, doc="Organisation the view fits to (None: the whole fleet)."
+    )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.colors = ColorMap()
         self.source = ColumnDataSource({c: [] for c in ENTITY_COLUMNS}, name="fleet-entities")
         self.trail = ColumnDataSource({"x": [], "y": [], "longitude": [], "latitude": []}, name="fleet-trail")
+        self.fit_source = ColumnDataSource(self._box_columns(WORLD_FIT), name="fleet-fit")
+        self.fitted: tuple[float, float, float, float] | None = None  # the box last fitted (None: none yet)
         self.figure = self._build_figure()
+        self.updates = ModelUpdates(self.figure)
         self._legend = pn.pane.HTML("", margin=(0, 10), styles={"font-size": "0.85em"})
         self._syncing = False
         self.source.selected.on_change("indices", self._on_tap)
         self._sync()
 
+    @staticmethod
+    def _box_columns(box: tuple[float, float, float, float]) -> DataDict:
+        x, y = to_mercator([box[0], box[1]], [box[2], box[3]])
+        return {"x": x.tolist(), "y": y.tolist()}
+
     def _build_figure(self) -> Any:
         # Never show less than MIN_SPAN_M across (one entity, or a fleet parked in one spot).
+        # The ranges follow one invisible renderer, the fitted box, not the entities: a moving fleet
+        # never moves the axes, and the ranges are never empty (no "could not set initial ranges").
         fig = figure(
-            x_range=DataRange1d(range_padding=0.15, min_interval=MIN_SPAN_M),
-            y_range=DataRange1d(range_padding=0.15, min_interval=MIN_SPAN_M),
             x_axis_type="mercator",
             y_axis_type="mercator",
             match_aspect=True,
@@ -214,6 +267,9 @@ class FleetMap(pn.viewable.Viewer):
         fig.xaxis.major_label_text_font_size = fig.yaxis.major_label_text_font_size = "9pt"
         if self.tile_url:
             fig.add_tile(WMTSTileSource(url=self.tile_url, attribution=self.tile_attribution))
+        fit = fig.scatter("x", "y", source=self.fit_source, size=0, alpha=0.0, visible=False)
+        fig.x_range = DataRange1d(range_padding=0.15, min_interval=MIN_SPAN_M, renderers=[fit])
+        fig.y_range = DataRange1d(range_padding=0.15, min_interval=MIN_SPAN_M, renderers=[fit])
         fig.line("x", "y", source=self.trail, line_color="#0969da", line_width=2, line_alpha=0.7)
         fig.scatter("x", "y", source=self.trail, size=3, color="#0969da", alpha=0.5)
         entities = fig.scatter(
@@ -268,19 +324,28 @@ class FleetMap(pn.viewable.Viewer):
 
     @param.depends("show_labels", watch=True)
     def _labels_toggled(self) -> None:
-        self.labels.visible = self.show_labels
+        self.updates.apply("labels", lambda: setattr(self.labels, "visible", self.show_labels))
 
-    @param.depends("data_store.fleet", "color_by", watch=True)
+    @param.depends("data_store.fleet", "color_by", "drop_after_s", watch=True)
     def _sync(self) -> None:
         if self.data_store is None or self.data_store.fleet is None:
             return
-        data = entity_columns(self.data_store.fleet, self.color_by, self.colors)
+        self.updates.apply("entities", self._apply_entities)
+
+    def _apply_entities(self) -> None:
+        store = self.data_store
+        if store is None or store.fleet is None:
+            return
+        fleet = store.fleet
+        data = entity_columns(fleet, self.color_by, self.colors, self.drop_after_s)
         self._syncing = True
         try:
             self.source.data = data
-            self._select_in_source(self.data_store.selected)
+            self._select_in_source(store.selected)
         finally:
             self._syncing = False
+        if self.fitted is None:
+            self._fit(fleet)
         groups = sorted(set(data["org"] if self.color_by == "org" else data["kind"]))
         self._legend.object = " ".join(
             f'<span style="white-space:nowrap;margin-right:12px"><span style="display:inline-block;width:10px;'
@@ -288,8 +353,31 @@ class FleetMap(pn.viewable.Viewer):
             for g, c in self.colors.items(groups)
         )
 
+    @param.depends("focus_org", watch=True)
+    def _focus_changed(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        """Fit the view to the fleet (or ``focus_org``) as it is now."""
+        self.updates.apply("fit", self._fit_now)
+
+    def _fit_now(self) -> None:
+        if self.data_store is not None and self.data_store.fleet is not None:
+            self._fit(self.data_store.fleet)
+
+    def _fit(self, fleet: pd.DataFrame) -> None:
+        box = fit_box(fleet, self.focus_org)
+        if box is None or box == self.fitted:
+            return
+        self.fitted = box
+        self.fit_source.data = self._box_columns(box)
+
     @param.depends("data_store.telemetry", "data_store.selected", "trail_points", watch=True)
     def _sync_trail(self) -> None:
+        if self.data_store is not None:
+            self.updates.apply("trail", self._apply_trail)
+
+    def _apply_trail(self) -> None:
         store = self.data_store
         if store is None:
             return
@@ -298,6 +386,10 @@ class FleetMap(pn.viewable.Viewer):
 
     @param.depends("data_store.selected", watch=True)
     def _on_store_selection(self) -> None:
+        if self.data_store is not None:
+            self.updates.apply("selection", self._apply_selection)
+
+    def _apply_selection(self) -> None:
         if self.data_store is None:
             return
         self._syncing = True

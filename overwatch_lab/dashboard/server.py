@@ -6,6 +6,10 @@ that follows a lab by folder, for ``panel serve``, is :mod:`overwatch_lab.dashbo
 
 Each browser session gets its own :class:`~overwatch_lab.dashboard.app.Dashboard`; its
 periodic refresh stops when the session is destroyed and when :meth:`DashboardServer.stop` runs.
+
+Served beyond loopback, :func:`serve` refuses to start without ``users`` (see
+:mod:`~overwatch_lab.dashboard.access`); with users, every page asks for a login (Panel's basic
+auth, an offline login page, a signed cookie) and each session gets its user's role.
 """
 
 from __future__ import annotations
@@ -13,20 +17,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import logging
 import socket
 import threading
 import uuid
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import panel as pn
 
+from overwatch_lab.dashboard.access import LOCAL_USER, OPERATOR, VIEWER, Users, check_exposure, cookie_secret
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
+from overwatch_lab.dashboard.sockets import quiet_closed_websockets
 
 log = logging.getLogger(__name__)
+
+LOGIN_TEMPLATE = Path(__file__).with_name("login.html")
+"""The login page (offline: Panel's own loads CSS and a logo from its CDN)."""
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -57,6 +68,31 @@ def check_port(address: str, port: int) -> None:
             raise ConfigError(f"dashboard port {port} on {address} is {why}") from None
 
 
+_WRITE_TASKS = ("write_message", "_dispatch_msgs")
+"""Bokeh's and Panel's websocket writes (the coroutines' names): pending ones are finished at stop."""
+
+
+def _finish_tasks(loop: asyncio.AbstractEventLoop, timeout: float = 2.0) -> None:
+    """Let the websocket writes still pending on the stopped server loop end (cancelled if they must).
+
+    Closing a loop with pending tasks makes asyncio log "Task was destroyed but it is pending!"
+    for each when it is garbage-collected. Only writes are touched: cancelling a websocket's
+    receive loop would run Bokeh's close handler on a session already detached.
+    """
+    writes = [
+        t
+        for t in asyncio.all_tasks(loop)
+        if not t.done() and any(n in getattr(t.get_coro(), "__qualname__", "") for n in _WRITE_TASKS)
+    ]
+    if not writes:
+        return
+    _, late = loop.run_until_complete(asyncio.wait(writes, timeout=timeout / 2))
+    for task in late:
+        task.cancel()
+    if late:
+        loop.run_until_complete(asyncio.wait(late, timeout=timeout / 2))
+
+
 class DashboardServer:
     """A Panel server running the dashboard on a thread of this process.
 
@@ -66,7 +102,7 @@ class DashboardServer:
 
     def __init__(
         self,
-        app: Callable[[], Any],
+        app: Callable[..., Any],
         *,
         port: int,
         address: str,
@@ -74,8 +110,12 @@ class DashboardServer:
         websocket_origin: list[str] | None,
         title: str,
         server_options: dict[str, Any] | None = None,
+        users: Users | None = None,
+        secret: str | None = None,
     ) -> None:
         self._app = app
+        self.users = users
+        self._secret = secret
         self._options = dict(server_options or {})
         self.address = address
         self.port = port
@@ -109,8 +149,17 @@ class DashboardServer:
         """The Dashboard of every browser session not yet garbage-collected (stopped ones included)."""
         return list(self._dashboards)
 
+    def _session_identity(self) -> tuple[str, str]:
+        """(user, role) of the session being built: the logged-in user's role, else the local operator."""
+        if self.users is None:
+            return LOCAL_USER, OPERATOR
+        user = pn.state.user
+        return (user or "?"), (self.users.role_of(user) or VIEWER)
+
     def _make_session(self) -> Any:
-        dashboard = self._app()
+        user, role = self._session_identity()
+        takes_identity = "role" in inspect.signature(self._app).parameters
+        dashboard = self._app(user=user, role=role) if takes_identity else self._app()
         if isinstance(dashboard, Dashboard):
             self._dashboards.add(dashboard)
             dashboard.start()
@@ -134,7 +183,15 @@ class DashboardServer:
 
         io_loop = IOLoop(make_current=False)
         asyncio.set_event_loop(io_loop.asyncio_loop)
+        quiet_closed_websockets(io_loop.asyncio_loop)
         origins = self._origins or [f"{self.address}:{self.port}", f"localhost:{self.port}"]
+        auth: dict[str, Any] = {}
+        if self.users is not None:  # the passwords go to Panel's login handler, nowhere else
+            auth = {
+                "basic_auth": dict(self.users.passwords),
+                "cookie_secret": self._secret,
+                "login_template": str(LOGIN_TEMPLATE),
+            }
         try:
             self._server = get_server(
                 self._make_session,
@@ -147,6 +204,7 @@ class DashboardServer:
                 title=self._title,
                 verbose=False,
                 server_id=self._server_id,
+                **auth,
                 **self._options,
             )
             self._server.start()
@@ -161,6 +219,7 @@ class DashboardServer:
         try:
             io_loop.start()
         finally:
+            _finish_tasks(io_loop.asyncio_loop)
             io_loop.close(all_fds=True)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -223,6 +282,9 @@ def serve(
     tile_url: str | None = None,
     title: str = TITLE,
     websocket_origin: list[str] | None = None,
+    users: Users | str | Path | None = None,
+    cookie_secret_value: str | None = None,
+    beyond_loopback: bool | None = None,
     **server_options: Any,
 ) -> DashboardServer:
     """Serve the dashboard for ``source`` from this process, on a thread, and return the running server.
@@ -240,18 +302,29 @@ def serve(
         **server_options: passed to ``panel.io.server.get_server`` (e.g.
             ``unused_session_lifetime_milliseconds``: how long a closed tab's session lingers
             before it is destroyed and its refresh stops; Bokeh's default is 15 s).
+        users: who may log in (a :class:`~.access.Users` or the path of a users file); with
+            users every page needs a login and each session gets its user's role.
+        cookie_secret_value: the secret signing login cookies (default: a random one per run).
+        beyond_loopback: treat the server as reachable from elsewhere (True) or not (False)
+            whatever ``address`` says; None: decided by ``address``.
 
     Returns:
         A :class:`DashboardServer` (``.port``, ``.url``, ``.stop()``; also a context manager).
 
     Raises:
-        ConfigError: ``port`` is taken (or cannot be bound on ``address``); see :func:`check_port`.
+        ConfigError: ``port`` is taken (or cannot be bound on ``address``), see :func:`check_port`;
+            or the server would be reachable beyond loopback without ``users``.
     """
     from overwatch_lab.errors import ConfigError
 
-    def app() -> Dashboard:
-        return Dashboard(source=source, period_s=period_s, tile_url=tile_url, title=title)
+    def app(user: str | None = None, role: str = OPERATOR) -> Dashboard:
+        return Dashboard(
+            source=source, period_s=period_s, tile_url=tile_url, title=title, user=user, role=role
+        )
 
+    known = Users.load(users) if isinstance(users, str | Path) else users
+    secret = cookie_secret(cookie_secret_value) if known is not None else None
+    check_exposure(address, known, beyond_loopback=beyond_loopback)
     check_port(address, port)
     attempts = 1 if port else 3  # a picked port can be taken before the server binds it
     for attempt in range(attempts):
@@ -263,6 +336,8 @@ def serve(
             websocket_origin=websocket_origin,
             title=title,
             server_options=server_options,
+            users=known,
+            secret=secret,
         )
         try:
             return server.start()

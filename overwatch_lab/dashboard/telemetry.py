@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from bokeh.models.renderers import DataRenderer
 from bokeh.plotting import figure
 
 from overwatch_lab.dashboard.datastore import DataStore
+from overwatch_lab.dashboard.model_updates import ModelUpdates
 
 if TYPE_CHECKING:
     from bokeh.models.sources import DataDict
@@ -80,6 +82,29 @@ def series_columns(telemetry: pd.DataFrame | None, plot: str) -> DataDict:
     return out
 
 
+EMPTY_WINDOW_MS = 60_000.0
+"""Time span (ms, ending now) an empty plot shows."""
+
+
+def extent_columns(series: Any, plot: str, anchor_t: float | None, now_ms: float) -> DataDict:
+    """Return the points of a plot's invisible extent glyph, which keeps its ranges finite.
+
+    With data: its newest point with a finite value (inside the data's bounds, so it never widens
+    them). Without: 0..1 high at ``anchor_t`` (another plot's newest time: the shared time axis is
+    not widened) or over the last :data:`EMPTY_WINDOW_MS`. An empty Bokeh DataRange1d has NaN
+    bounds, and the browser then warns "could not set initial ranges" on every update.
+    """
+    t = list(series["t"])
+    for i in range(len(t) - 1, -1, -1):
+        for c in SERIES[plot]:
+            v = series[c][i]
+            if v is not None and math.isfinite(v):
+                return {"t": [t[i]], "v": [v]}
+    if anchor_t is not None:
+        return {"t": [anchor_t, anchor_t], "v": [0.0, 1.0]}
+    return {"t": [now_ms - EMPTY_WINDOW_MS, now_ms], "v": [0.0, 1.0]}
+
+
 def _fmt(value: Any, fmt: str, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -104,7 +129,12 @@ class TelemetryPanel(pn.viewable.Viewer):
         self.entity.param.watch(self._on_pick, "value")
         self.summary = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
         self.sources = {plot: ColumnDataSource(series_columns(pd.DataFrame(), plot)) for plot in SERIES}
+        self.extents = {
+            plot: ColumnDataSource(extent_columns(source.data, plot, None, time.time() * 1000.0))
+            for plot, source in self.sources.items()
+        }
         self.figures = self._build_figures()
+        self.updates = ModelUpdates(next(iter(self.figures.values())))
         self._entity: str | None = None
         self._last_id = -1
         self._sync_options()
@@ -139,6 +169,7 @@ class TelemetryPanel(pn.viewable.Viewer):
             )
             if plot == "battery":
                 fig.y_range = Range1d(start=0, end=105)
+            fig.scatter("t", "v", source=self.extents[plot], size=0, alpha=0.0, visible=False)
             lines: list[DataRenderer] = []
             for c in columns:
                 lines.append(
@@ -230,6 +261,10 @@ class TelemetryPanel(pn.viewable.Viewer):
 
     @param.depends("data_store.telemetry", watch=True)
     def _sync_plots(self) -> None:
+        if self.data_store is not None:
+            self.updates.apply("plots", self._apply_plots)  # in the document's lock when served
+
+    def _apply_plots(self) -> None:
         store = self.data_store
         if store is None:
             return
@@ -251,6 +286,10 @@ class TelemetryPanel(pn.viewable.Viewer):
             else pd.Series(dtype="int64")
         )
         self._last_id = int(ids.max()) if len(ids) else -1
+        newest = [source.data["t"][-1] for source in self.sources.values() if len(source.data["t"])]
+        anchor = max(newest) if newest else None
+        for plot, source in self.sources.items():
+            self.extents[plot].data = extent_columns(source.data, plot, anchor, time.time() * 1000.0)
         for plot, fig in self.figures.items():
             fig.title.text = f"{plot} · {entity}" if entity else plot
 

@@ -61,3 +61,16 @@ def test_a_busy_dashboard_port_is_one_line_before_anything_boots(tmp_path):
         proc = _up("--data-dir", str(tmp_path / "d"), "--dashboard-port", str(port))
     _one_line(proc, f"dashboard port {port} on 127.0.0.1 is in use", "--dashboard-port")
     assert not (tmp_path / "d" / "lab.json").exists() and not (tmp_path / "d" / "broker").exists()
+
+
+def test_a_dashboard_beyond_loopback_without_users_is_one_line_before_anything_boots(tmp_path):
+    """Checked, never bound: no address but 127.0.0.1 is ever listened on in the tests."""
+    proc = _up("--data-dir", str(tmp_path / "d"), "--dashboard-address", "0.0.0.0")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "without authentication" in lines[0] and "--dashboard-users" in lines[0], lines
+    assert not (tmp_path / "d" / "lab.json").exists()
+    users = tmp_path / "users.json"
+    users.write_text('{"ola": {"password": "short", "role": "operator"}}')
+    proc = _up("--data-dir", str(tmp_path / "d"), "--dashboard-users", str(users))
+    assert proc.returncode == 2 and "8 or more characters" in proc.stderr and "short" not in proc.stderr

@@ -79,3 +79,37 @@ def test_no_tiles_unless_asked():
     tiled = FleetMap(data_store=store, tile_url="http://127.0.0.1:9/{Z}/{X}/{Y}.png")
     tiles = [r for r in tiled.figure.renderers if isinstance(r, TileRenderer)]
     assert len(tiles) == 1 and tiles[0].tile_source.url.startswith("http://127.0.0.1:9/")
+
+
+def test_the_map_fits_once_and_keeps_its_box_while_the_fleet_moves(source):
+    from overwatch_lab.dashboard.map import WORLD_FIT
+
+    store = DataStore(source=source)
+    view = FleetMap(data_store=store)
+    assert view.fitted is None and len(view.fit_source.data["x"]) == 2  # never empty ranges
+    assert view.figure.x_range.renderers and view.figure.y_range.renderers  # the box, not the entities
+    source.fly(steps=1)
+    store.refresh()
+    first = view.fitted
+    assert first is not None and first != WORLD_FIT
+    assert first[0] == pytest.approx(BASE_LON) and first[2] == pytest.approx(BASE_LAT)
+    box = dict(view.fit_source.data)
+    source.fly(steps=30)  # the fleet moves 0.03° east: the axes stay where they were
+    store.refresh()
+    assert view.fitted == first and view.fit_source.data == box
+    view.focus_org = "Bravo"  # fit to one organisation, on demand
+    assert view.fitted is not None and view.fitted != first
+    assert view.fitted[2] == view.fitted[3]  # Bravo is one entity (ugv-1)
+
+
+def test_silent_entities_fade_then_leave_the_map(source):
+    source.fly(steps=1, t0=1000.0)  # last heard from long ago
+    store = DataStore(source=source)
+    view = FleetMap(data_store=store, drop_after_s=None)
+    store.refresh()
+    assert len(view.source.data["entity_id"]) == 3
+    view.drop_after_s = 600.0
+    assert view.source.data["entity_id"] == []  # a finished fleet leaves the map
+    source.fly(steps=1)  # heard from now
+    store.refresh()
+    assert sorted(view.source.data["entity_id"]) == ["uav-1", "uav-2", "ugv-1"]

@@ -65,3 +65,16 @@ def test_no_auto_select_when_disabled(source):
     view = TelemetryPanel(data_store=store, auto_select=False)
     store.refresh()
     assert store.selected is None and "Select an entity" in view.summary.object
+
+
+def test_empty_plots_keep_finite_ranges():
+    from overwatch_lab.dashboard.telemetry import EMPTY_WINDOW_MS, extent_columns
+
+    empty = {"t": [], "id": [], "groundspeed": [], "airspeed": []}
+    assert extent_columns(empty, "speed", None, 100_000.0) == {
+        "t": [100_000.0 - EMPTY_WINDOW_MS, 100_000.0],
+        "v": [0.0, 1.0],
+    }
+    assert extent_columns(empty, "speed", 5.0, 100_000.0)["t"] == [5.0, 5.0]  # the shared axis not widened
+    data = {"t": [1.0, 2.0], "id": [1, 2], "groundspeed": [3.0, float("nan")], "airspeed": [float("nan")] * 2}
+    assert extent_columns(data, "speed", None, 100_000.0) == {"t": [1.0], "v": [3.0]}  # inside the data

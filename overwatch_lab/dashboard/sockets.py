@@ -1,0 +1,39 @@
+"""Closed browser tabs: a write to a websocket the browser already closed is not an error.
+
+Bokeh and Panel write to a session's websocket in tasks nobody awaits; when the tab closed in
+between, asyncio reports "Task exception was never retrieved" with a ``WebSocketClosedError``
+traceback. :func:`quiet_closed_websockets` logs those at debug level on the server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_CLOSED_SOCKET_ERRORS = ("WebSocketClosedError", "StreamClosedError")
+
+
+def quiet_closed_websockets(loop: asyncio.AbstractEventLoop) -> None:
+    """Log a write to a websocket the browser already closed (a closed tab) at debug, not as a traceback.
+
+    Every other exception goes to the loop's previous handler. Installing it twice is a no-op.
+    """
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_closed_websockets", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is not None and type(exc).__name__ in _CLOSED_SOCKET_ERRORS:
+            log.debug("dashboard: write to a closed websocket dropped: %r", exc)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_closed_websockets = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
