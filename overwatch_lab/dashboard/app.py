@@ -325,9 +325,10 @@ if pn.state.served:
     import logging
 
     from overwatch_lab.dashboard.attached import AttachedLab, default_data_dir
-    from overwatch_lab.dashboard.sockets import quiet_closed_websockets
+    from overwatch_lab.dashboard.sockets import quiet_closed_websockets, tolerate_sessionless_close
 
     quiet_closed_websockets(asyncio.get_event_loop())
+    tolerate_sessionless_close()
     _user, _role = served_identity()
     if _role is None:
         logging.getLogger(__name__).warning(

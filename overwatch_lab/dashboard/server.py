@@ -32,7 +32,7 @@ import panel as pn
 from overwatch_lab.dashboard.access import LOCAL_USER, OPERATOR, VIEWER, Users, check_exposure, cookie_secret
 from overwatch_lab.dashboard.app import TITLE, Dashboard
 from overwatch_lab.dashboard.datastore import FleetSource
-from overwatch_lab.dashboard.sockets import quiet_closed_websockets
+from overwatch_lab.dashboard.sockets import quiet_closed_websockets, tolerate_sessionless_close
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ class DashboardServer:
         io_loop = IOLoop(make_current=False)
         asyncio.set_event_loop(io_loop.asyncio_loop)
         quiet_closed_websockets(io_loop.asyncio_loop)
+        tolerate_sessionless_close()
         origins = self._origins or [f"{self.address}:{self.port}", f"localhost:{self.port}"]
         auth: dict[str, Any] = {}
         if self.users is not None:  # the passwords go to Panel's login handler, nowhere else
