@@ -90,7 +90,11 @@ async def test_a_small_fleet_registers_and_streams_into_jetstream(broker):
     expected = 5 * 10 * 20.5
     telemetry = sum(v for k, v in stats["by_type"].items() if k.isupper())
     assert telemetry == expected
-    await broker.nc.flush()
+    await broker.nc.flush()  # the server has every core publish; JetStream stores them a moment later
+    async def all_stored() -> bool:
+        return await broker.stored("CONSTELLATION_TELEMETRY") == expected
+
+    await wait_for(all_stored, timeout=10, what=f"{expected:.0f} telemetry messages stored")
     assert await broker.stored("CONSTELLATION_TELEMETRY") == expected
     assert await broker.stored("CONSTELLATION_ENTITIES") == 5
     assert await broker.stored("CONSTELLATION_ORGANIZATIONS") == 1
